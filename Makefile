@@ -1,0 +1,43 @@
+# The two commands of the README: `make run` (pipeline on the embedded sample) and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(abspath $(VENV))/bin
+STAMP  := $(VENV)/.installed
+
+export PATH := $(BIN):$(PATH)
+export DVC_NO_ANALYTICS := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export GX_ANALYTICS_ENABLED := false
+
+# Reed's CUB schedule on the real data (data.dvc): one command, no hand edits of params.yaml.
+CUB_SETTINGS := -S data.source=cub -S data.raw_dir=data -S train.epochs=600 -S train.sample_every=10 \
+                -S generate.num_samples=30000 -S evaluate.kid_subset_size=1000 -S evaluate.kid_subsets=100
+
+.PHONY: install run test run-cub flow clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --progress-bar off -e '.[test]'
+	touch $@
+
+run: $(STAMP)
+	$(BIN)/dvc repro
+	@echo
+	@echo "metrics:           metrics/scores.json (FID, KID), metrics/train.json"
+	@echo "sample grids:      reports/generated_grid.png, reports/train_samples.png"
+	@echo "validation report: reports/validation/data_docs/index.html (and result.json)"
+	@echo "loss plot data:    reports/train_loss.csv  (dvc plots show)"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+run-cub: $(STAMP)
+	$(BIN)/dvc exp run $(CUB_SETTINGS)
+
+flow: $(STAMP)
+	$(BIN)/python -m flows.pipeline
+
+clean:
+	rm -rf build reports metrics

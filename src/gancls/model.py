@@ -1,0 +1,145 @@
+"""The customised GAN-CLS of the seed document (Reed et al. 2016 with residual blocks).
+
+Generator G(z, psi(t)):
+    psi(t) (1024) -> Linear -> LeakyReLU  = 128-d text code, concatenated with z ~ N(0, I) (128)
+    -> linear projection to 4x4x(ngf*8) -> residual block
+    -> deconv to 8x8x(ngf*4) -> residual block
+    -> deconv 16x16x(ngf*2) -> deconv 32x32x(ngf) -> deconv 64x64x3 -> tanh
+    every deconvolution followed by BatchNorm and LeakyReLU, except the last.
+
+Discriminator D(x, psi(t)):
+    x (64x64x3) -> stride-2 convolutions 32 -> 16 -> 8 -> 4 (ndf .. ndf*8 channels) -> residual block
+    psi(t) -> Linear -> BatchNorm -> LeakyReLU = 128-d code, replicated spatially to 4x4,
+    concatenated in depth -> 1x1 conv (ndf*8) -> 4x4 conv -> one logit.
+    D returns the logit; sigmoid(logit) is the probability that (x, t) is a real, matching pair.
+    The losses use the numerically stable BCE-with-logits, which is BCE after the sigmoid.
+
+The number of residual blocks (two in G, one in D in the seed) is ``model.g_res_blocks`` and
+``model.d_res_blocks`` in params.yaml.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ResidualBlock(nn.Module):
+    """Bottleneck residual block: 1x1 -> 3x3 -> 3x3 convolutions with BatchNorm, identity skip."""
+
+    def __init__(self, channels: int, leak: float):
+        super().__init__()
+        inner = max(channels // 4, 1)
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, inner, 1, bias=False),
+            nn.BatchNorm2d(inner),
+            nn.LeakyReLU(leak, inplace=True),
+            nn.Conv2d(inner, inner, 3, padding=1, bias=False),
+            nn.BatchNorm2d(inner),
+            nn.LeakyReLU(leak, inplace=True),
+            nn.Conv2d(inner, channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(channels),
+        )
+        self.act = nn.LeakyReLU(leak, inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(x + self.body(x))
+
+
+def _up(cin: int, cout: int, leak: float) -> list[nn.Module]:
+    return [
+        nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.LeakyReLU(leak, inplace=True),
+    ]
+
+
+def _down(cin: int, cout: int, leak: float, norm: bool = True) -> list[nn.Module]:
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, 4, stride=2, padding=1, bias=not norm)]
+    if norm:
+        layers.append(nn.BatchNorm2d(cout))
+    layers.append(nn.LeakyReLU(leak, inplace=True))
+    return layers
+
+
+def _check_size(image_size: int) -> None:
+    if image_size != 64:
+        raise ValueError(f"model.image_size must be 64 (the GAN-CLS resolution), got {image_size}")
+
+
+class Generator(nn.Module):
+    def __init__(self, z_dim=128, embedding_dim=1024, text_dim=128, ngf=128, res_blocks=2,
+                 leak=0.2, image_size=64):
+        super().__init__()
+        _check_size(image_size)
+        self.z_dim = z_dim
+        self.ngf = ngf
+        self.text = nn.Sequential(nn.Linear(embedding_dim, text_dim), nn.LeakyReLU(leak, inplace=True))
+        self.project = nn.Linear(z_dim + text_dim, ngf * 8 * 4 * 4, bias=False)
+        self.project_norm = nn.Sequential(nn.BatchNorm2d(ngf * 8), nn.LeakyReLU(leak, inplace=True))
+        # Residual blocks go at 4x4 then 8x8 (the seed's two); extra ones repeat at 8x8.
+        blocks_4 = [ResidualBlock(ngf * 8, leak) for _ in range(min(res_blocks, 1))]
+        blocks_8 = [ResidualBlock(ngf * 4, leak) for _ in range(max(res_blocks - 1, 0))]
+        self.body = nn.Sequential(
+            *blocks_4,
+            *_up(ngf * 8, ngf * 4, leak),  # 8x8
+            *blocks_8,
+            *_up(ngf * 4, ngf * 2, leak),  # 16x16
+            *_up(ngf * 2, ngf, leak),  # 32x32
+            nn.ConvTranspose2d(ngf, 3, 4, stride=2, padding=1),  # 64x64
+            nn.Tanh(),
+        )
+
+    def forward(self, z: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+        h = torch.cat([z, self.text(embedding)], dim=1)
+        h = self.project(h).view(-1, self.ngf * 8, 4, 4)
+        return self.body(self.project_norm(h))
+
+
+class Discriminator(nn.Module):
+    def __init__(self, embedding_dim=1024, text_dim=128, ndf=64, res_blocks=1, leak=0.2,
+                 image_size=64):
+        super().__init__()
+        _check_size(image_size)
+        self.image = nn.Sequential(
+            *_down(3, ndf, leak, norm=False),  # 32x32
+            *_down(ndf, ndf * 2, leak),  # 16x16
+            *_down(ndf * 2, ndf * 4, leak),  # 8x8
+            *_down(ndf * 4, ndf * 8, leak),  # 4x4
+            *[ResidualBlock(ndf * 8, leak) for _ in range(res_blocks)],
+        )
+        self.text = nn.Sequential(
+            nn.Linear(embedding_dim, text_dim), nn.BatchNorm1d(text_dim), nn.LeakyReLU(leak, inplace=True)
+        )
+        self.joint = nn.Sequential(
+            nn.Conv2d(ndf * 8 + text_dim, ndf * 8, 1, bias=False),
+            nn.BatchNorm2d(ndf * 8),
+            nn.LeakyReLU(leak, inplace=True),
+            nn.Conv2d(ndf * 8, 1, 4),
+        )
+
+    def forward(self, image: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+        h = self.image(image)
+        t = self.text(embedding)[:, :, None, None].expand(-1, -1, h.shape[2], h.shape[3])
+        return self.joint(torch.cat([h, t], dim=1)).view(-1)
+
+
+def init_weights(module: nn.Module) -> None:
+    """DCGAN initialisation: conv/linear weights N(0, 0.02), BatchNorm gamma N(1, 0.02), beta 0."""
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+def build_models(cfg: dict) -> tuple[Generator, Discriminator]:
+    """G and D from the ``model:`` section of params.yaml, initialised."""
+    g = Generator(cfg["z_dim"], cfg["embedding_dim"], cfg["text_dim"], cfg["ngf"],
+                  cfg["g_res_blocks"], cfg["leak"], cfg["image_size"])
+    d = Discriminator(cfg["embedding_dim"], cfg["text_dim"], cfg["ndf"], cfg["d_res_blocks"],
+                      cfg["leak"], cfg["image_size"])
+    g.apply(init_weights)
+    d.apply(init_weights)
+    return g, d

@@ -1,0 +1,71 @@
+"""Shared fixtures: telemetry off, and a tiny git + DVC copy of the pipeline for end-to-end tests."""
+import copy
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+for _var, _value in (("DVC_NO_ANALYTICS", "1"), ("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
+                     ("GX_ANALYTICS_ENABLED", "false")):
+    os.environ[_var] = _value
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The tiny configuration: the real stages and libraries, a few dozen images, a narrow model.
+TINY = {
+    "sample": {"n_classes": 4, "images_per_class": 6, "image_size": [64, 80]},
+    "model": {"ngf": 8, "ndf": 8},
+    "train": {"epochs": 2, "batch_size": 8, "grid_size": 3},
+    "generate": {"num_samples": 12, "batch_size": 12, "grid_captions": 3, "grid_noise": 3},
+    "evaluate": {"kid_subset_size": 6, "kid_subsets": 5, "batch_size": 12},
+}
+
+
+def merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def env() -> dict:
+    e = dict(os.environ)
+    e["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{e.get('PATH', '')}"
+    return e
+
+
+def sh(cmd, cwd, check=True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def dvc(*args, cwd, check=True):
+    return sh([sys.executable, "-m", "dvc", *args], cwd, check)
+
+
+@pytest.fixture
+def pipeline_copy(tmp_path):
+    """A committed git + DVC repository holding dvc.yaml, src/ and a tiny params.yaml."""
+
+    def make(overrides: dict | None = None) -> Path:
+        repo = tmp_path / "repo"
+        repo.mkdir()
+        shutil.copy(ROOT / "dvc.yaml", repo)
+        shutil.copytree(ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), merge(TINY, overrides or {}))
+        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        sh(["git", "init", "-q"], repo)
+        sh(["git", "config", "user.email", "test@example.com"], repo)
+        sh(["git", "config", "user.name", "test"], repo)
+        dvc("init", "-q", cwd=repo)
+        sh(["git", "add", "-A"], repo)
+        sh(["git", "commit", "-qm", "tiny pipeline"], repo)
+        return repo
+
+    return make

@@ -1,0 +1,22 @@
+"""The Prefect flow drives the DVC stages on the tiny configuration and publishes the metrics."""
+import json
+
+from prefect.testing.utilities import prefect_test_harness
+
+from flows.pipeline import pipeline
+
+
+def test_flow_runs_pipeline_and_publishes_metrics(pipeline_copy):
+    repo = pipeline_copy()
+    with prefect_test_harness():
+        rows = pipeline(root=str(repo))
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+        with get_client(sync_client=True) as client:
+            arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["gancls-metrics"])))
+    scores = json.loads((repo / "metrics/scores.json").read_text())
+    by_metric = {(r["file"], r["metric"]): r["value"] for r in rows}
+    assert by_metric[("metrics/scores.json", "fid")] == scores["fid"]
+    assert ("metrics/train.json", "d_loss") in by_metric
+    assert len(arts) == 1 and arts[0].type == "table"

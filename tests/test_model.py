@@ -1,0 +1,56 @@
+import pytest
+import torch
+import yaml
+from pathlib import Path
+
+from gancls.model import Discriminator, Generator, ResidualBlock, build_models
+
+PARAMS = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())
+
+
+def count(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+def test_seed_architecture_sizes_match_reference():
+    # REFERENCE.md §1/§5: seed-sized G ~19.4 M parameters with ngf 128, D ~4.0 M with ndf 64.
+    g, d = build_models(PARAMS["model"])
+    assert PARAMS["model"]["z_dim"] == 128 and PARAMS["model"]["text_dim"] == 128
+    assert abs(count(g) / 1e6 - 19.4) < 0.1
+    assert abs(count(d) / 1e6 - 4.0) < 0.1
+    assert sum(isinstance(m, ResidualBlock) for m in g.modules()) == 2
+    assert sum(isinstance(m, ResidualBlock) for m in d.modules()) == 1
+
+
+def test_shapes_and_ranges():
+    g = Generator(ngf=8, res_blocks=2)
+    d = Discriminator(ndf=8, res_blocks=1)
+    z, e = torch.randn(5, 128), torch.randn(5, 1024)
+    x = g(z, e)
+    assert x.shape == (5, 3, 64, 64)
+    assert x.min() >= -1 and x.max() <= 1
+    assert d(x, e).shape == (5,)
+
+
+def test_text_conditions_both_networks():
+    torch.manual_seed(0)
+    g, d = Generator(ngf=8).eval(), Discriminator(ndf=8).eval()
+    z = torch.randn(2, 128)
+    e1, e2 = torch.randn(2, 1024), torch.randn(2, 1024)
+    assert not torch.allclose(g(z, e1), g(z, e2))
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    assert not torch.allclose(d(x, e1), d(x, e2))
+
+
+def test_init_follows_dcgan():
+    cfg = dict(PARAMS["model"], ngf=16, ndf=16)
+    g, _ = build_models(cfg)
+    convs = torch.cat([m.weight.flatten() for m in g.modules() if isinstance(m, torch.nn.ConvTranspose2d)])
+    assert abs(convs.std().item() - 0.02) < 0.002
+    gammas = torch.cat([m.weight for m in g.modules() if isinstance(m, torch.nn.BatchNorm2d)])
+    assert abs(gammas.mean().item() - 1.0) < 0.01
+
+
+def test_only_64px_supported():
+    with pytest.raises(ValueError, match="64"):
+        Generator(image_size=128)

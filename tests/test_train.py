@@ -1,0 +1,85 @@
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from gancls.train import Batches, train_step
+
+
+def fake_data(n=12, classes=3, size=76):
+    rng = np.random.default_rng(0)
+    return {
+        "images": rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
+        "embeddings": rng.normal(size=(n, 10, 1024)).astype(np.float32),
+        "class_ids": np.arange(n, dtype=np.int32) % classes + 1,
+    }
+
+
+def test_batches_augment_text_and_wrong_pairs():
+    data = fake_data()
+    b = Batches(data, 64, captions_per_sample=4, flip=True, device="cpu")
+    gen = torch.Generator().manual_seed(0)
+    idx = torch.arange(12)
+    imgs = b.augment(idx, gen)
+    assert imgs.shape == (12, 3, 64, 64) and imgs.min() >= -1 and imgs.max() <= 1
+    wrong = b.wrong(idx, gen)
+    assert (b.class_ids[wrong] != b.class_ids[idx]).all()
+    text = b.text(idx, gen)
+    # each text is the mean of 4 distinct captions of its own image
+    emb = torch.from_numpy(data["embeddings"])
+    for i in range(12):
+        sums = {tuple(c) for c in torch.combinations(torch.arange(10), 4).tolist()
+                if torch.allclose(emb[i, list(c)].mean(0), text[i], atol=1e-5)}
+        assert len(sums) == 1
+    batches = list(b.epoch(5, gen))
+    assert len(batches) == 2 and all(x[0].shape[0] == 5 for x in batches)
+
+
+class Recorder(nn.Module):
+    """A discriminator that outputs logit 0 and records what it is shown."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(()))
+        self.calls = []
+
+    def forward(self, x, e):
+        self.calls.append((x.detach().clone(), e.detach().clone()))
+        return self.w.expand(x.shape[0]) * 1.0
+
+
+class ConstG(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.b = nn.Parameter(torch.zeros(()))
+
+    def forward(self, z, e):
+        return torch.zeros(z.shape[0], 3, 64, 64) + self.b + e[:, :1, None, None]
+
+
+def test_matching_aware_losses_and_pairs():
+    g, d = ConstG(), Recorder()
+    opt_g = torch.optim.Adam(g.parameters(), lr=1e-4)
+    opt_d = torch.optim.Adam(d.parameters(), lr=1e-4)
+    real = torch.ones(4, 3, 64, 64)
+    text, wrong = torch.randn(4, 1024), torch.randn(4, 1024)
+    stats = train_step(g, d, opt_g, opt_d, real, text, wrong, z_dim=8, int_weight=1.0, int_beta=0.5)
+    ln2 = math.log(2)
+    # D: BCE(real,right) + 1/2 [BCE(real,wrong) + BCE(fake,right)], all logits 0 -> 2 ln 2
+    assert math.isclose(stats["d_loss"], 2 * ln2, rel_tol=1e-6)
+    assert math.isclose(stats["g_loss"], ln2, rel_tol=1e-3)
+    assert math.isclose(stats["g_int_loss"], ln2, rel_tol=1e-3)
+    (x_d, e_d), (x_g, e_g), (x_i, e_i) = d.calls
+    assert torch.equal(x_d[:8], torch.cat([real, real]))
+    assert torch.equal(e_d, torch.cat([text, wrong, text]))  # real/right, real/wrong, fake/right
+    assert torch.equal(e_g, text)
+    assert torch.allclose(e_i, 0.5 * text + 0.5 * text.roll(1, 0))  # GAN-INT text, never shown to D's step
+
+
+def test_gan_int_off():
+    g, d = ConstG(), Recorder()
+    opts = [torch.optim.Adam(m.parameters(), lr=1e-4) for m in (g, d)]
+    stats = train_step(g, d, opts[0], opts[1], torch.ones(2, 3, 64, 64), torch.randn(2, 1024),
+                       torch.randn(2, 1024), z_dim=8, int_weight=0.0, int_beta=0.5)
+    assert stats["g_int_loss"] == 0.0 and len(d.calls) == 2
