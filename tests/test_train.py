@@ -70,11 +70,13 @@ def test_matching_aware_losses_and_pairs():
     assert math.isclose(stats["d_loss"], 2 * ln2, rel_tol=1e-6)
     assert math.isclose(stats["g_loss"], ln2, rel_tol=1e-3)
     assert math.isclose(stats["g_int_loss"], ln2, rel_tol=1e-3)
-    (x_d, e_d), (x_g, e_g), (x_i, e_i) = d.calls
-    assert torch.equal(x_d[:8], torch.cat([real, real]))
-    assert torch.equal(e_d, torch.cat([text, wrong, text]))  # real/right, real/wrong, fake/right
-    assert torch.equal(e_g, text)
-    assert torch.allclose(e_i, 0.5 * text + 0.5 * text.roll(1, 0))  # GAN-INT text, never shown to D's step
+    # D step: real/right, real/wrong, fake/right as separate batches; G step: fake/right, fake/interp
+    (x1, e1), (x2, e2), (x3, e3), (x4, e4), (x5, e5) = d.calls
+    assert torch.equal(x1, real) and torch.equal(e1, text)
+    assert torch.equal(x2, real) and torch.equal(e2, wrong)
+    assert not torch.equal(x3, real) and torch.equal(e3, text)
+    assert torch.equal(x4, x3) and torch.equal(e4, text)
+    assert torch.allclose(e5, 0.5 * text + 0.5 * text.roll(1, 0))  # GAN-INT text, never in D's step
 
 
 def test_gan_int_off():
@@ -82,4 +84,4 @@ def test_gan_int_off():
     opts = [torch.optim.Adam(m.parameters(), lr=1e-4) for m in (g, d)]
     stats = train_step(g, d, opts[0], opts[1], torch.ones(2, 3, 64, 64), torch.randn(2, 1024),
                        torch.randn(2, 1024), z_dim=8, int_weight=0.0, int_beta=0.5)
-    assert stats["g_int_loss"] == 0.0 and len(d.calls) == 2
+    assert stats["g_int_loss"] == 0.0 and len(d.calls) == 4

@@ -11,7 +11,6 @@ One D step then one G step; Adam, lr halved every ``lr_decay_every`` epochs.
 from __future__ import annotations
 
 import csv
-import json
 import time
 from pathlib import Path
 
@@ -89,28 +88,31 @@ def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
 
 def train_step(g, d, opt_g, opt_d, real, text, wrong_text, z_dim: int, int_weight: float,
                int_beta: float) -> dict:
+    """One D step then one G step.
+
+    D sees real/right, real/wrong and fake/right as three separate batches (as in Reed's code):
+    BatchNorm over a mixed batch would let D tell fakes by batch statistics that a batch of only
+    fakes in the G step does not have, and G would get no gradient.
+    """
     b = real.shape[0]
     dev = real.device
-    z = torch.randn(b, z_dim, device=dev)
-    if int_weight > 0:
-        text_int = int_beta * text + (1 - int_beta) * text.roll(1, dims=0)
-        fake_all = g(torch.cat([z, torch.randn(b, z_dim, device=dev)]), torch.cat([text, text_int]))
-        fake, fake_int = fake_all[:b], fake_all[b:]
-    else:
-        fake, fake_int, text_int = g(z, text), None, None
+    fake = g(torch.randn(b, z_dim, device=dev), text)
 
     # Discriminator: real/right -> 1, real/wrong -> 0, fake/right -> 0.
     opt_d.zero_grad(set_to_none=True)
-    logits = d(torch.cat([real, real, fake.detach()]), torch.cat([text, wrong_text, text]))
-    s_real, s_wrong, s_fake = logits.split(b)
+    s_real, s_wrong, s_fake = d(real, text), d(real, wrong_text), d(fake.detach(), text)
     d_loss = _bce(s_real, 1.0) + 0.5 * (_bce(s_wrong, 0.0) + _bce(s_fake, 0.0))
     d_loss.backward()
     opt_d.step()
 
-    # Generator: fool D with right text, and with interpolated text (GAN-INT).
+    # Generator: fool D with right text, and with interpolated text (GAN-INT; D never trains on it).
     opt_g.zero_grad(set_to_none=True)
     g_loss = _bce(d(fake, text), 1.0)
-    g_int = _bce(d(fake_int, text_int), 1.0) if fake_int is not None else torch.zeros((), device=dev)
+    if int_weight > 0:
+        text_int = int_beta * text + (1 - int_beta) * text.roll(1, dims=0)
+        g_int = _bce(d(g(torch.randn(b, z_dim, device=dev), text_int), text_int), 1.0)
+    else:
+        g_int = torch.zeros((), device=dev)
     (g_loss + int_weight * g_int).backward()
     opt_g.step()
     return {

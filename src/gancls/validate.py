@@ -1,0 +1,358 @@
+"""Great Expectations (1.x) checks of the raw CUB-layout data and of the prepared HDF5 file.
+
+Both checks first reduce the data to small pandas tables, then validate each table as one GX batch:
+
+* ``manifest`` -- one row per image (``build_manifest``): decoding, size, mode, split, class,
+  caption count, embedding shape/finiteness/range, bounding box, unique key;
+* ``classes``  -- one row per class: the number of splits it appears in (the split is class-disjoint);
+* ``splits``   -- one row per split: image counts (CUB's 8,855 / 2,933, or >= 1 for the sample).
+
+GX runs in a throw-away file-mode context; its validation results go to ``<report_dir>/result.json``
+(``prepared.json`` for the HDF5 check) with a derived ``success`` flag and ``failures`` list, and its
+HTML Data Docs are copied to ``<report_dir>/data_docs/index.html``.  The report is written whether
+the data passes or not; on failure ``ValidationFailed`` lists every violated expectation, one a line,
+with the offending files -- its first line names a file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageFile
+
+from . import cub
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+CUB_COUNTS = {"images": 11788, "classes": 200, "train": 8855, "test": 2933}  # REFERENCE.md §2
+EMB_SHAPE = "10x1024"
+MANIFEST_COLUMNS = ["key", "path", "image_id", "class_id", "split", "bbox_ok", "decodes", "decode_error",
+                    "width", "height", "mode", "n_captions", "emb_shape", "emb_finite", "emb_abs_max",
+                    "emb_norm_min", "emb_norm_max"]
+RESULT_FORMAT = {"result_format": "SUMMARY", "unexpected_index_column_names": ["path"],
+                 "partial_unexpected_count": 20}
+
+
+class ValidationFailed(Exception):
+    """The data broke expectations (or its layout is wrong); the message names the files."""
+
+
+@dataclass
+class Check:
+    label: str
+    expectation: object  # a gx.expectations.* instance
+    detail: Callable[[dict], str] | str  # row -> why it is bad; for table-level checks "file: what"
+
+
+def _in_set(column: str, values: list, detail: Callable[[dict], str]) -> Check:
+    import great_expectations.expectations as gxe
+
+    return Check(column, gxe.ExpectColumnValuesToBeInSet(column=column, value_set=values), detail)
+
+
+def _between(column: str, detail: Callable[[dict], str], **bounds) -> Check:
+    import great_expectations.expectations as gxe
+
+    return Check(column, gxe.ExpectColumnValuesToBeBetween(column=column, **bounds), detail)
+
+
+# --- tables --------------------------------------------------------------------------------------
+
+
+def _decode(path: Path) -> tuple[bool, str, int | None, int | None, str | None]:
+    size = mode = None
+    strict, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
+    try:
+        with Image.open(path) as im:
+            size, mode = im.size, im.mode
+            im.load()
+        return True, "", size[0], size[1], mode
+    except FileNotFoundError:
+        return False, "file not found", None, None, None
+    except Exception as exc:  # noqa: BLE001 - any failure means the file does not decode
+        w, h = size if size else (None, None)
+        return False, str(exc) or type(exc).__name__, w, h, mode
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = strict
+
+
+def _embedding_stats(arr: np.ndarray, index: int) -> tuple[str, bool | None, float, float, float]:
+    if arr.ndim != 3 or 0 in arr.shape[1:]:
+        return "x".join(map(str, arr.shape)), None, np.nan, np.nan, np.nan
+    if not 0 <= index < arr.shape[0]:
+        return f"no row {index} (array has {arr.shape[0]})", None, np.nan, np.nan, np.nan
+    row = arr[index]
+    norms = np.linalg.norm(row, axis=1)
+    return ("x".join(map(str, row.shape)), bool(np.isfinite(row).all()), float(np.abs(row).max()),
+            float(norms.min()), float(norms.max()))
+
+
+def build_manifest(raw_dir) -> pd.DataFrame:
+    """One row per image of ``cub.load_index(raw_dir)`` with the facts the expectations check."""
+    root = Path(raw_dir)
+    try:
+        records = cub.load_index(root)
+        embeddings = {split: cub.load_embeddings(root, split) for split in cub.SPLITS}
+    except cub.LayoutError as exc:
+        raise ValidationFailed(str(exc)) from exc
+    rows = []
+    for r in records:
+        decodes, error, width, height, mode = _decode(r.path)
+        x, y, w, h = r.bbox
+        bbox_ok = None if width is None else bool(
+            x >= 0 and y >= 0 and w > 0 and h > 0 and x + w <= width + 1 and y + h <= height + 1)
+        try:
+            n_captions = len(cub.load_captions(root, r.key))
+        except cub.LayoutError:
+            n_captions = 0
+        emb = (_embedding_stats(embeddings[r.split], r.emb_index) if r.split
+               else (None, None, np.nan, np.nan, np.nan))  # no split: reported by the split check
+        rows.append({
+            "key": r.key, "path": str(r.path), "image_id": r.image_id, "class_id": r.class_id,
+            "split": r.split or "missing", "bbox_ok": bbox_ok, "decodes": decodes,
+            "decode_error": error, "width": width, "height": height, "mode": mode,
+            "n_captions": n_captions, "emb_shape": emb[0], "emb_finite": emb[1],
+            "emb_abs_max": emb[2], "emb_norm_min": emb[3], "emb_norm_max": emb[4],
+        })
+    return pd.DataFrame(rows, columns=MANIFEST_COLUMNS).astype({"width": "Int64", "height": "Int64"})
+
+
+def _class_table(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per class: in how many of train/test it appears, and an image from the smaller one."""
+    rows = []
+    for class_id, g in df[df.split.isin(cub.SPLITS)].groupby("class_id"):
+        counts = g.split.value_counts()
+        minority = g[g.split == counts.index[-1]]
+        rows.append({"class_id": int(class_id), "n_splits": len(counts), "path": minority.path.iloc[0],
+                     "counts": ", ".join(f"{n} {s}" for s, n in counts.items())})
+    return pd.DataFrame(rows, columns=["class_id", "n_splits", "path", "counts"])
+
+
+def _split_table(df: pd.DataFrame, path_of: Callable[[str], str]) -> pd.DataFrame:
+    return pd.DataFrame([{"split": s, "n_images": int((df.split == s).sum()),
+                          "n_classes": int(df.class_id[df.split == s].nunique()), "path": path_of(s)}
+                         for s in cub.SPLITS])
+
+
+def _shared_checks() -> tuple[list[Check], list[Check]]:
+    """Checks of the class table (class-disjoint split) and the split table (no empty split)."""
+    return ([_between("n_splits", lambda r: f"class {r['class_id']} is in both splits ({r['counts']})",
+                      max_value=1)],
+            [_between("n_images", lambda r: f"the {r['split']} split has no images", min_value=1)])
+
+
+# --- running GX and reporting --------------------------------------------------------------------
+
+
+def _validate(tables: list[tuple[str, pd.DataFrame, list[Check]]], report_dir: Path, json_name: str,
+              show: Callable[[str], str], prefix: str, extra: dict) -> tuple[bool, list[str]]:
+    """Validate each (name, table, checks) as one batch; write the JSON and Data Docs; list failures."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    report_dir.mkdir(parents=True, exist_ok=True)
+    results, failures = {}, []
+    with tempfile.TemporaryDirectory(prefix="gx-") as tmp:
+        context = gx.get_context(mode="file", project_root_dir=tmp)
+        context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+        source = context.data_sources.add_pandas("tables")
+        for name, df, checks in tables:
+            by_label = {c.label: c for c in checks}
+            batch = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("all")
+            suite = context.suites.add(gx.ExpectationSuite(name=name))
+            for c in checks:
+                c.expectation.meta = {"check": c.label}
+                suite.add_expectation(c.expectation)
+            definition = context.validation_definitions.add(
+                gx.ValidationDefinition(name=name, data=batch, suite=suite))
+            result = definition.run(batch_parameters={"dataframe": df}, result_format=RESULT_FORMAT)
+            results[name] = result.to_json_dict()
+            order = {c.label: i for i, c in enumerate(checks)}
+            for r in sorted(result.results, key=lambda r: order[r.expectation_config.meta["check"]]):
+                if not r.success:
+                    failures.append(_describe(r, by_label[r.expectation_config.meta["check"]], df,
+                                              show, prefix))
+        context.build_data_docs()
+        site = Path(tmp) / "gx" / "uncommitted" / "data_docs" / "local_site"
+        docs = report_dir / "data_docs"
+        shutil.rmtree(docs, ignore_errors=True)
+        shutil.copytree(site, docs)
+    success = not failures
+    report = {"success": success, "failures": failures, **extra, "validations": results}
+    (report_dir / json_name).write_text(json.dumps(report, indent=1, default=str), encoding="utf-8")
+    return success, failures
+
+
+def _describe(r, check: Check, df: pd.DataFrame, show: Callable[[str], str], prefix: str) -> str:
+    """One line: '<first bad file>: <why> [<expectation>(<column>): <n> bad rows; also <files>]'."""
+    cfg, res = r.expectation_config, r.result or {}
+    what = f"{cfg.type}({cfg.kwargs.get('column', cfg.kwargs.get('column_B', 'table'))})"
+    if r.exception_info and r.exception_info.get("raised_exception"):
+        return f"{prefix}{check.label}: {what} could not run ({r.exception_info['exception_message']})"
+    bad = [d["path"] for d in res.get("partial_unexpected_index_list") or [] if "path" in d]
+    if callable(check.detail) and bad:
+        row = df[df.path == bad[0]].iloc[0].to_dict()
+        also = f"; also {', '.join(show(p) for p in bad[1:5])}" if len(bad) > 1 else ""
+        return (f"{prefix}{show(bad[0])}: {check.detail(row)} "
+                f"[{what}: {res.get('unexpected_count')} of {res.get('element_count')} rows bad{also}]")
+    wanted = ", ".join(f"{k}={v}" for k, v in cfg.kwargs.items() if k not in ("batch_id", "column"))
+    return f"{prefix}{check.detail}, observed {res.get('observed_value')} [{what}: {wanted}]"
+
+
+def _fail_early(report: Path, msg: str, extra: dict, cause: Exception | None = None) -> None:
+    """A failure before GX could run (bad layout): write a minimal report, then raise."""
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(json.dumps({"success": False, "failures": [msg], **extra}, indent=1))
+    raise ValidationFailed(msg) from cause
+
+
+def _raise(failures: list[str], report: Path) -> None:
+    raise ValidationFailed("\n".join(failures + [f"(report: {report}, {report.parent / 'data_docs'}"
+                                                 "/index.html)"]))
+
+
+def validate_raw(raw_dir, cfg: dict, source: str, report_dir) -> dict:
+    """Validate the raw data in ``raw_dir`` (``source`` 'cub' adds CUB's exact counts)."""
+    import great_expectations.expectations as gxe
+
+    if source not in ("cub", "sample"):
+        raise ValidationFailed(f"data.source must be 'cub' or 'sample', not {source!r}")
+    root, report_dir = Path(raw_dir), Path(report_dir)
+    report = report_dir / "result.json"
+    try:
+        df = build_manifest(root)
+        n_classes = len(cub._int_map(root / cub.CUB_DIR / "classes.txt"))
+    except (ValidationFailed, cub.LayoutError) as exc:
+        _fail_early(report, str(exc), {"source": source, "raw_dir": str(root)}, exc)
+
+    def show(path: str) -> str:
+        return os.path.relpath(path, root) if Path(path).is_relative_to(root) else path
+
+    lo, amax, nmin = cfg["min_side"], cfg["max_abs_embedding"], cfg["min_embedding_norm"]
+    emb = lambda r: f"{r['split']}/{cub.EMBEDDINGS_FILE}"  # noqa: E731
+    checks = [
+        _in_set("decodes", [True], lambda r: f"does not decode ({r['decode_error']})"),
+        _between("width", lambda r: f"width {r['width']} < {lo}", min_value=lo),
+        _between("height", lambda r: f"height {r['height']} < {lo}", min_value=lo),
+        _in_set("mode", ["RGB", "L"], lambda r: f"image mode {r['mode']} is not RGB or L"),
+        _in_set("split", list(cub.SPLITS),
+                lambda r: f"key {r['key']} is in neither train/ nor test/{cub.FILENAMES_FILE}"),
+        _between("class_id", lambda r: f"class id {r['class_id']} is outside 1..{n_classes}",
+                 min_value=1, max_value=n_classes),
+        _in_set("n_captions", [10],
+                lambda r: f"{cub.TEXT_DIR}/{r['key']}.txt has {r['n_captions']} captions, not 10"),
+        _in_set("emb_shape", [EMB_SHAPE],
+                lambda r: f"{emb(r)} gives shape {r['emb_shape']}, not {EMB_SHAPE}"),
+        _in_set("emb_finite", [True], lambda r: f"{emb(r)}: non-finite embedding"),
+        _between("emb_abs_max", lambda r: f"{emb(r)}: |embedding| {r['emb_abs_max']:.4g} > {amax}",
+                 max_value=amax),
+        _between("emb_norm_min", lambda r: f"{emb(r)}: caption embedding norm "
+                 f"{r['emb_norm_min']:.4g} < {nmin}", min_value=nmin),
+        _in_set("bbox_ok", [True], lambda r: "bounding box lies outside the image"),
+        Check("key", gxe.ExpectColumnValuesToBeUnique(column="key"), lambda r: f"key {r['key']} is repeated"),
+    ]
+    classes, splits = _shared_checks()
+    if source == "cub":
+        checks += [
+            Check("n_images", gxe.ExpectTableRowCountToEqual(value=CUB_COUNTS["images"]),
+                  f"{cub.CUB_DIR}/images.txt: CUB has {CUB_COUNTS['images']} images"),
+            Check("n_classes", gxe.ExpectColumnUniqueValueCountToBeBetween(
+                column="class_id", min_value=CUB_COUNTS["classes"], max_value=CUB_COUNTS["classes"]),
+                  f"{cub.CUB_DIR}/image_class_labels.txt: CUB has {CUB_COUNTS['classes']} classes"),
+        ]
+        splits.append(Check("split_counts", gxe.ExpectColumnPairValuesToBeInSet(
+            column_A="split", column_B="n_images",
+            value_pairs_set=[(s, CUB_COUNTS[s]) for s in cub.SPLITS]),
+            lambda r: f"the {r['split']} split has {r['n_images']} images, not {CUB_COUNTS[r['split']]}"))
+    tables = [("manifest", df, checks), ("classes", _class_table(df), classes),
+              ("splits", _split_table(df, lambda s: str(root / s / cub.FILENAMES_FILE)), splits)]
+    n = {s: int((df.split == s).sum()) for s in cub.SPLITS}
+    summary = {"n_images": len(df), "n_train": n["train"], "n_test": n["test"],
+               "n_classes": int(df.class_id.nunique())}
+    success, failures = _validate(tables, report_dir, "result.json", show, "",
+                                  {"source": source, "raw_dir": str(root), **summary})
+    if not success:
+        _raise(failures, report)
+    return {"success": True, **summary, "report": str(report),
+            "data_docs": str(report_dir / "data_docs" / "index.html")}
+
+
+def _prepared_table(h5_path: Path, cfg: dict) -> tuple[pd.DataFrame, int]:
+    """One row per image of the prepared file, and its load_size; structural faults raise."""
+    import h5py
+
+    names, rows = ("images", "embeddings", "class_ids", "keys", "captions"), []
+    try:
+        with h5py.File(h5_path, "r") as h5:
+            size = h5.attrs.get("load_size", cfg.get("load_size"))
+            if size is None:
+                raise ValidationFailed(f"{h5_path}: no load_size attribute")
+            for split in cub.SPLITS:
+                missing = [n for n in names if f"{split}/{n}" not in h5]
+                if missing:
+                    raise ValidationFailed(f"{h5_path}: no dataset {split}/{missing[0]}")
+                g = {n: h5[split][n] for n in names}
+                n_rows = len(g["images"])
+                for n, d in g.items():
+                    if len(d) != n_rows:
+                        raise ValidationFailed(f"{h5_path}: {split}/{n} has {len(d)} rows, "
+                                               f"{split}/images has {n_rows}")
+                keys, class_ids = g["keys"].asstr()[()], g["class_ids"][()]
+                image_shape = "x".join(map(str, g["images"].shape[1:]))
+                emb_shape = "x".join(map(str, g["embeddings"].shape[1:]))
+                for lo in range(0, n_rows, 256):  # in chunks: CUB's train images are ~0.15-2 GB
+                    hi = min(lo + 256, n_rows)
+                    images = g["images"][lo:hi].reshape(hi - lo, -1).astype(np.float32)
+                    finite = np.isfinite(g["embeddings"][lo:hi].reshape(hi - lo, -1)).all(axis=1)
+                    captions = g["captions"].asstr()[lo:hi].reshape(hi - lo, -1)
+                    for j, i in enumerate(range(lo, hi)):
+                        rows.append({
+                            "split": split, "key": keys[i], "path": f"{split}[{i}] {keys[i]}",
+                            "class_id": int(class_ids[i]), "image_shape": image_shape,
+                            "emb_shape": emb_shape, "emb_finite": bool(finite[j]),
+                            "n_captions": sum(bool(c.strip()) for c in captions[j]),
+                            "pixel_std": float(images[j].std())})
+    except OSError as exc:
+        raise ValidationFailed(f"{h5_path}: cannot be read as HDF5 ({exc})") from exc
+    columns = ["split", "key", "path", "class_id", "image_shape", "emb_shape", "emb_finite",
+               "n_captions", "pixel_std"]
+    return pd.DataFrame(rows, columns=columns), int(size)
+
+
+def validate_prepared(h5_path, cfg: dict, report_dir) -> dict:
+    """Validate the prepared HDF5 (groups train/test; see prepare.py) against its ``load_size``."""
+    import great_expectations.expectations as gxe
+
+    h5_path, report_dir = Path(h5_path), Path(report_dir)
+    report = report_dir / "prepared.json"
+    try:
+        df, size = _prepared_table(h5_path, cfg)
+    except ValidationFailed as exc:
+        _fail_early(report, str(exc), {"h5": str(h5_path)}, exc)
+    want = f"{size}x{size}x3"
+    checks = [
+        _in_set("image_shape", [want],
+                lambda r: f"image shape {r['image_shape']}, not {want} (load_size {size})"),
+        _in_set("emb_shape", [EMB_SHAPE], lambda r: f"embedding shape {r['emb_shape']}, not {EMB_SHAPE}"),
+        _in_set("emb_finite", [True], lambda r: "non-finite embedding"),
+        _in_set("n_captions", [10], lambda r: f"{r['n_captions']} non-empty captions, not 10"),
+        _between("pixel_std", lambda r: "image is constant", min_value=0, strict_min=True),
+        Check("key", gxe.ExpectColumnValuesToBeUnique(column="key"), lambda r: "key is repeated"),
+    ]
+    classes, splits = _shared_checks()
+    tables = [("prepared", df, checks), ("prepared_classes", _class_table(df), classes),
+              ("prepared_splits", _split_table(df, lambda s: f"{s} group"), splits)]
+    n = {s: int((df.split == s).sum()) for s in cub.SPLITS}
+    success, failures = _validate(tables, report_dir, report.name, str, f"{h5_path}: ",
+                                  {"h5": str(h5_path), "n_train": n["train"], "n_test": n["test"]})
+    if not success:
+        _raise(failures, report)
+    return {"success": True, "n_train": n["train"], "n_test": n["test"], "report": str(report),
+            "data_docs": str(report_dir / "data_docs" / "index.html")}
