@@ -1,10 +1,13 @@
 """End to end: `dvc repro` of the real stages on the tiny configuration, and the bad-input stop."""
 import csv
 import json
+import pickle
 import shutil
 
 import h5py
 from PIL import Image
+
+from gancls.cub import load_embeddings
 
 from conftest import dvc, sh
 
@@ -76,16 +79,11 @@ def test_corrupt_jpeg_stops_pipeline(pipeline_copy):
 
 
 def test_wrong_embedding_shape_stops_pipeline(pipeline_copy):
-    import pickle
-
-    import numpy as np
-
     repo = pipeline_copy({"data": {"raw_dir": "bad_raw"}})
     bad = corrupt_copy(repo)
+    emb = load_embeddings(bad, "test")
     pick = bad / "test/char-CNN-RNN-embeddings.pickle"
-    with pick.open("rb") as f:
-        emb = pickle.load(f)
-    pick.write_bytes(pickle.dumps(np.asarray(emb)[:, :, :512].copy(), protocol=2))
+    pick.write_bytes(pickle.dumps(emb[:, :, :512].copy(), protocol=2))
     proc = dvc("repro", cwd=repo, check=False)
     assert proc.returncode != 0
     out = proc.stderr + proc.stdout

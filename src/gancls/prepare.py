@@ -72,7 +72,8 @@ def prepare(raw_dir: str | Path, out: str | Path, cfg: dict, source: str, check=
                 g.create_dataset("class_ids", data=np.array([r.class_id for r in records], np.int32))
                 g.create_dataset("keys", data=[r.key for r in records], dtype=text)
                 captions = g.create_dataset("captions", (n, emb.shape[1]), dtype=text)
-                for i, rec in enumerate(tqdm(records, desc=f"prepare {split}", unit="img", mininterval=1)):
+                bar = tqdm(records, desc=f"prepare {split}", unit="img", mininterval=1, disable=None)
+                for i, rec in enumerate(bar):
                     images[i] = load_image(rec.path, rec.bbox, size, bool(cfg["bbox_crop"]))
                     lines = cub.load_captions(raw_dir, rec.key)
                     captions[i] = (lines + [""] * emb.shape[1])[: emb.shape[1]]

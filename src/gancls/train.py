@@ -164,6 +164,7 @@ def train(prepared: str | Path, params: dict, loss_csv: str | Path, grid_png: st
         steps = images = 0
         for real, text, wrong in tqdm(data.epoch(tcfg["batch_size"], gen), desc=f"epoch {epoch}",
                                       total=max(data.n // tcfg["batch_size"], 1), leave=False,
+                                      disable=None,
                                       mininterval=2):
             stats = train_step(g, d, opt_g, opt_d, real, text, wrong, mcfg["z_dim"],
                                tcfg["int_weight"], tcfg["int_beta"])
