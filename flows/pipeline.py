@@ -12,12 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-for _var, _value in (("DVC_NO_ANALYTICS", "1"), ("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
-                     ("GX_ANALYTICS_ENABLED", "false")):
-    os.environ.setdefault(_var, _value)
-
-from prefect import flow, get_run_logger, task  # noqa: E402
-from prefect.artifacts import create_table_artifact  # noqa: E402
+import gancls  # noqa: F401  (first: turns DVC, Prefect and GX telemetry off)
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
 
 # Orchestrated steps: each drives the named DVC stages (with whatever upstream stages are stale).
 STEPS = {

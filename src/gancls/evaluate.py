@@ -23,7 +23,7 @@ from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from .config import ConfigError, resolve_device, write_json
+from .config import ConfigError, resolve_device, seed_everything, write_json
 from .prepare import read_split
 
 FID_HELPER = "fid-helper-inception"
@@ -101,6 +101,7 @@ def score(real: np.ndarray, fake: np.ndarray, extractor: nn.Module, cfg: dict, d
 
 def evaluate(generated: str | Path, prepared: str | Path, params: dict) -> dict:
     cfg = params["evaluate"]
+    seed_everything(int(params["seed"]))  # KID draws random subsets
     device = resolve_device(cfg["device"])
     with h5py.File(generated, "r") as h5:
         fake = h5["images"][()]
