@@ -80,20 +80,36 @@ def center_crop(images: np.ndarray, size: int) -> np.ndarray:
     return images[:, top:top + size, left:left + size]
 
 
+class Features(nn.Module):
+    """Hands already-extracted features to torchmetrics, so FID and KID share one Inception pass."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features
+
+
 @torch.no_grad()
 def score(real: np.ndarray, fake: np.ndarray, extractor: nn.Module, cfg: dict, device) -> dict:
-    """FID and KID of uint8 NHWC image sets with the given feature extractor."""
+    """FID and KID of uint8 NHWC image sets with the given feature extractor.
+
+    Each image goes through the extractor once; torchmetrics computes both scores from the features.
+    """
     n_real, n_fake = len(real), len(fake)
     subset = min(int(cfg["kid_subset_size"]), n_real, n_fake)
-    fid = FrechetInceptionDistance(feature=extractor, normalize=False).to(device)
-    kid = KernelInceptionDistance(feature=extractor, subsets=int(cfg["kid_subsets"]),
+    ident = Features(extractor.num_features)
+    fid = FrechetInceptionDistance(feature=ident, normalize=False).to(device)
+    kid = KernelInceptionDistance(feature=ident, subsets=int(cfg["kid_subsets"]),
                                   subset_size=subset, normalize=False).to(device)
     bs = int(cfg["batch_size"])
     for images, is_real in ((real, True), (fake, False)):
         for s in range(0, len(images), bs):
             batch = torch.from_numpy(np.ascontiguousarray(images[s:s + bs])).permute(0, 3, 1, 2).to(device)
-            fid.update(batch, real=is_real)
-            kid.update(batch, real=is_real)
+            feats = extractor(batch)
+            fid.update(feats, real=is_real)
+            kid.update(feats, real=is_real)
     kid_mean, kid_std = kid.compute()
     return {"fid": float(fid.compute()), "kid_mean": float(kid_mean), "kid_std": float(kid_std),
             "kid_subset_size": subset, "n_real": n_real, "n_fake": n_fake}

@@ -134,10 +134,15 @@ def init_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
+def build_generator(cfg: dict) -> Generator:
+    """G from the ``model:`` section of params.yaml (not initialised)."""
+    return Generator(cfg["z_dim"], cfg["embedding_dim"], cfg["text_dim"], cfg["ngf"],
+                     cfg["g_res_blocks"], cfg["leak"], cfg["image_size"])
+
+
 def build_models(cfg: dict) -> tuple[Generator, Discriminator]:
     """G and D from the ``model:`` section of params.yaml, initialised."""
-    g = Generator(cfg["z_dim"], cfg["embedding_dim"], cfg["text_dim"], cfg["ngf"],
-                  cfg["g_res_blocks"], cfg["leak"], cfg["image_size"])
+    g = build_generator(cfg)
     d = Discriminator(cfg["embedding_dim"], cfg["text_dim"], cfg["ndf"], cfg["d_res_blocks"],
                       cfg["leak"], cfg["image_size"])
     g.apply(init_weights)

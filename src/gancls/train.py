@@ -21,7 +21,7 @@ from torchvision.utils import save_image
 from tqdm import tqdm
 
 from .config import atomic_path, resolve_device, seed_everything, write_json
-from .model import build_models
+from .model import build_generator, build_models
 from .prepare import read_split
 
 LOSS_FIELDS = ["epoch", "d_loss", "g_loss", "g_int_loss", "d_real", "d_wrong", "d_fake", "lr",
@@ -209,6 +209,6 @@ def train(prepared: str | Path, params: dict, loss_csv: str | Path, grid_png: st
 
 def load_generator(path: str | Path, device="cpu"):
     state = torch.load(path, map_location=device, weights_only=True)
-    g, _ = build_models(state["model"])
+    g = build_generator(state["model"])
     g.load_state_dict(state["generator"])
     return g.to(device).eval(), state["model"]
