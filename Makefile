@@ -9,9 +9,12 @@ export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export GX_ANALYTICS_ENABLED := false
 
-# Reed's CUB schedule on the real data (data.dvc): one command, no hand edits of params.yaml.
-CUB_SETTINGS := -S data.source=cub -S data.raw_dir=data -S train.epochs=600 -S train.sample_every=10 \
-                -S generate.num_samples=30000 -S evaluate.kid_subset_size=1000 -S evaluate.kid_subsets=100
+# Reed's configuration on the real data (data.dvc): the seed's full sizes (ngf 128, ndf 64), batch 64,
+# 600 epochs with lr halved every 100, and the 30k-sample scoring protocol; no hand edits of params.yaml.
+CUB_SETTINGS := -S data.source=cub -S data.raw_dir=data -S model.ngf=128 -S model.ndf=64 \
+                -S train.batch_size=64 -S train.lr=0.0002 -S train.epochs=600 -S train.lr_decay_every=100 \
+                -S train.sample_every=10 -S generate.num_samples=30000 -S generate.batch_size=250 \
+                -S evaluate.kid_subset_size=1000 -S evaluate.kid_subsets=100
 
 .PHONY: install run test run-cub flow clean
 

@@ -14,17 +14,31 @@ from pathlib import Path
 
 import gancls  # noqa: F401  (first: turns DVC, Prefect and GX telemetry off)
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 # Orchestrated steps: each drives the named DVC stages (with whatever upstream stages are stale).
 STEPS = {
     "validate": ["make-sample", "validate"],
     "prepare": ["prepare"],
+    "references": ["train-scorer", "real-features"],
     "train": ["train"],
     "generate": ["generate"],
     "evaluate": ["evaluate"],
 }
-METRICS = ("metrics/train.json", "metrics/scores.json")
+METRICS = ("metrics/train.json", "metrics/scorer.json", "metrics/scores.json")
+REPORT = "reports/report.md"
+
+
+def flatten(data: dict, prefix: str = "") -> dict:
+    """Nested metrics as dotted keys (``text_match.accuracy``), as ``dvc metrics show`` names them."""
+    out = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
 
 
 def _env() -> dict:
@@ -54,18 +68,22 @@ def publish_metrics(root: str) -> list[dict]:
     rows = []
     for name in METRICS:
         path = Path(root) / name
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = flatten(json.loads(path.read_text(encoding="utf-8")))
         for key, value in sorted(data.items()):
             if isinstance(value, (int, float)) or value is None:
                 rows.append({"file": name, "metric": key, "value": value})
     create_table_artifact(key="gancls-metrics", table=rows, description="gancls scores of this run")
+    report = Path(root) / REPORT
+    if report.is_file():
+        create_markdown_artifact(key="gancls-report", markdown=report.read_text(encoding="utf-8"),
+                                 description="gancls run report")
     get_run_logger().info("metrics: %s", json.dumps(rows))
     return rows
 
 
 @flow(name="gancls-pipeline", log_prints=True)
 def pipeline(root: str = ".") -> list[dict]:
-    """validate -> prepare -> train -> generate -> evaluate, then publish the metrics."""
+    """validate -> prepare -> references -> train -> generate -> evaluate, then publish the metrics."""
     root = str(Path(root).resolve())
     for step in STEPS:
         run_step(step, root)

@@ -17,10 +17,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # The tiny configuration: the real stages and libraries, a few dozen images, a narrow model.
 TINY = {
-    "sample": {"n_classes": 4, "images_per_class": 6, "image_size": [64, 80]},
+    "sample": {"n_classes": 8, "images_per_class": 4, "image_size": [64, 80]},
+    "scorer": {"epochs": 2, "width": 8},
     "model": {"ngf": 8, "ndf": 8},
     "train": {"epochs": 2, "batch_size": 8, "grid_size": 3},
-    "generate": {"num_samples": 12, "batch_size": 12, "grid_captions": 3, "grid_noise": 3},
+    "generate": {"num_samples": 12, "batch_size": 12, "grid_captions": 3, "grid_noise": 3, "interp_pairs": 2,
+                 "interp_steps": 3},
     "evaluate": {"kid_subset_size": 6, "kid_subsets": 5, "batch_size": 12},
 }
 
@@ -69,3 +71,53 @@ def pipeline_copy(tmp_path):
         return repo
 
     return make
+
+
+# --- one small trained model per session (learning test, scorer and `gancls sample` tests) -------
+
+# The learning configuration: the default sample and model topology, trained briefly.
+LEARN = {
+    "train": {"epochs": 6, "sample_every": 3, "grid_size": 4},
+    "generate": {"num_samples": 500, "grid_captions": 4, "grid_noise": 4, "interp_pairs": 3, "interp_steps": 5},
+    "scorer": {"epochs": 20},
+}
+
+
+@pytest.fixture(scope="session")
+def learned(tmp_path_factory):
+    """The default sample, prepared; the scorer trained on it; a GAN-CLS trained briefly (LEARN).
+
+    Returns the params (paths point into a session folder) and the paths of what was made.
+    """
+    from gancls.prepare import prepare
+    from gancls.sample import make_sample
+    from gancls.scorer import train_scorer
+    from gancls.train import train
+
+    root = tmp_path_factory.mktemp("learned")
+    params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), LEARN)
+    out = {
+        "sample": root / "sample", "prepared": root / "birds.h5", "scorer": root / "scorer.pt",
+        "model": root / "model", "reports": root / "reports",
+    }
+    params["data"]["raw_dir"] = str(out["sample"])
+    params["prepare"]["out"] = str(out["prepared"])
+    params["scorer"].update(out=str(out["scorer"]), metrics=str(root / "scorer.json"))
+    params["train"].update(out_dir=str(out["model"]), loss_csv=str(out["reports"] / "loss.csv"),
+                           grid=str(out["reports"] / "train.png"), progress_gif=str(out["reports"] / "train.gif"),
+                           metrics=str(root / "train.json"))
+    make_sample(params["sample"], out["sample"])
+    prepare(out["sample"], out["prepared"], params["prepare"], "sample")
+    out["scorer_summary"] = train_scorer(out["prepared"], params, out["scorer"], root / "scorer.json")
+    out["train_summary"] = train(out["prepared"], params, params["train"]["loss_csv"], params["train"]["grid"],
+                                 params["train"]["metrics"], params["train"]["progress_gif"])
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out["params"] = params
+    out["params_file"] = root / "params.yaml"
+    out["root"] = root
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_scorer(learned):
+    return {"path": learned["scorer"], "summary": learned["scorer_summary"]}

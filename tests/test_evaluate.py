@@ -63,3 +63,36 @@ def test_center_crop():
     x = np.arange(2 * 76 * 76 * 3).reshape(2, 76, 76, 3)
     assert center_crop(x, 64).shape == (2, 64, 64, 3)
     assert center_crop(x, 64)[0, 0, 0, 0] == x[0, 6, 6, 0]
+
+
+class TinyClassifier(nn.Module):
+    """uint8 NCHW -> logits over 3 classes by which channel is brightest (a stand-in IS classifier)."""
+
+    def forward(self, x):
+        return x.float().mean(dim=(2, 3)) * 0.05  # 12.75 for a full channel: confident, finite
+
+
+def test_inception_score_with_a_classifier_and_can_fail():
+    from gancls.evaluate import inception_score
+
+    clf = torch.jit.script(TinyClassifier())
+    cfg = {"is_splits": 2, "batch_size": 8}
+    diverse = np.zeros((30, 8, 8, 3), np.uint8)
+    for i in range(30):
+        diverse[i, :, :, i % 3] = 255  # three confident, equally used classes: IS = 3
+    same = np.zeros((30, 8, 8, 3), np.uint8)
+    same[..., 0] = 255  # one class only: IS = 1
+    assert inception_score(diverse, clf, cfg, "cpu")["is"] == pytest.approx(3.0, rel=0.05)  # splits are random
+    assert inception_score(same, clf, cfg, "cpu")["is"] == pytest.approx(1.0, rel=1e-3)
+
+
+def test_real_features_from_another_extractor_are_refused(tmp_path):
+    from gancls.evaluate import load_real_features
+
+    path = tmp_path / "f.npz"
+    np.savez(path, features=np.zeros((4, 3)), extractor_sha1=np.array("abc"), image_size=np.array(64))
+    assert load_real_features(path, "abc", 64).shape == (4, 3)
+    with pytest.raises(ConfigError, match="another feature extractor"):
+        load_real_features(path, "def", 64)
+    with pytest.raises(FileNotFoundError, match="real-features"):
+        load_real_features(tmp_path / "missing.npz", "abc", 64)

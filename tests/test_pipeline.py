@@ -26,23 +26,37 @@ def test_dvc_repro_end_to_end(pipeline_copy):
         assert h5["train/embeddings"].shape[1:] == (10, 1024)
         assert h5["test/captions"].shape[1] == 10
         assert not set(h5["train/class_ids"][()]) & set(h5["test/class_ids"][()])
-        assert len(h5["train/keys"]) + len(h5["test/keys"]) == 24
+        assert len(h5["train/keys"]) + len(h5["test/keys"]) == 32 and len(h5["test/keys"]) == 8
     # train: checkpoints, loss CSV (a DVC plot), fixed sample grid, train metrics
     assert (repo / "build/model/checkpoint.pt").is_file() and (repo / "build/model/generator.pt").is_file()
     rows = list(csv.DictReader((repo / "reports/train_loss.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert all(float(r["d_loss"]) > 0 for r in rows)
-    assert Image.open(repo / "reports/train_samples.png").size == (3 * 66 + 2, 3 * 66 + 2)
-    # generate: 12 images from test captions + a captioned grid
+    grid = Image.open(repo / "reports/train_samples.png")
+    assert grid.height > 3 * 66 and grid.width > 3 * 66 + 300  # captions panel beside 3 x 3 images
+    gif = Image.open(repo / "reports/train_progress.gif")
+    assert gif.n_frames == 2  # one frame per sample_every epochs
+    train_metrics = json.loads((repo / "metrics/train.json").read_text())
+    assert "moving average" in train_metrics["shipped"] and train_metrics["steps"] == 2 * 3  # 24 images / 8
+    # train-scorer: the classifier and its held-out accuracy
+    scorer = json.loads((repo / "metrics/scorer.json").read_text())
+    assert scorer["labels"] == ["body", "wing", "head", "beak"] and scorer["n_heldout"] == 8
+    # generate: 12 images from test captions + the captioned grids
     with h5py.File(repo / "build/generated/images.h5") as h5:
         assert h5["images"].shape == (12, 64, 64, 3)
-        assert len(h5["captions"]) == 12
-    assert Image.open(repo / "reports/generated_grid.png").width > 3 * 66
+        assert len(h5["captions"]) == 12 and h5["image_index"][()].max() < 8
+    for name in ("generated_grid", "interp_text", "interp_noise"):
+        assert Image.open(repo / f"reports/{name}.png").width > 3 * 66, name
     # evaluate: real FID/KID with the recorded extractor; IS reported missing with a reason
     scores = json.loads((repo / "metrics/scores.json").read_text())
-    assert scores["fid"] > 0 and scores["n_fake"] == 12 and scores["n_real"] == 6
+    assert scores["fid"] > 0 and scores["n_fake"] == 12 and scores["n_real"] == 8
     assert scores["feature_extractor"]["sha1"] == "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
     assert scores["is"] is None and scores["is_missing_reason"]
+    tm = scores["text_match"]
+    assert set(tm) >= {"accuracy", "chance", "real_ceiling", "mismatched_accuracy"}
+    assert all(0 <= tm[k] <= 1 for k in ("accuracy", "chance", "real_ceiling", "mismatched_accuracy"))
+    report = (repo / "reports/report.md").read_text()
+    assert "real held-out images (ceiling)" in report and "generated_grid.png" in report
 
     # a second repro reruns nothing
     assert "up to date" in dvc("status", cwd=repo).stdout
@@ -55,6 +69,8 @@ def test_dvc_repro_end_to_end(pipeline_copy):
     dvc("exp", "run", "-S", "train.epochs=3", cwd=repo)
     diff = json.loads(dvc("metrics", "diff", "--json", cwd=repo).stdout)
     assert diff["metrics/scores.json"]["fid"]["diff"] != 0
+    shown = dvc("metrics", "show", "--json", cwd=repo).stdout
+    assert '"text_match"' in shown and '"mismatched_accuracy"' in shown
     assert diff["metrics/train.json"]["epochs"]["new"] == 3
 
 

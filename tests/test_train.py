@@ -2,6 +2,7 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from gancls.train import Batches, train_step
@@ -85,3 +86,52 @@ def test_gan_int_off():
     stats = train_step(g, d, opts[0], opts[1], torch.ones(2, 3, 64, 64), torch.randn(2, 1024),
                        torch.randn(2, 1024), z_dim=8, int_weight=0.0, int_beta=0.5)
     assert stats["g_int_loss"] == 0.0 and len(d.calls) == 4
+
+
+def test_shared_image_tower_gives_the_same_d_gradients():
+    """D's step runs the real images through its image tower once for the right and wrong text;
+    the loss and gradients equal those of two separate forward passes."""
+    from gancls.model import Discriminator
+
+    torch.manual_seed(0)
+    d = Discriminator(ndf=8)
+    real, text, wrong = torch.randn(6, 3, 64, 64), torch.randn(6, 1024), torch.randn(6, 1024)
+
+    def grads(shared):
+        d.zero_grad()
+        if shared:
+            h = d.image(real)
+            s_r, s_w = d.judge(h, text), d.judge(h, wrong)
+        else:
+            s_r, s_w = d(real, text), d(real, wrong)
+        loss = F.binary_cross_entropy_with_logits(s_r, torch.ones(6)) + \
+            F.binary_cross_entropy_with_logits(s_w, torch.zeros(6))
+        loss.backward()
+        return loss.item(), [p.grad.clone() for p in d.parameters()]
+
+    l1, g1 = grads(True)
+    l2, g2 = grads(False)
+    assert math.isclose(l1, l2, rel_tol=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(g1, g2))
+
+
+def test_ema_averages_weights_and_reestimates_batchnorm():
+    from gancls.model import Generator
+    from gancls.train import EMA
+
+    torch.manual_seed(0)
+    g = Generator(ngf=4)
+    off = EMA(g, 0.0)
+    assert off.avg is None and off.shipped(g, None, 128, 2, 4, 0) is g
+    ema = EMA(g, 0.5)
+    before = [p.clone() for p in g.parameters()]
+    with torch.no_grad():
+        for p in g.parameters():
+            p.add_(1.0)
+    ema.update(g)
+    assert all(torch.allclose(a, b + 0.5) for a, b in zip(ema.avg.parameters(), before))
+    data = Batches(fake_data(), 64, captions_per_sample=4, flip=False, device="cpu")
+    shipped = ema.shipped(g, data, 128, bn_batches=3, batch_size=4, seed=0)
+    assert not shipped.training and shipped is not ema.avg
+    bn = shipped.project_norm[0]
+    assert int(bn.num_batches_tracked) == 3 and not torch.allclose(bn.running_mean, torch.zeros_like(bn.running_mean))

@@ -40,10 +40,25 @@ def _prepare(args, params):
     print(f"prepared {counts} -> {cfg['out']}")
 
 
+def _train_scorer(args, params):
+    from .scorer import train_scorer
+
+    cfg = params["scorer"]
+    summary = train_scorer(params["prepare"]["out"], params, cfg["out"], cfg["metrics"])
+    print(f"scorer trained: {json.dumps(summary)}")
+
+
+def _real_features(args, params):
+    from .evaluate import real_features
+
+    print(f"real-image features: {json.dumps(real_features(params['prepare']['out'], params))}")
+
+
 def _train(args, params):
     from .train import train
 
-    summary = train(params["prepare"]["out"], params, args.loss_csv, args.grid, args.metrics)
+    t = params["train"]
+    summary = train(params["prepare"]["out"], params, t["loss_csv"], t["grid"], t["metrics"], t["progress_gif"])
     print(f"trained: {json.dumps(summary)}")
 
 
@@ -58,8 +73,25 @@ def _evaluate(args, params):
     from .evaluate import evaluate
 
     out = evaluate(Path(params["generate"]["out_dir"]) / "images.h5", params["prepare"]["out"], params)
-    print(f"scores written to {params['evaluate']['out']}: FID {out['fid']:.2f}, "
-          f"KID {out['kid_mean']:.4f} ± {out['kid_std']:.4f} ({out['n_fake']} generated vs {out['n_real']} real)")
+    tm = out["text_match"]
+    print(f"scores written to {params['evaluate']['out']}: text match {tm['accuracy']:.3f} "
+          f"(real ceiling {tm['real_ceiling']:.3f}, mismatched {tm['mismatched_accuracy']:.3f}, "
+          f"chance {tm['chance']:.3f}); FID {out['fid']:.2f}, KID {out['kid_mean']:.4f} ± {out['kid_std']:.4f} "
+          f"({out['n_fake']} generated vs {out['n_real']} real); report {params['evaluate']['report']}")
+
+
+def _sample(args, params):
+    from .synthesize import sample_images
+
+    out = args.out or f"reports/sample_{_slug(args.query or args.caption_id or 'query')}.png"
+    res = sample_images(Path(params["train"]["out_dir"]) / "generator.pt", params["prepare"]["out"], out,
+                        query=args.query, caption_id=args.caption_id, per_caption=args.n,
+                        max_captions=args.max_captions, seed=args.seed, device=params["train"]["device"])
+    print(f"{res['captions']} of {res['matches']} matching captions drawn: {res['grid']}")
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text.lower()).strip("_")[:40] or "query"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,13 +101,27 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("make-sample", help="generate the embedded CUB-layout sample").set_defaults(fn=_make_sample)
     sub.add_parser("validate", help="Great Expectations checks of the raw data").set_defaults(fn=_validate)
     sub.add_parser("prepare", help="raw data -> HDF5, then validate it").set_defaults(fn=_prepare)
-    p = sub.add_parser("train", help="train GAN-CLS")
-    p.add_argument("--loss-csv", default="reports/train_loss.csv")
-    p.add_argument("--grid", default="reports/train_samples.png")
-    p.add_argument("--metrics", default="metrics/train.json")
-    p.set_defaults(fn=_train)
-    sub.add_parser("generate", help="images from test captions + grid").set_defaults(fn=_generate)
-    sub.add_parser("evaluate", help="FID / KID of the generated images").set_defaults(fn=_evaluate)
+    sub.add_parser("train-scorer", help="train the text-conditioning classifier on real images"
+                   ).set_defaults(fn=_train_scorer)
+    sub.add_parser("real-features", help="Inception features of the real test images (for FID/KID)"
+                   ).set_defaults(fn=_real_features)
+    sub.add_parser("train", help="train GAN-CLS").set_defaults(fn=_train)
+    sub.add_parser("generate", help="images from test captions + grids").set_defaults(fn=_generate)
+    sub.add_parser("evaluate", help="text-conditioning score, FID / KID (/ IS) and the run report"
+                   ).set_defaults(fn=_evaluate)
+    from .synthesize import ENCODER_NOTE
+
+    p = sub.add_parser("sample", help="draw images for test captions matching a query",
+                       description="Draw images with the trained generator for the test captions that "
+                                   "match --query (a phrase, whole words, case-insensitive) or --caption-id, "
+                                   "and write a captioned grid PNG. " + ENCODER_NOTE)
+    p.add_argument("--query", help='phrase to look for in the test captions, e.g. "red body"')
+    p.add_argument("--caption-id", help="KEY (all captions of a test image) or KEY#i (its caption i)")
+    p.add_argument("--n", type=int, default=8, help="images per caption (default 8)")
+    p.add_argument("--max-captions", type=int, default=8, help="rows, i.e. matching captions drawn (default 8)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="PNG to write (default reports/sample_<query>.png)")
+    p.set_defaults(fn=_sample)
     return parser
 
 
@@ -83,7 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .cub import LayoutError
 
-    errors: tuple[type[BaseException], ...] = (ConfigError, LayoutError, FileNotFoundError, KeyError, OSError)
+    from .checkpoint import CheckpointError
+    from .synthesize import NoMatch
+
+    errors: tuple[type[BaseException], ...] = (ConfigError, LayoutError, CheckpointError, NoMatch,
+                                               FileNotFoundError, KeyError, OSError)
     try:
         from .validate import ValidationFailed
 

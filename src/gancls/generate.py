@@ -1,13 +1,24 @@
-"""generate stage: images from the test split's captions, and a captioned sample grid.
+"""generate stage: images from the test split's captions, and the grids people look at.
 
-Sample i uses test image ``i mod N`` and its caption ``(i div N) mod 10`` (one caption embedding, as
-in the StackGAN evaluation protocol), with fresh noise.  The images go to one HDF5 file
-(thousands of small PNGs are slow for DVC to hash)::
+Sample i uses test image ``a = i mod N`` and its caption ``(a + i div N) mod 10`` (one caption
+embedding per image, as in the StackGAN evaluation protocol; every caption of an image is used
+once every 10 rounds), with fresh noise.  The images go to one HDF5 file (thousands of small PNGs
+are slow for DVC to hash)::
 
-    images    uint8 (num_samples, 64, 64, 3)
-    keys      str   (num_samples,)   the test image whose caption was used
-    caption_index int (num_samples,)
-    captions  str   (num_samples,)
+    images        uint8 (num_samples, 64, 64, 3)
+    image_index   int   (num_samples,)   row of the test image in the prepared test split
+    keys          str   (num_samples,)   that image's key
+    class_ids     int   (num_samples,)   that image's class
+    caption_index int   (num_samples,)
+    captions      str   (num_samples,)
+
+Grids (each row's caption written beside it):
+
+* ``generate.grid``: test captions (rows) x fixed noise vectors (columns);
+* ``generate.interp_grid`` (GAN-INT): at fixed noise, the text embedding moves from the caption of
+  one test image to that of an image of another class;
+* ``generate.noise_grid``: at a fixed caption, the noise moves between two vectors (the same two
+  in every row), so what changes along a row is what the text leaves free (pose, background).
 """
 from __future__ import annotations
 
@@ -16,12 +27,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
-from torchvision.utils import make_grid
 
+from .checkpoint import load_generator
 from .config import atomic_path, resolve_device, seed_everything
-from .prepare import read_split
-from .train import load_generator
+from .grids import captioned_grid, lerp, slerp
+from .prepared import read_split
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -30,40 +40,36 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).cpu().numpy()
 
 
-def captioned_grid(images: torch.Tensor, captions: list[str], ncol: int, path: Path) -> None:
-    """Rows of ``ncol`` images (in [-1, 1]), each row's caption written on a panel to its left."""
-    grid = make_grid(images.float().cpu(), nrow=ncol, padding=2, normalize=True, value_range=(-1, 1))
-    grid_img = Image.fromarray(grid.mul(255).round().byte().permute(1, 2, 0).numpy())
-    panel_w, row_h = 360, images.shape[2] + 2
-    canvas = Image.new("RGB", (panel_w + grid_img.width, grid_img.height), "white")
-    canvas.paste(grid_img, (panel_w, 0))
-    draw, font = ImageDraw.Draw(canvas), ImageFont.load_default()
-    for r, caption in enumerate(captions):
-        words, lines, line = caption.split(), [], ""
-        for w in words:  # wrap to the panel width
-            if draw.textlength(f"{line} {w}".strip(), font=font) > panel_w - 8 and line:
-                lines.append(line)
-                line = w
-            else:
-                line = f"{line} {w}".strip()
-        lines.append(line)
-        for j, text in enumerate(lines[: max(row_h // 12, 1)]):
-            draw.text((4, r * row_h + 4 + 12 * j), text, fill="black", font=font)
-    with atomic_path(path) as tmp:
-        canvas.save(tmp, format="PNG")
+def sample_plan(n: int, n_img: int, n_cap: int) -> tuple[np.ndarray, np.ndarray]:
+    """(image index, caption index) of each of the ``n`` samples."""
+    i = np.arange(n)
+    img = i % n_img
+    return img, (img + i // n_img) % n_cap
+
+
+def interpolation_pairs(class_ids: np.ndarray, n_pairs: int, seed: int) -> list[tuple[int, int]]:
+    """``n_pairs`` (a, b) test-image pairs of different classes, spread over the split."""
+    rng = np.random.default_rng(seed)
+    starts = np.linspace(0, len(class_ids) - 1, n_pairs).astype(int)
+    pairs = []
+    for a in starts:
+        others = np.flatnonzero(class_ids != class_ids[a])
+        if len(others):
+            pairs.append((int(a), int(rng.choice(others))))
+    return pairs
 
 
 @torch.no_grad()
 def generate(generator_path: str | Path, prepared: str | Path, params: dict) -> dict:
     cfg = params["generate"]
-    seed_everything(int(params["seed"]) + 1)
+    seed = int(params["seed"]) + 1
+    seed_everything(seed)
     device = resolve_device(params["train"]["device"])
     g, mcfg = load_generator(generator_path, device)
     test = read_split(prepared, "test")
     n_img, n_cap = test["embeddings"].shape[:2]
     n = int(cfg["num_samples"])
-    img_idx = np.arange(n) % n_img
-    cap_idx = (np.arange(n) // n_img) % n_cap
+    img_idx, cap_idx = sample_plan(n, n_img, n_cap)
     emb = torch.from_numpy(test["embeddings"][img_idx, cap_idx])
 
     out = Path(cfg["out_dir"]) / "images.h5"
@@ -72,15 +78,39 @@ def generate(generator_path: str | Path, prepared: str | Path, params: dict) -> 
         for s in range(0, n, cfg["batch_size"]):
             e = emb[s:s + cfg["batch_size"]].to(device)
             images[s:s + len(e)] = to_uint8(g(torch.randn(len(e), mcfg["z_dim"], device=device), e))
+        h5.create_dataset("image_index", data=img_idx.astype(np.int32))
         h5.create_dataset("keys", data=list(test["keys"][img_idx]), dtype=h5py.string_dtype())
+        h5.create_dataset("class_ids", data=test["class_ids"][img_idx].astype(np.int32))
         h5.create_dataset("caption_index", data=cap_idx.astype(np.int32))
         h5.create_dataset("captions", data=[test["captions"][i, j] for i, j in zip(img_idx, cap_idx)],
                           dtype=h5py.string_dtype())
 
-    # Grid: distinct test images' first captions (rows) x fixed noise vectors (columns).
+    def emb_of(i: int) -> torch.Tensor:
+        return torch.from_numpy(test["embeddings"][i, 0]).to(device)
+
+    # Captions (rows) x fixed noise (columns).
     rows = np.linspace(0, n_img - 1, min(cfg["grid_captions"], n_img)).astype(int)
     z = torch.randn(cfg["grid_noise"], mcfg["z_dim"], device=device)
-    e = torch.from_numpy(test["embeddings"][rows, 0]).to(device)
+    e = torch.stack([emb_of(r) for r in rows])
     grid = g(z.repeat(len(rows), 1), e.repeat_interleave(len(z), dim=0))
-    captioned_grid(grid, [str(test["captions"][r, 0]) for r in rows], len(z), Path(cfg["grid"]))
-    return {"num_samples": n, "test_images": n_img, "images": str(out), "grid": cfg["grid"]}
+    captioned_grid(grid, [str(test["captions"][r, 0]) for r in rows], len(z), cfg["grid"],
+                   title="test captions (rows) x noise vectors (columns)")
+
+    # GAN-INT: text interpolated between two captions of different classes, noise fixed per row.
+    steps = int(cfg["interp_steps"])
+    pairs = interpolation_pairs(test["class_ids"], int(cfg["interp_pairs"]), seed)
+    z_row = torch.randn(len(pairs), mcfg["z_dim"], device=device)
+    texts = torch.cat([lerp(emb_of(a), emb_of(b), steps) for a, b in pairs])
+    grid = g(z_row.repeat_interleave(steps, dim=0), texts)
+    labels = [f"from: {test['captions'][a, 0]}\nto: {test['captions'][b, 0]}" for a, b in pairs]
+    captioned_grid(grid, labels, steps, cfg["interp_grid"],
+                   title="text interpolation at fixed noise (left: 'from', right: 'to')")
+
+    # Noise interpolation at fixed captions (the same two noise vectors in every row).
+    z_path = slerp(*torch.randn(2, mcfg["z_dim"], device=device), steps)
+    e = torch.stack([emb_of(a) for a, _ in pairs])
+    grid = g(z_path.repeat(len(pairs), 1), e.repeat_interleave(steps, dim=0))
+    captioned_grid(grid, [str(test["captions"][a, 0]) for a, _ in pairs], steps, cfg["noise_grid"],
+                   title="noise interpolation at fixed caption")
+    return {"num_samples": n, "test_images": n_img, "images": str(out), "grid": cfg["grid"],
+            "interp_grid": cfg["interp_grid"], "noise_grid": cfg["noise_grid"]}

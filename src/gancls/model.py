@@ -117,10 +117,13 @@ class Discriminator(nn.Module):
             nn.Conv2d(ndf * 8, 1, 4),
         )
 
+    def judge(self, features: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+        """The logit for image features (``self.image(x)``, 4x4) paired with a text embedding."""
+        t = self.text(embedding)[:, :, None, None].expand(-1, -1, features.shape[2], features.shape[3])
+        return self.joint(torch.cat([features, t], dim=1)).view(-1)
+
     def forward(self, image: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
-        h = self.image(image)
-        t = self.text(embedding)[:, :, None, None].expand(-1, -1, h.shape[2], h.shape[3])
-        return self.joint(torch.cat([h, t], dim=1)).view(-1)
+        return self.judge(self.image(image), embedding)
 
 
 def init_weights(module: nn.Module) -> None:

@@ -1,14 +1,6 @@
 """prepare stage: raw CUB + embeddings folder -> one HDF5 file, streamed image by image.
 
-Layout of the file (one group per text-to-image split, rows in the order of the split's
-``filenames.pickle``)::
-
-    /<split>/images      uint8   (N, S, S, 3)   S = prepare.load_size, RGB
-    /<split>/embeddings  float32 (N, 10, 1024)
-    /<split>/class_ids   int32   (N,)
-    /<split>/keys        str     (N,)           "<class dir>/<image stem>"
-    /<split>/captions    str     (N, 10)
-    attrs: load_size, bbox_crop, source, raw_dir
+The file's layout and its reader are in ``gancls.prepared``.
 """
 from __future__ import annotations
 
@@ -81,18 +73,3 @@ def prepare(raw_dir: str | Path, out: str | Path, cfg: dict, source: str, check=
         if check is not None:
             check(tmp)  # validate before the file replaces the old one
     return counts
-
-
-def read_split(path: str | Path, split: str) -> dict[str, np.ndarray]:
-    """One split of the prepared file, fully in memory (CUB's train split is about 0.5 GB)."""
-    with h5py.File(path, "r") as h5:
-        if split not in h5:
-            raise KeyError(f"{path}: no split '{split}'")
-        g = h5[split]
-        return {
-            "images": g["images"][()],
-            "embeddings": g["embeddings"][()],
-            "class_ids": g["class_ids"][()],
-            "keys": np.array(g["keys"].asstr()[()], dtype=object),
-            "captions": np.array(g["captions"].asstr()[()], dtype=object),
-        }

@@ -56,7 +56,7 @@ TEMPLATES = ("this {size}bird has {parts}{ext}.", "a {size}bird with {parts}{ext
              "a {size}bird that has {parts}{ext}.", "this particular {size}bird has {parts}{ext}.",
              "{size}bird with {parts}{ext}.", "this {size}bird is {plain}.")
 SIZE_FRACTION = {"small": 0.5, "medium": 0.65, "large": 0.8}  # bird scale / shorter image side
-JITTER = 0.2
+JITTER = 0.5
 EMBED_SEED, EMBED_DIM, EMBED_NORM = 20160517, 1024, 22.0
 JPEG_QUALITY = 90
 ADJECTIVES = ("Crimson", "Azure", "Golden", "Dusky", "Spotted", "Lesser", "Greater", "Northern",
@@ -116,20 +116,21 @@ def _smooth(rng: np.random.Generator, h: int, w: int, cells: int = 5) -> np.ndar
 
 
 def _background(rng: np.random.Generator, kind: str, w: int, h: int) -> Image.Image:
+    """A smooth scene (large-scale shading, no pixel noise): cheap for a small GAN to learn, so the
+    sample's training budget goes into the bird and its colours."""
     y = np.linspace(0, 1, h, dtype=np.float32)[:, None, None]
-    fine = rng.standard_normal((h, w, 1)).astype(np.float32)
     if kind == "sky":
         img = (1 - y) * np.array([90, 150, 230]) + y * np.array([190, 220, 250])
-        img = img + np.clip(_smooth(rng, h, w) * 2, 0, None) * 120 + fine * 3
+        img = img + np.clip(_smooth(rng, h, w, 4) * 2, 0, None) * 60
     elif kind == "foliage":
-        img = np.array([50, 115, 40]) * (1 + 0.9 * _smooth(rng, h, w, 8)) + fine * 10
+        img = np.array([50, 115, 40]) * (1 + 0.4 * _smooth(rng, h, w, 4))
     elif kind == "sand":
-        img = np.array([215, 190, 135]) + _smooth(rng, h, w) * 40 + fine * 12
+        img = np.array([215, 190, 135]) + _smooth(rng, h, w, 4) * 25
     elif kind == "water":
-        ripple = np.sin(y * rng.uniform(25, 45) + _smooth(rng, h, w) * 4)
-        img = np.array([40, 100, 150]) + ripple * 18 + fine * 6
+        ripple = np.sin(y * rng.uniform(8, 12) * np.pi + _smooth(rng, h, w, 3) * 2)
+        img = np.array([40, 100, 150]) + ripple * 12
     else:  # grey branch scene
-        img = np.array([165, 165, 160]) + _smooth(rng, h, w) * 50 + fine * 8
+        img = np.array([165, 165, 160]) + _smooth(rng, h, w, 4) * 20
     out = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8) * np.ones((1, 1, 3), np.uint8))
     if kind == "branches":
         draw = ImageDraw.Draw(out)
@@ -141,8 +142,8 @@ def _background(rng: np.random.Generator, kind: str, w: int, h: int) -> Image.Im
 
 
 # Bird geometry in units of its scale s, facing right, centred on the body; (top, bottom) per pose.
-EXTENT_X = (-0.52, 0.56)
-EXTENT_Y = {"perching": (-0.32, 0.31), "standing": (-0.32, 0.37), "flying": (-0.46, 0.30)}
+EXTENT_X = (-0.52, 0.68)
+EXTENT_Y = {"perching": (-0.35, 0.31), "standing": (-0.35, 0.37), "flying": (-0.46, 0.30)}
 LEG_COLOUR = (60, 50, 40)
 
 
@@ -172,10 +173,10 @@ def _draw_bird(draw: ImageDraw.ImageDraw, attrs: dict, cx: float, cy: float, s: 
     else:
         wing = ((0.16, -0.12), (-0.02, -0.18), (-0.3, -0.1), (-0.42, -0.02), (-0.12, -0.03))
     draw.polygon(pts(*wing), fill=col["wing"])
-    oval(0.3, -0.19, 0.13, 0.13, col["head"])
-    draw.polygon(pts((0.4, -0.23), (0.4, -0.14), (0.56, -0.19)), fill=col["beak"])
-    oval(0.34, -0.22, 0.035, 0.035, (255, 255, 255, 255))
-    oval(0.345, -0.22, 0.02, 0.02, (0, 0, 0, 255))
+    oval(0.3, -0.19, 0.16, 0.16, col["head"])
+    draw.polygon(pts((0.4, -0.28), (0.4, -0.10), (0.68, -0.19)), fill=col["beak"])  # a stout bill
+    oval(0.33, -0.23, 0.04, 0.04, (255, 255, 255, 255))
+    oval(0.335, -0.23, 0.022, 0.022, (0, 0, 0, 255))
 
 
 def _render(rng: np.random.Generator, attrs: dict, w: int, h: int):

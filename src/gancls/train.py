@@ -10,6 +10,7 @@ One D step then one G step; Adam, lr halved every ``lr_decay_every`` epochs.
 """
 from __future__ import annotations
 
+import copy
 import csv
 import time
 from pathlib import Path
@@ -17,21 +18,26 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.utils import save_image
+from torch import nn
 from tqdm import tqdm
 
 from .config import atomic_path, resolve_device, seed_everything, write_json
-from .model import build_generator, build_models
-from .prepare import read_split
+from .grids import captioned_image, save_gif, save_png
+from .model import build_models
+from .prepared import read_split
 
-LOSS_FIELDS = ["epoch", "d_loss", "g_loss", "g_int_loss", "d_real", "d_wrong", "d_fake", "lr",
+SHIPPED_LAST = "last epoch: G's weights after the final step"
+SHIPPED_EMA = ("last epoch: exponential moving average of G's weights (decay {decay}) with re-estimated "
+               "BatchNorm statistics")
+LOSS_FIELDS = ["epoch", "steps", "d_loss", "g_loss", "g_int_loss", "d_real", "d_wrong", "d_fake", "lr",
                "seconds", "images_per_s"]
 
 
 class Batches:
     """The prepared split on the training device, with Reed's augmentation and text sampling."""
 
-    def __init__(self, data: dict, image_size: int, captions_per_sample: int, flip: bool, device):
+    def __init__(self, data: dict, image_size: int, captions_per_sample: int, flip: bool, device,
+                 channels_last: bool = False):
         self.images = torch.from_numpy(data["images"]).to(device)  # N, S, S, 3 uint8
         self.embeddings = torch.from_numpy(data["embeddings"]).to(device)  # N, 10, 1024
         self.class_ids = torch.from_numpy(data["class_ids"].astype(np.int64)).to(device)
@@ -40,6 +46,7 @@ class Batches:
         self.k = captions_per_sample
         self.flip = flip
         self.device = device
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         if len(torch.unique(self.class_ids)) < 2:
             raise ValueError("training needs images of at least two classes (wrong-text pairs)")
 
@@ -71,7 +78,7 @@ class Batches:
         if self.flip:
             flip = torch.rand(len(idx), generator=gen, device=self.device) < 0.5
             imgs = torch.where(flip[:, None, None, None], imgs.flip(3), imgs)
-        return imgs
+        return imgs.contiguous(memory_format=self.memory_format)
 
     def epoch(self, batch_size: int, gen: torch.Generator):
         order = torch.randperm(self.n, generator=gen, device=self.device)
@@ -98,9 +105,15 @@ def train_step(g, d, opt_g, opt_d, real, text, wrong_text, z_dim: int, int_weigh
     dev = real.device
     fake = g(torch.randn(b, z_dim, device=dev), text)
 
-    # Discriminator: real/right -> 1, real/wrong -> 0, fake/right -> 0.
+    # Discriminator: real/right -> 1, real/wrong -> 0, fake/right -> 0.  The real images go through
+    # D's image tower once (features of the same batch; BatchNorm sees the same statistics either way).
     opt_d.zero_grad(set_to_none=True)
-    s_real, s_wrong, s_fake = d(real, text), d(real, wrong_text), d(fake.detach(), text)
+    if hasattr(d, "judge"):
+        h_real = d.image(real)
+        s_real, s_wrong = d.judge(h_real, text), d.judge(h_real, wrong_text)
+    else:
+        s_real, s_wrong = d(real, text), d(real, wrong_text)
+    s_fake = d(fake.detach(), text)
     d_loss = _bce(s_real, 1.0) + 0.5 * (_bce(s_wrong, 0.0) + _bce(s_fake, 0.0))
     d_loss.backward()
     opt_d.step()
@@ -122,38 +135,87 @@ def train_step(g, d, opt_g, opt_d, real, text, wrong_text, z_dim: int, int_weigh
     }
 
 
+class EMA:
+    """Exponential moving average of G's weights (``train.ema_decay``; 0 turns it off).
+
+    GAN iterates oscillate; their running average draws steadier images (as in ProGAN/StyleGAN).
+    ``shipped()`` is the averaged G with BatchNorm statistics re-estimated for the averaged weights
+    ("standing statistics"): ``bn_batches`` forward passes in training mode over training texts.
+    """
+
+    def __init__(self, g: nn.Module, decay: float):
+        self.decay = float(decay)
+        self.avg = copy.deepcopy(g).eval() if self.decay > 0 else None
+        if self.avg is not None:
+            self.avg.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, g: nn.Module) -> None:
+        if self.avg is not None:
+            for a, p in zip(self.avg.parameters(), g.parameters()):
+                a.lerp_(p, 1.0 - self.decay)
+
+    @torch.no_grad()
+    def shipped(self, g: nn.Module, data: "Batches", z_dim: int, bn_batches: int, batch_size: int,
+                seed: int) -> nn.Module:
+        """The generator to ship: the live G when EMA is off, else the EMA G with standing stats."""
+        if self.avg is None:
+            return g
+        out = copy.deepcopy(self.avg)
+        norms = [m for m in out.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the passes below
+        out.train()
+        gen = torch.Generator(device=data.device).manual_seed(seed)
+        for _ in range(bn_batches):
+            idx = torch.randint(0, data.n, (batch_size,), generator=gen, device=data.device)
+            out(torch.randn(batch_size, z_dim, generator=gen, device=data.device), data.text(idx, gen))
+        for m in norms:
+            m.momentum = 0.1
+        return out.eval()
+
+
 @torch.no_grad()
-def sample_grid(g, z: torch.Tensor, texts: torch.Tensor, path: Path) -> None:
-    """Rows: captions, columns: noise vectors (the same z in every row)."""
+def sample_frame(g, z: torch.Tensor, texts: torch.Tensor, captions: list[str], title: str):
+    """Rows: captions, columns: noise vectors (the same z in every row); a captioned PIL image."""
     was_training = g.training
     g.eval()
     n_text, n_z = texts.shape[0], z.shape[0]
     imgs = g(z.repeat(n_text, 1), texts.repeat_interleave(n_z, dim=0))
     g.train(was_training)
-    with atomic_path(path) as tmp:
-        save_image(imgs.float().cpu(), tmp, nrow=n_z, normalize=True, value_range=(-1, 1), format="png")
+    return captioned_image(imgs, captions, n_z, title=title)
 
 
 def train(prepared: str | Path, params: dict, loss_csv: str | Path, grid_png: str | Path,
-          metrics_json: str | Path) -> dict:
+          metrics_json: str | Path, progress_gif: str | Path | None = None) -> dict:
     tcfg, mcfg = params["train"], params["model"]
     seed_everything(int(params["seed"]))
     device = resolve_device(tcfg["device"])
     gen = torch.Generator(device=device).manual_seed(int(params["seed"]))
-    data = Batches(read_split(prepared, "train"), mcfg["image_size"], tcfg["captions_per_sample"],
-                   tcfg["flip"], device)
+    split = read_split(prepared, "train")
+    data = Batches(split, mcfg["image_size"], tcfg["captions_per_sample"], tcfg["flip"], device,
+                   tcfg["channels_last"])
     g, d = build_models(mcfg)
-    g.to(device), d.to(device)
+    fmt = torch.channels_last if tcfg["channels_last"] else torch.contiguous_format
+    g.to(device, memory_format=fmt), d.to(device, memory_format=fmt)
     betas = (tcfg["beta1"], tcfg["beta2"])
     opt_g = torch.optim.Adam(g.parameters(), lr=tcfg["lr"], betas=betas)
     opt_d = torch.optim.Adam(d.parameters(), lr=tcfg["lr"], betas=betas)
     sched = [torch.optim.lr_scheduler.StepLR(o, tcfg["lr_decay_every"], tcfg["lr_decay_factor"])
              for o in (opt_g, opt_d)]
+    ema = EMA(g, tcfg["ema_decay"])
 
-    # Fixed noise and fixed captions (the first images of the training split) for the sample grid.
+    def shipped():
+        return ema.shipped(g, data, mcfg["z_dim"], tcfg["bn_stat_batches"], tcfg["batch_size"],
+                           int(params["seed"]) + 7)
+
+    # Fixed noise and fixed captions (first captions of images spread over the training split).
     fixed_z = torch.randn(tcfg["grid_size"], mcfg["z_dim"], generator=gen, device=device)
-    grid_idx = torch.arange(min(tcfg["grid_size"], data.n), device=device)
-    fixed_text = data.embeddings[grid_idx].mean(dim=1)
+    grid_idx = np.linspace(0, data.n - 1, min(tcfg["grid_size"], data.n)).astype(int)
+    fixed_text = data.embeddings[torch.from_numpy(grid_idx).to(device), 0]
+    fixed_captions = [str(split["captions"][i, 0]) for i in grid_idx]
+    frames = []
 
     out_dir = Path(tcfg["out_dir"])
     rows = []
@@ -168,6 +230,7 @@ def train(prepared: str | Path, params: dict, loss_csv: str | Path, grid_png: st
                                       mininterval=2):
             stats = train_step(g, d, opt_g, opt_d, real, text, wrong, mcfg["z_dim"],
                                tcfg["int_weight"], tcfg["int_beta"])
+            ema.update(g)
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0.0) + v
             steps += 1
@@ -176,39 +239,39 @@ def train(prepared: str | Path, params: dict, loss_csv: str | Path, grid_png: st
         for s in sched:
             s.step()
         secs = time.perf_counter() - t0
-        row = {"epoch": epoch, **{k: v / steps for k, v in sums.items()}, "lr": lr,
+        row = {"epoch": epoch, "steps": steps, **{k: v / steps for k, v in sums.items()}, "lr": lr,
                "seconds": secs, "images_per_s": images / secs}
         rows.append(row)
         print(f"epoch {epoch}/{tcfg['epochs']}: d_loss {row['d_loss']:.3f} g_loss {row['g_loss']:.3f}"
               f" ({row['images_per_s']:.1f} img/s)", flush=True)
         if epoch % tcfg["sample_every"] == 0 or epoch == tcfg["epochs"]:
-            sample_grid(g, fixed_z, fixed_text, Path(grid_png))
+            frames.append(sample_frame(shipped(), fixed_z, fixed_text, fixed_captions,
+                                       f"epoch {epoch}/{tcfg['epochs']}: training captions x fixed noise"))
+            save_png(frames[-1], grid_png)
 
     with atomic_path(loss_csv) as tmp, tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=LOSS_FIELDS)
         writer.writeheader()
         writer.writerows({k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items()}
                          for r in rows)
+    final = shipped()
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         state = {"generator": g.state_dict(), "discriminator": d.state_dict(),
                  "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "epoch": tcfg["epochs"],
-                 "model": mcfg}
+                 "model": mcfg, "ema_generator": None if ema.avg is None else ema.avg.state_dict()}
         torch.save(state, tmp / "checkpoint.pt")
-        torch.save({"generator": g.state_dict(), "model": mcfg}, tmp / "generator.pt")
+        torch.save({"generator": final.state_dict(), "model": mcfg}, tmp / "generator.pt")
     last = rows[-1]
     summary = {
         "epochs": tcfg["epochs"], "device": str(device), "train_images": data.n,
-        "seconds": round(time.perf_counter() - start, 2),
+        "seconds": round(time.perf_counter() - start, 2), "shipped": SHIPPED_EMA.format(decay=tcfg["ema_decay"]) if ema.avg is not None else SHIPPED_LAST,
+        "steps": sum(r["steps"] for r in rows),
         "images_per_s": round(float(np.mean([r["images_per_s"] for r in rows])), 2),
         **{k: round(last[k], 4) for k in ("d_loss", "g_loss", "g_int_loss", "d_real", "d_wrong", "d_fake")},
     }
+    if progress_gif is not None:
+        save_gif(frames, progress_gif)
     write_json(metrics_json, summary)
     return summary
 
-
-def load_generator(path: str | Path, device="cpu"):
-    state = torch.load(path, map_location=device, weights_only=True)
-    g = build_generator(state["model"])
-    g.load_state_dict(state["generator"])
-    return g.to(device).eval(), state["model"]

@@ -1,0 +1,33 @@
+"""The prepared HDF5 file (written by ``gancls prepare``), read by train, train-scorer, generate,
+evaluate and sample.
+
+Layout (one group per text-to-image split, rows in the order of the split's ``filenames.pickle``)::
+
+    /<split>/images      uint8   (N, S, S, 3)   S = prepare.load_size, RGB
+    /<split>/embeddings  float32 (N, 10, 1024)
+    /<split>/class_ids   int32   (N,)
+    /<split>/keys        str     (N,)           "<class dir>/<image stem>"
+    /<split>/captions    str     (N, 10)
+    attrs: load_size, bbox_crop, source, raw_dir
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+
+def read_split(path: str | Path, split: str) -> dict[str, np.ndarray]:
+    """One split of the prepared file, fully in memory (CUB's train split is about 0.5 GB)."""
+    with h5py.File(path, "r") as h5:
+        if split not in h5:
+            raise KeyError(f"{path}: no split '{split}'")
+        g = h5[split]
+        return {
+            "images": g["images"][()],
+            "embeddings": g["embeddings"][()],
+            "class_ids": g["class_ids"][()],
+            "keys": np.array(g["keys"].asstr()[()], dtype=object),
+            "captions": np.array(g["captions"].asstr()[()], dtype=object),
+        }

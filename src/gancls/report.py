@@ -1,0 +1,79 @@
+"""A short markdown report of one run: the text-conditioning score with its references, the image
+scores with their sample counts, the training summary and links to the pictures.
+
+Written by ``evaluate`` next to the grids (``evaluate.report``); the Prefect flow can publish it
+as a markdown artifact.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .config import atomic_path
+
+
+def _fmt(v, digits: int = 3) -> str:
+    if v is None:
+        return "missing"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def _link(path: str | Path, report: Path) -> str:
+    return os.path.relpath(Path(path), report.parent).replace(os.sep, "/")
+
+
+def render(scores: dict, train: dict | None, pictures: dict[str, str], report: Path) -> str:
+    tm = scores["text_match"]
+    lines = ["# gancls run report", ""]
+    lines += [f"Data: `{scores['source']}`. Scores of images generated from test captions "
+              f"(classes never seen in training).", ""]
+    lines += ["## Does the picture show what the caption says?", "",
+              f"Labels checked: {', '.join(tm['labels'])} "
+              f"({tm['n_statements']} statements in {tm['n_pairs']} captions).", "",
+              "| | fraction of stated labels shown |", "|---|---|",
+              f"| **generated images** | **{_fmt(tm['accuracy'])}** |",
+              f"| real held-out images (ceiling) | {_fmt(tm['real_ceiling'])} |",
+              f"| generated images vs a caption of another class (mismatched control) | "
+              f"{_fmt(tm['mismatched_accuracy'])} |",
+              f"| chance (labels drawn with the captions' own frequencies) | {_fmt(tm['chance'])} |", ""]
+    if tm.get("of_ceiling") is not None:
+        lines += [f"Generated images reach {tm['of_ceiling']:.0%} of the real ceiling and "
+                  f"{_fmt(tm.get('over_mismatched'), 2)}x the mismatched control.", ""]
+    if len(tm.get("per_kind", {})) > 1:
+        lines += ["| label | accuracy |", "|---|---|"]
+        lines += [f"| {k} | {_fmt(v)} |" for k, v in tm["per_kind"].items()]
+        lines += [""]
+    lines += ["## Image statistics", "",
+              f"| FID | KID (x1000) | IS | real / generated images |", "|---|---|---|---|",
+              f"| {_fmt(scores['fid'], 2)} | {scores['kid_mean'] * 1000:.2f} ± {scores['kid_std'] * 1000:.2f} "
+              f"| {_fmt(scores.get('is'), 2)} | {scores['n_real']} / {scores['n_fake']} |", ""]
+    if scores.get("is") is None and scores.get("is_missing_reason"):
+        lines += [f"IS missing: {scores['is_missing_reason']}.", ""]
+    lines += [f"Feature extractor: `{scores['feature_extractor']['name']}` "
+              f"(SHA-1 `{scores['feature_extractor']['sha1'][:12]}…`). Compare FIDs only at equal counts.", ""]
+    if train:
+        lines += ["## Training", "",
+                  f"{train.get('epochs')} epochs, {train.get('steps', '?')} steps on {train.get('device')}, "
+                  f"{train.get('seconds')} s ({train.get('images_per_s')} images/s); shipped: "
+                  f"{train.get('shipped', 'last epoch')}. Final d_loss {train.get('d_loss')}, "
+                  f"g_loss {train.get('g_loss')}, D(real) {train.get('d_real')}, D(wrong) {train.get('d_wrong')}, "
+                  f"D(fake) {train.get('d_fake')}.", ""]
+    lines += ["## Pictures", ""]
+    for title, path in pictures.items():
+        if Path(path).exists():
+            lines += [f"**{title}** (`{path}`)", "", f"![{title}]({_link(path, report)})", ""]
+    return "\n".join(lines)
+
+
+def write_report(scores: dict, train_metrics: str | Path | None, pictures: dict[str, str],
+                 out: str | Path) -> Path:
+    out = Path(out)
+    train = None
+    if train_metrics and Path(train_metrics).is_file():
+        train = json.loads(Path(train_metrics).read_text(encoding="utf-8"))
+    with atomic_path(out) as tmp:
+        tmp.write_text(render(scores, train, pictures, out), encoding="utf-8")
+    return out
