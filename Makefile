@@ -13,6 +13,7 @@ export GX_ANALYTICS_ENABLED := false
 # 600 epochs with lr halved every 100, and the 30k-sample scoring protocol; no hand edits of params.yaml.
 CUB_SETTINGS := -S data.source=cub -S data.raw_dir=data -S model.ngf=128 -S model.ndf=64 \
                 -S train.batch_size=64 -S train.lr=0.0002 -S train.epochs=600 -S train.lr_decay_every=100 \
+                -S train.captions_per_sample=4 -S train.ema_decay=0 \
                 -S train.sample_every=10 -S generate.num_samples=30000 -S generate.batch_size=250 \
                 -S evaluate.kid_subset_size=1000 -S evaluate.kid_subsets=100
 
@@ -28,10 +29,14 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/dvc repro
 	@echo
-	@echo "metrics:           metrics/scores.json (FID, KID), metrics/train.json"
-	@echo "sample grids:      reports/generated_grid.png, reports/train_samples.png"
-	@echo "validation report: reports/validation/data_docs/index.html (and result.json)"
+	@echo "run report:        reports/report.md  (scores with chance and ceiling, links to every picture)"
+	@echo "metrics:           metrics/scores.json (text_match, FID, KID, IS), metrics/train.json, metrics/scorer.json"
+	@echo "generated grid:    reports/generated_grid.png  (test captions x noise)"
+	@echo "interpolations:    reports/interp_text.png (GAN-INT, text), reports/interp_noise.png (noise)"
+	@echo "learning:          reports/train_progress.gif (last frame: reports/train_samples.png)"
 	@echo "loss plot data:    reports/train_loss.csv  (dvc plots show)"
+	@echo "validation report: reports/validation/data_docs/index.html (and result.json)"
+	@echo "your own grid:     .venv/bin/gancls sample --query \"red body\""
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

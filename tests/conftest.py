@@ -20,7 +20,7 @@ TINY = {
     "sample": {"n_classes": 8, "images_per_class": 4, "image_size": [64, 80]},
     "scorer": {"epochs": 2, "width": 8},
     "model": {"ngf": 8, "ndf": 8},
-    "train": {"epochs": 2, "batch_size": 8, "grid_size": 3},
+    "train": {"epochs": 2, "batch_size": 8, "grid_size": 3, "sample_every": 1},
     "generate": {"num_samples": 12, "batch_size": 12, "grid_captions": 3, "grid_noise": 3, "interp_pairs": 2,
                  "interp_steps": 3},
     "evaluate": {"kid_subset_size": 6, "kid_subsets": 5, "batch_size": 12},
@@ -77,9 +77,9 @@ def pipeline_copy(tmp_path):
 
 # The learning configuration: the default sample and model topology, trained briefly.
 LEARN = {
-    "train": {"epochs": 6, "sample_every": 3, "grid_size": 4},
+    "train": {"epochs": 20, "sample_every": 10, "grid_size": 4},
     "generate": {"num_samples": 500, "grid_captions": 4, "grid_noise": 4, "interp_pairs": 3, "interp_steps": 5},
-    "scorer": {"epochs": 20},
+    "scorer": {"epochs": 15},
 }
 
 
