@@ -34,6 +34,14 @@ def merge(base: dict, over: dict) -> dict:
     return out
 
 
+def section(name: str, **over):
+    """One typed section of params.yaml with some values replaced (``section("train", epochs=2)``)."""
+    from gancls.config import parse_params
+
+    params = parse_params(merge(yaml.safe_load((ROOT / "params.yaml").read_text()), {name: over}))
+    return getattr(params, "validation" if name == "validate" else name)
+
+
 def env() -> dict:
     e = dict(os.environ)
     e["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{e.get('PATH', '')}"
@@ -89,29 +97,34 @@ def learned(tmp_path_factory):
 
     Returns the params (paths point into a session folder) and the paths of what was made.
     """
+    from gancls.config import parse_params
     from gancls.prepare import prepare
     from gancls.sample import make_sample
     from gancls.scorer import train_scorer
     from gancls.train import train
 
     root = tmp_path_factory.mktemp("learned")
-    params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), LEARN)
+    raw = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), LEARN)
     out = {
         "sample": root / "sample", "prepared": root / "birds.h5", "scorer": root / "scorer.pt",
         "model": root / "model", "reports": root / "reports",
     }
-    params["data"]["raw_dir"] = str(out["sample"])
-    params["prepare"]["out"] = str(out["prepared"])
-    params["scorer"].update(out=str(out["scorer"]), metrics=str(root / "scorer.json"))
-    params["train"].update(out_dir=str(out["model"]), loss_csv=str(out["reports"] / "loss.csv"),
-                           grid=str(out["reports"] / "train.png"), progress_gif=str(out["reports"] / "train.gif"),
-                           metrics=str(root / "train.json"))
-    make_sample(params["sample"], out["sample"])
-    prepare(out["sample"], out["prepared"], params["prepare"], "sample")
+    raw["data"]["raw_dir"] = str(out["sample"])
+    raw["prepare"]["out"] = str(out["prepared"])
+    raw["scorer"].update(out=str(out["scorer"]), metrics=str(root / "scorer.json"))
+    raw["train"].update(out_dir=str(out["model"]), loss_csv=str(out["reports"] / "loss.csv"),
+                        grid=str(out["reports"] / "train.png"), progress_gif=str(out["reports"] / "train.gif"),
+                        metrics=str(root / "train.json"))
+    raw["generate"].update(out_dir=str(root / "generated"), grid=str(out["reports"] / "generated.png"),
+                           interp_grid=str(out["reports"] / "interp_text.png"),
+                           noise_grid=str(out["reports"] / "interp_noise.png"))
+    params = parse_params(raw)
+    make_sample(params.sample, out["sample"])
+    prepare(out["sample"], out["prepared"], params.prepare, "sample")
     out["scorer_summary"] = train_scorer(out["prepared"], params, out["scorer"], root / "scorer.json")
-    out["train_summary"] = train(out["prepared"], params, params["train"]["loss_csv"], params["train"]["grid"],
-                                 params["train"]["metrics"], params["train"]["progress_gif"])
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    t = params.train
+    out["train_summary"] = train(out["prepared"], params, t.loss_csv, t.grid, t.metrics, t.progress_gif)
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     out["params"] = params
     out["params_file"] = root / "params.yaml"
     out["root"] = root

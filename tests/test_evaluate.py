@@ -6,7 +6,9 @@ from torch import nn
 from gancls.config import ConfigError
 from gancls.evaluate import FID_HELPER, InceptionFeatures, center_crop, extractor_path, score, sha1
 
-CFG = {"kid_subset_size": 50, "kid_subsets": 10, "batch_size": 16}
+from conftest import section
+
+CFG = section("evaluate", kid_subset_size=50, kid_subsets=10, batch_size=16)
 
 
 class ChannelMean(nn.Module):
@@ -76,13 +78,14 @@ def test_inception_score_with_a_classifier_and_can_fail():
     from gancls.evaluate import inception_score
 
     clf = torch.jit.script(TinyClassifier())
-    cfg = {"is_splits": 2, "batch_size": 8}
-    diverse = np.zeros((30, 8, 8, 3), np.uint8)
-    for i in range(30):
+    cfg = section("evaluate", is_splits=2, batch_size=8)
+    torch.manual_seed(0)  # torchmetrics shuffles the images into splits
+    diverse = np.zeros((300, 8, 8, 3), np.uint8)
+    for i in range(300):
         diverse[i, :, :, i % 3] = 255  # three confident, equally used classes: IS = 3
-    same = np.zeros((30, 8, 8, 3), np.uint8)
+    same = np.zeros((300, 8, 8, 3), np.uint8)
     same[..., 0] = 255  # one class only: IS = 1
-    assert inception_score(diverse, clf, cfg, "cpu")["is"] == pytest.approx(3.0, rel=0.05)  # splits are random
+    assert inception_score(diverse, clf, cfg, "cpu")["is"] == pytest.approx(3.0, rel=0.02)
     assert inception_score(same, clf, cfg, "cpu")["is"] == pytest.approx(1.0, rel=1e-3)
 
 

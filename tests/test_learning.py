@@ -12,15 +12,11 @@ from gancls.scorer import score_generated
 
 def test_generated_images_follow_their_captions(learned):
     params = learned["params"]
-    params["generate"].update(out_dir=str(learned["root"] / "generated"),
-                              grid=str(learned["reports"] / "generated.png"),
-                              interp_grid=str(learned["reports"] / "interp_text.png"),
-                              noise_grid=str(learned["reports"] / "interp_noise.png"))
     generate(learned["model"] / "generator.pt", learned["prepared"], params)
     match = score_generated(learned["root"] / "generated/images.h5", learned["prepared"], learned["scorer"],
-                            int(params["seed"]))
+                            params.seed)
     print("learning test:", json.dumps(match))
-    assert match["n_pairs"] == params["generate"]["num_samples"]
+    assert match["n_pairs"] == params.generate.num_samples
     assert match["real_ceiling"] > 0.6
     # the conditioning works: well above chance and above the mismatched control
     assert match["accuracy"] > match["chance"] + 0.08, match

@@ -2,12 +2,12 @@ import re
 
 import pytest
 import torch
-import yaml
 from pathlib import Path
 
 from gancls.model import Discriminator, Generator, ResidualBlock, build_models
 
-PARAMS = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())
+from conftest import section
+
 
 
 def count(m):
@@ -25,12 +25,11 @@ def test_seed_architecture_sizes_are_one_command_away():
     # REFERENCE.md §1/§5: seed-sized G 19.36 M parameters with ngf 128, D 4.03 M with ndf 64,
     # which `make run-cub` (Reed's configuration) sets on top of params.yaml.
     settings = cub_settings()
-    model = {**PARAMS["model"], **{k.split(".", 1)[1]: int(v) for k, v in settings.items()
-                                   if k.startswith("model.")}}
-    assert (model["ngf"], model["ndf"]) == (128, 64)
+    model = section("model", **{k.split(".", 1)[1]: int(v) for k, v in settings.items() if k.startswith("model.")})
+    assert (model.ngf, model.ndf) == (128, 64)
     assert settings["train.batch_size"] == "64" and settings["train.epochs"] == "600"
     g, d = build_models(model)
-    assert PARAMS["model"]["z_dim"] == 128 and PARAMS["model"]["text_dim"] == 128
+    assert model.z_dim == 128 and model.text_dim == 128
     assert count(g) == 19_364_227
     assert count(d) == 4_030_145
     assert sum(isinstance(m, ResidualBlock) for m in g.modules()) == 2
@@ -58,7 +57,7 @@ def test_text_conditions_both_networks():
 
 
 def test_init_follows_dcgan():
-    cfg = dict(PARAMS["model"], ngf=16, ndf=16)
+    cfg = section("model", ngf=16, ndf=16)
     g, _ = build_models(cfg)
     convs = torch.cat([m.weight.flatten() for m in g.modules() if isinstance(m, torch.nn.ConvTranspose2d)])
     assert abs(convs.std().item() - 0.02) < 0.002

@@ -12,8 +12,10 @@ from PIL import Image
 
 from gancls import cub, sample
 
-CFG = {"n_classes": 8, "images_per_class": 4, "test_fraction": 0.25, "grayscale_fraction": 0.02,
-       "image_size": [96, 128], "embedding_noise": 0.05, "seed": 0}
+from conftest import section
+
+CFG = section("sample", n_classes=8, images_per_class=4, test_fraction=0.25, grayscale_fraction=0.02,
+              image_size=[96, 128], embedding_noise=0.05, seed=0)
 N_TEST_CLASSES = 2  # round(8 * 0.25)
 
 
@@ -37,14 +39,14 @@ def records(root):
 def test_deterministic(tmp_path, root):
     again = sample.make_sample(CFG, tmp_path / "again")
     first = tree_hashes(root)
-    assert len(first) == 2 * CFG["n_classes"] * CFG["images_per_class"] + 5 + 6  # + tables, pickles
+    assert len(first) == 2 * CFG.n_classes * CFG.images_per_class + 5 + 6  # + tables, pickles
     assert tree_hashes(again) == first
-    other = sample.make_sample({**CFG, "seed": 1}, tmp_path / "other")
+    other = sample.make_sample(CFG.model_copy(update={"seed": 1}), tmp_path / "other")
     assert tree_hashes(other) != first
 
 
 def test_layout_read_by_cub(root, records):
-    n = CFG["n_classes"] * CFG["images_per_class"]
+    n = CFG.n_classes * CFG.images_per_class
     assert [r.image_id for r in records] == list(range(1, n + 1))
     assert all(r.split in cub.SPLITS for r in records)
     by_key = {r.key: r for r in records}
@@ -76,7 +78,7 @@ def test_split_is_class_disjoint(root, records):
     train = set(cub.read_split(root, "train")[1])
     test = set(cub.read_split(root, "test")[1])
     assert not train & test
-    n = CFG["n_classes"]
+    n = CFG.n_classes
     assert test == set(range(n - N_TEST_CLASSES + 1, n + 1))
     assert train == set(range(1, n - N_TEST_CLASSES + 1))
 
@@ -174,7 +176,7 @@ def test_failure_keeps_existing_sample(tmp_path, monkeypatch):
     real = sample._render
     monkeypatch.setattr(sample, "_render", boom)
     with pytest.raises(RuntimeError, match="disk full"):
-        sample.make_sample({**CFG, "seed": 3}, out)
+        sample.make_sample(CFG.model_copy(update={"seed": 3}), out)
     assert tree_hashes(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 

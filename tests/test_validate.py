@@ -14,9 +14,11 @@ from gancls import cub  # noqa: E402
 from gancls.sample import make_sample  # noqa: E402
 from gancls.validate import ValidationFailed, build_manifest, validate_prepared, validate_raw  # noqa: E402
 
-SAMPLE = {"n_classes": 8, "images_per_class": 4, "test_fraction": 0.25, "grayscale_fraction": 0.05,
-          "image_size": [64, 96], "embedding_noise": 0.05, "seed": 0}
-CFG = {"min_side": 32, "max_abs_embedding": 1000.0, "min_embedding_norm": 0.001}
+from conftest import section  # noqa: E402
+
+SAMPLE = section("sample", n_classes=8, images_per_class=4, test_fraction=0.25, grayscale_fraction=0.05,
+                 image_size=[64, 96], embedding_noise=0.05, seed=0)
+CFG = section("validate", min_side=32, max_abs_embedding=1000.0, min_embedding_norm=0.001)
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from .config import ModelParams
 from .model import build_generator
 
 
@@ -17,15 +18,16 @@ class CheckpointError(ValueError):
 
 
 def load_generator(path: str | Path, device="cpu"):
-    """G in eval mode and the ``model:`` params it was trained with."""
+    """G in eval mode and the ``model:`` params it was trained with (``ModelParams``)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: generator file not found (run `gancls train` first)")
     try:
         state = torch.load(path, map_location=device, weights_only=True)
-        g = build_generator(state["model"])
+        model = ModelParams.model_validate(state["model"])
+        g = build_generator(model)
         g.load_state_dict(state["generator"])
     except Exception as exc:  # noqa: BLE001 - any failure means a bad file
         raise CheckpointError(f"{path}: not a loadable gancls generator ({type(exc).__name__}: "
                               f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
-    return g.to(device).eval(), state["model"]
+    return g.to(device).eval(), model

@@ -18,15 +18,15 @@ from .config import ConfigError, load_params
 def _make_sample(args, params):
     from .sample import make_sample
 
-    out = make_sample(params["sample"], params["sample"]["out_dir"])
+    out = make_sample(params.sample, params.sample.out_dir)
     print(f"sample written to {out}")
 
 
 def _validate(args, params):
     from .validate import validate_raw
 
-    summary = validate_raw(params["data"]["raw_dir"], params["validate"], params["data"]["source"],
-                           params["validate"]["report_dir"])
+    summary = validate_raw(params.data.raw_dir, params.validation, params.data.source,
+                           params.validation.report_dir)
     print(f"validation passed: {json.dumps(summary)}")
 
 
@@ -34,59 +34,59 @@ def _prepare(args, params):
     from .prepare import prepare
     from .validate import validate_prepared
 
-    cfg = params["prepare"]
-    counts = prepare(params["data"]["raw_dir"], cfg["out"], cfg, params["data"]["source"],
-                     check=lambda path: validate_prepared(path, params["validate"], cfg["report_dir"]))
-    print(f"prepared {counts} -> {cfg['out']}")
+    cfg = params.prepare
+    counts = prepare(params.data.raw_dir, cfg.out, cfg, params.data.source,
+                     check=lambda path: validate_prepared(path, params.validation, cfg.report_dir))
+    print(f"prepared {counts} -> {cfg.out}")
 
 
 def _train_scorer(args, params):
     from .scorer import train_scorer
 
-    cfg = params["scorer"]
-    summary = train_scorer(params["prepare"]["out"], params, cfg["out"], cfg["metrics"])
+    cfg = params.scorer
+    summary = train_scorer(params.prepare.out, params, cfg.out, cfg.metrics)
     print(f"scorer trained: {json.dumps(summary)}")
 
 
 def _real_features(args, params):
     from .evaluate import real_features
 
-    print(f"real-image features: {json.dumps(real_features(params['prepare']['out'], params))}")
+    print(f"real-image features: {json.dumps(real_features(params.prepare.out, params))}")
 
 
 def _train(args, params):
     from .train import train
 
-    t = params["train"]
-    summary = train(params["prepare"]["out"], params, t["loss_csv"], t["grid"], t["metrics"], t["progress_gif"])
+    t = params.train
+    summary = train(params.prepare.out, params, t.loss_csv, t.grid, t.metrics, t.progress_gif)
     print(f"trained: {json.dumps(summary)}")
 
 
 def _generate(args, params):
     from .generate import generate
 
-    out = generate(Path(params["train"]["out_dir"]) / "generator.pt", params["prepare"]["out"], params)
+    out = generate(Path(params.train.out_dir) / "generator.pt", params.prepare.out, params)
     print(f"generated: {json.dumps(out)}")
 
 
 def _evaluate(args, params):
     from .evaluate import evaluate
 
-    out = evaluate(Path(params["generate"]["out_dir"]) / "images.h5", params["prepare"]["out"], params)
+    out = evaluate(Path(params.generate.out_dir) / "images.h5", params.prepare.out, params)
     tm = out["text_match"]
-    print(f"scores written to {params['evaluate']['out']}: text match {tm['accuracy']:.3f} "
+    print(f"scores written to {params.evaluate.out}: text match {tm['accuracy']:.3f} "
           f"(real ceiling {tm['real_ceiling']:.3f}, mismatched {tm['mismatched_accuracy']:.3f}, "
           f"chance {tm['chance']:.3f}); FID {out['fid']:.2f}, KID {out['kid_mean']:.4f} ± {out['kid_std']:.4f} "
-          f"({out['n_fake']} generated vs {out['n_real']} real); report {params['evaluate']['report']}")
+          f"({out['n_fake']} generated vs {out['n_real']} real); report {params.evaluate.report}")
 
 
 def _sample(args, params):
     from .synthesize import sample_images
 
     out = args.out or f"reports/sample_{_slug(args.query or args.caption_id or 'query')}.png"
-    res = sample_images(Path(params["train"]["out_dir"]) / "generator.pt", params["prepare"]["out"], out,
+    res = sample_images(Path(params.train.out_dir) / "generator.pt", params.prepare.out, out,
                         query=args.query, caption_id=args.caption_id, per_caption=args.n,
-                        max_captions=args.max_captions, seed=args.seed, device=params["train"]["device"])
+                        max_captions=args.max_captions, seed=args.seed, device=params.train.device)
     print(f"{res['captions']} of {res['matches']} matching captions drawn: {res['grid']}")
 
 

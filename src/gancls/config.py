@@ -9,7 +9,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from typing import Annotated, Literal
+
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -18,20 +21,31 @@ class ConfigError(ValueError):
     """params.yaml is missing or holds a bad value; the message names the file and key."""
 
 
-def load_params(path: str | Path = DEFAULT_PARAMS) -> dict:
+def load_params(path: str | Path = DEFAULT_PARAMS) -> "Params":
+    """params.yaml checked against the schema below; a bad file or value is one ConfigError line."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found")
     try:
-        params = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
-    if not isinstance(params, dict):
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
-    source = params.get("data", {}).get("source")
-    if source not in ("sample", "cub"):
-        raise ConfigError(f"{path}: data.source must be 'sample' or 'cub', got {source!r}")
-    return params
+    return parse_params(raw, path)
+
+
+def parse_params(raw: dict, source: str | Path = DEFAULT_PARAMS) -> "Params":
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            got = "" if err["type"] == "missing" else f" (got {err['input']!r})"
+            what = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            problems.append(f"{key}: {what}{got}")
+        raise ConfigError(f"{source}: " + "; ".join(problems)) from None
 
 
 def resolve_device(name: str = "auto"):
@@ -78,3 +92,141 @@ def atomic_path(target: str | Path):
 def write_json(path: str | Path, data: dict) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+# --- the params.yaml schema ---------------------------------------------------------------------
+# One class per section; params.yaml holds the defaults.  Unknown keys, missing keys, wrong types and
+# out-of-range values stop with one line naming the key, before any work.
+
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+Device = Literal["auto", "cpu", "cuda"]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class DataParams(Section):
+    source: Literal["sample", "cub"]
+    raw_dir: str
+
+
+class SampleParams(Section):
+    out_dir: str
+    n_classes: Annotated[int, Field(ge=2)]
+    images_per_class: PositiveInt
+    test_fraction: Annotated[float, Field(gt=0, lt=1)]
+    grayscale_fraction: Fraction
+    image_size: tuple[PositiveInt, PositiveInt]
+    embedding_noise: Annotated[float, Field(ge=0)]
+    seed: NonNegInt
+
+
+class ValidateParams(Section):
+    min_side: PositiveInt
+    max_abs_embedding: PositiveFloat
+    min_embedding_norm: Annotated[float, Field(ge=0)]
+    report_dir: str
+
+
+class PrepareParams(Section):
+    load_size: PositiveInt
+    bbox_crop: bool
+    out: str
+    report_dir: str
+
+
+class ScorerParams(Section):
+    kinds: Annotated[list[str], Field(min_length=1)]
+    width: PositiveInt
+    epochs: PositiveInt
+    batch_size: Annotated[int, Field(ge=2)]
+    lr: PositiveFloat
+    weight_decay: Annotated[float, Field(ge=0)]
+    heldout_fraction: Annotated[float, Field(gt=0, lt=1)]
+    device: Device
+    out: str
+    metrics: str
+
+
+class ModelParams(Section):
+    z_dim: PositiveInt
+    embedding_dim: PositiveInt
+    text_dim: PositiveInt
+    ngf: PositiveInt
+    ndf: PositiveInt
+    g_res_blocks: NonNegInt
+    d_res_blocks: NonNegInt
+    image_size: Literal[64]
+    leak: Annotated[float, Field(ge=0, lt=1)]
+
+
+class TrainParams(Section):
+    epochs: PositiveInt
+    batch_size: Annotated[int, Field(ge=2)]
+    lr: PositiveFloat
+    beta1: Annotated[float, Field(ge=0, lt=1)]
+    beta2: Annotated[float, Field(ge=0, lt=1)]
+    lr_decay_every: PositiveInt
+    lr_decay_factor: Annotated[float, Field(gt=0, le=1)]
+    captions_per_sample: PositiveInt
+    int_weight: Annotated[float, Field(ge=0)]
+    int_beta: Fraction
+    flip: bool
+    ema_decay: Annotated[float, Field(ge=0, lt=1)]
+    bn_stat_batches: PositiveInt
+    device: Device
+    channels_last: bool
+    sample_every: PositiveInt
+    grid_size: PositiveInt
+    out_dir: str
+    loss_csv: str
+    grid: str
+    progress_gif: str
+    metrics: str
+
+
+class GenerateParams(Section):
+    num_samples: PositiveInt
+    batch_size: PositiveInt
+    grid_captions: PositiveInt
+    grid_noise: PositiveInt
+    interp_pairs: PositiveInt
+    interp_steps: Annotated[int, Field(ge=2)]
+    out_dir: str
+    grid: str
+    interp_grid: str
+    noise_grid: str
+
+
+class EvaluateParams(Section):
+    feature_extractor: str
+    real_features: str
+    is_classifier: str | None
+    is_splits: PositiveInt
+    kid_subset_size: Annotated[int, Field(ge=2)]
+    kid_subsets: PositiveInt
+    batch_size: PositiveInt
+    device: Device
+    out: str
+    report: str
+
+
+class Params(Section):
+    """The whole params.yaml."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    seed: NonNegInt
+    data: DataParams
+    sample: SampleParams
+    validation: ValidateParams = Field(alias="validate")  # `validate` is a pydantic method name
+    prepare: PrepareParams
+    scorer: ScorerParams
+    model: ModelParams
+    train: TrainParams
+    generate: GenerateParams
+    evaluate: EvaluateParams

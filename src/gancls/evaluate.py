@@ -30,7 +30,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from .config import ConfigError, atomic_path, resolve_device, seed_everything, write_json
+from .config import ConfigError, EvaluateParams, Params, atomic_path, resolve_device, seed_everything, write_json
 from .prepared import read_split
 from .report import write_report
 from .scorer import center_crop, score_generated
@@ -110,13 +110,13 @@ def extract(images: np.ndarray, extractor: nn.Module, batch_size: int, device) -
 
 
 @torch.no_grad()
-def score_features(real: torch.Tensor, fake: torch.Tensor, cfg: dict, device) -> dict:
+def score_features(real: torch.Tensor, fake: torch.Tensor, cfg: "EvaluateParams", device) -> dict:
     """FID and KID (torchmetrics) of two feature sets."""
     n_real, n_fake = len(real), len(fake)
-    subset = min(int(cfg["kid_subset_size"]), n_real, n_fake)
+    subset = min(int(cfg.kid_subset_size), n_real, n_fake)
     ident = Features(real.shape[1])
     fid = FrechetInceptionDistance(feature=ident, normalize=False).to(device)
-    kid = KernelInceptionDistance(feature=ident, subsets=int(cfg["kid_subsets"]),
+    kid = KernelInceptionDistance(feature=ident, subsets=int(cfg.kid_subsets),
                                   subset_size=subset, normalize=False).to(device)
     for feats, is_real in ((real, True), (fake, False)):
         for s in range(0, len(feats), 512):
@@ -128,33 +128,33 @@ def score_features(real: torch.Tensor, fake: torch.Tensor, cfg: dict, device) ->
             "kid_subset_size": subset, "n_real": n_real, "n_fake": n_fake}
 
 
-def score(real: np.ndarray, fake: np.ndarray, extractor: nn.Module, cfg: dict, device) -> dict:
+def score(real: np.ndarray, fake: np.ndarray, extractor: nn.Module, cfg: "EvaluateParams", device) -> dict:
     """FID and KID of uint8 NHWC image sets; each image goes through the extractor once."""
-    bs = int(cfg["batch_size"])
+    bs = int(cfg.batch_size)
     return score_features(extract(real, extractor, bs, device), extract(fake, extractor, bs, device),
                           cfg, device)
 
 
 @torch.no_grad()
-def inception_score(fake: np.ndarray, classifier: nn.Module, cfg: dict, device) -> dict:
+def inception_score(fake: np.ndarray, classifier: nn.Module, cfg: "EvaluateParams", device) -> dict:
     """IS (torchmetrics) with a classifier mapping uint8 NCHW images to logits."""
-    metric = InceptionScore(feature=classifier, splits=int(cfg["is_splits"]), normalize=False).to(device)
-    for batch in _batches(fake, int(cfg["batch_size"]), device):
+    metric = InceptionScore(feature=classifier, splits=int(cfg.is_splits), normalize=False).to(device)
+    for batch in _batches(fake, int(cfg.batch_size), device):
         metric.update(batch)
     mean, std = metric.compute()
     return {"is": float(mean), "is_std": float(std)}
 
 
-def real_features(prepared: str | Path, params: dict) -> dict:
+def real_features(prepared: str | Path, params: Params) -> dict:
     """Inception features of the prepared test images (centre crop), cached for evaluate."""
-    cfg = params["evaluate"]
-    device = resolve_device(cfg["device"])
-    path = extractor_path(cfg["feature_extractor"])
-    size = int(params["model"]["image_size"])
+    cfg = params.evaluate
+    device = resolve_device(cfg.device)
+    path = extractor_path(cfg.feature_extractor)
+    size = int(params.model.image_size)
     test = read_split(prepared, "test")
     feats = extract(center_crop(test["images"], size), InceptionFeatures(path).to(device),
-                    int(cfg["batch_size"]), device)
-    out = Path(cfg["real_features"])
+                    int(cfg.batch_size), device)
+    out = Path(cfg.real_features)
     with atomic_path(out) as tmp:
         with tmp.open("wb") as f:
             np.savez(f, features=feats.numpy(), extractor_sha1=np.array(sha1(path)),
@@ -173,22 +173,22 @@ def load_real_features(path: str | Path, expected_sha1: str, image_size: int) ->
         return torch.from_numpy(z["features"]).double()
 
 
-def evaluate(generated: str | Path, prepared: str | Path, params: dict) -> dict:
-    cfg = params["evaluate"]
-    seed_everything(int(params["seed"]))  # KID draws random subsets
-    device = resolve_device(cfg["device"])
+def evaluate(generated: str | Path, prepared: str | Path, params: Params) -> dict:
+    cfg = params.evaluate
+    seed_everything(int(params.seed))  # KID draws random subsets
+    device = resolve_device(cfg.device)
     with h5py.File(generated, "r") as h5:
         fake = h5["images"][()]
-    path = extractor_path(cfg["feature_extractor"])
+    path = extractor_path(cfg.feature_extractor)
     digest = sha1(path)
-    real_feats = load_real_features(cfg["real_features"], digest, fake.shape[1])
-    fake_feats = extract(fake, InceptionFeatures(path).to(device), int(cfg["batch_size"]), device)
+    real_feats = load_real_features(cfg.real_features, digest, fake.shape[1])
+    fake_feats = extract(fake, InceptionFeatures(path).to(device), int(cfg.batch_size), device)
     scores = score_features(real_feats, fake_feats, cfg, device)
     if not all(np.isfinite(v) for v in (scores["fid"], scores["kid_mean"])):
         raise ValueError(f"{generated}: FID/KID came out non-finite: {scores}")
 
-    if cfg.get("is_classifier"):
-        clf_path = Path(cfg["is_classifier"])
+    if cfg.is_classifier:
+        clf_path = Path(cfg.is_classifier)
         if not clf_path.is_file():
             raise ConfigError(f"{clf_path}: evaluate.is_classifier file not found")
         clf = torch.jit.load(str(clf_path), map_location=device).eval()
@@ -196,19 +196,19 @@ def evaluate(generated: str | Path, prepared: str | Path, params: dict) -> dict:
     else:
         is_scores = {"is": None, "is_missing_reason": IS_MISSING}
 
-    match = score_generated(generated, prepared, params["scorer"]["out"], int(params["seed"]), device)
+    match = score_generated(generated, prepared, params.scorer.out, int(params.seed), device)
     result = {
         **scores,
         **is_scores,
         "text_match": match,
-        "feature_extractor": {"name": cfg["feature_extractor"], "file": path.name, "sha1": digest,
+        "feature_extractor": {"name": cfg.feature_extractor, "file": path.name, "sha1": digest,
                               "resize": "bilinear 299, no antialias", "input": "(x - 128) / 128"},
         "real_images": f"prepared test split, centre {fake.shape[1]}x{fake.shape[1]} crop",
-        "source": params["data"]["source"],
+        "source": params.data.source,
     }
-    write_json(cfg["out"], result)
-    g, t = params["generate"], params["train"]
-    pictures = {"Generated from test captions": g["grid"], "Text interpolation (GAN-INT)": g["interp_grid"],
-                "Noise interpolation": g["noise_grid"], "Training progress": t["progress_gif"]}
-    write_report(result, t["metrics"], pictures, cfg["report"])
+    write_json(cfg.out, result)
+    g, t = params.generate, params.train
+    pictures = {"Generated from test captions": g.grid, "Text interpolation (GAN-INT)": g.interp_grid,
+                "Noise interpolation": g.noise_grid, "Training progress": t.progress_gif}
+    write_report(result, t.metrics, pictures, cfg.report)
     return result

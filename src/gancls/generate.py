@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from .checkpoint import load_generator
-from .config import atomic_path, resolve_device, seed_everything
+from .config import Params, atomic_path, resolve_device, seed_everything
 from .grids import captioned_grid, lerp, slerp
 from .prepared import read_split
 
@@ -60,24 +60,24 @@ def interpolation_pairs(class_ids: np.ndarray, n_pairs: int, seed: int) -> list[
 
 
 @torch.no_grad()
-def generate(generator_path: str | Path, prepared: str | Path, params: dict) -> dict:
-    cfg = params["generate"]
-    seed = int(params["seed"]) + 1
+def generate(generator_path: str | Path, prepared: str | Path, params: Params) -> dict:
+    cfg = params.generate
+    seed = int(params.seed) + 1
     seed_everything(seed)
-    device = resolve_device(params["train"]["device"])
+    device = resolve_device(params.train.device)
     g, mcfg = load_generator(generator_path, device)
     test = read_split(prepared, "test")
     n_img, n_cap = test["embeddings"].shape[:2]
-    n = int(cfg["num_samples"])
+    n = int(cfg.num_samples)
     img_idx, cap_idx = sample_plan(n, n_img, n_cap)
     emb = torch.from_numpy(test["embeddings"][img_idx, cap_idx])
 
-    out = Path(cfg["out_dir"]) / "images.h5"
+    out = Path(cfg.out_dir) / "images.h5"
     with atomic_path(out) as tmp, h5py.File(tmp, "w") as h5:
-        images = h5.create_dataset("images", (n, mcfg["image_size"], mcfg["image_size"], 3), np.uint8)
-        for s in range(0, n, cfg["batch_size"]):
-            e = emb[s:s + cfg["batch_size"]].to(device)
-            images[s:s + len(e)] = to_uint8(g(torch.randn(len(e), mcfg["z_dim"], device=device), e))
+        images = h5.create_dataset("images", (n, mcfg.image_size, mcfg.image_size, 3), np.uint8)
+        for s in range(0, n, cfg.batch_size):
+            e = emb[s:s + cfg.batch_size].to(device)
+            images[s:s + len(e)] = to_uint8(g(torch.randn(len(e), mcfg.z_dim, device=device), e))
         h5.create_dataset("image_index", data=img_idx.astype(np.int32))
         h5.create_dataset("keys", data=list(test["keys"][img_idx]), dtype=h5py.string_dtype())
         h5.create_dataset("class_ids", data=test["class_ids"][img_idx].astype(np.int32))
@@ -89,28 +89,28 @@ def generate(generator_path: str | Path, prepared: str | Path, params: dict) -> 
         return torch.from_numpy(test["embeddings"][i, 0]).to(device)
 
     # Captions (rows) x fixed noise (columns).
-    rows = np.linspace(0, n_img - 1, min(cfg["grid_captions"], n_img)).astype(int)
-    z = torch.randn(cfg["grid_noise"], mcfg["z_dim"], device=device)
+    rows = np.linspace(0, n_img - 1, min(cfg.grid_captions, n_img)).astype(int)
+    z = torch.randn(cfg.grid_noise, mcfg.z_dim, device=device)
     e = torch.stack([emb_of(r) for r in rows])
     grid = g(z.repeat(len(rows), 1), e.repeat_interleave(len(z), dim=0))
-    captioned_grid(grid, [str(test["captions"][r, 0]) for r in rows], len(z), cfg["grid"],
+    captioned_grid(grid, [str(test["captions"][r, 0]) for r in rows], len(z), cfg.grid,
                    title="test captions (rows) x noise vectors (columns)")
 
     # GAN-INT: text interpolated between two captions of different classes, noise fixed per row.
-    steps = int(cfg["interp_steps"])
-    pairs = interpolation_pairs(test["class_ids"], int(cfg["interp_pairs"]), seed)
-    z_row = torch.randn(len(pairs), mcfg["z_dim"], device=device)
+    steps = int(cfg.interp_steps)
+    pairs = interpolation_pairs(test["class_ids"], int(cfg.interp_pairs), seed)
+    z_row = torch.randn(len(pairs), mcfg.z_dim, device=device)
     texts = torch.cat([lerp(emb_of(a), emb_of(b), steps) for a, b in pairs])
     grid = g(z_row.repeat_interleave(steps, dim=0), texts)
     labels = [f"from: {test['captions'][a, 0]}\nto: {test['captions'][b, 0]}" for a, b in pairs]
-    captioned_grid(grid, labels, steps, cfg["interp_grid"],
+    captioned_grid(grid, labels, steps, cfg.interp_grid,
                    title="text interpolation at fixed noise (left: 'from', right: 'to')")
 
     # Noise interpolation at fixed captions (the same two noise vectors in every row).
-    z_path = slerp(*torch.randn(2, mcfg["z_dim"], device=device), steps)
+    z_path = slerp(*torch.randn(2, mcfg.z_dim, device=device), steps)
     e = torch.stack([emb_of(a) for a, _ in pairs])
     grid = g(z_path.repeat(len(pairs), 1), e.repeat_interleave(steps, dim=0))
-    captioned_grid(grid, [str(test["captions"][a, 0]) for a, _ in pairs], steps, cfg["noise_grid"],
+    captioned_grid(grid, [str(test["captions"][a, 0]) for a, _ in pairs], steps, cfg.noise_grid,
                    title="noise interpolation at fixed caption")
-    return {"num_samples": n, "test_images": n_img, "images": str(out), "grid": cfg["grid"],
-            "interp_grid": cfg["interp_grid"], "noise_grid": cfg["noise_grid"]}
+    return {"num_samples": n, "test_images": n_img, "images": str(out), "grid": cfg.grid,
+            "interp_grid": cfg.interp_grid, "noise_grid": cfg.noise_grid}

@@ -22,6 +22,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .config import ModelParams
+
 
 class ResidualBlock(nn.Module):
     """Bottleneck residual block: 1x1 -> 3x3 -> 3x3 convolutions with BatchNorm, identity skip."""
@@ -137,17 +139,17 @@ def init_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-def build_generator(cfg: dict) -> Generator:
+def build_generator(cfg: ModelParams) -> Generator:
     """G from the ``model:`` section of params.yaml (not initialised)."""
-    return Generator(cfg["z_dim"], cfg["embedding_dim"], cfg["text_dim"], cfg["ngf"],
-                     cfg["g_res_blocks"], cfg["leak"], cfg["image_size"])
+    return Generator(cfg.z_dim, cfg.embedding_dim, cfg.text_dim, cfg.ngf,
+                     cfg.g_res_blocks, cfg.leak, cfg.image_size)
 
 
-def build_models(cfg: dict) -> tuple[Generator, Discriminator]:
+def build_models(cfg: ModelParams) -> tuple[Generator, Discriminator]:
     """G and D from the ``model:`` section of params.yaml, initialised."""
     g = build_generator(cfg)
-    d = Discriminator(cfg["embedding_dim"], cfg["text_dim"], cfg["ndf"], cfg["d_res_blocks"],
-                      cfg["leak"], cfg["image_size"])
+    d = Discriminator(cfg.embedding_dim, cfg.text_dim, cfg.ndf, cfg.d_res_blocks,
+                      cfg.leak, cfg.image_size)
     g.apply(init_weights)
     d.apply(init_weights)
     return g, d

@@ -12,7 +12,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from . import cub
-from .config import atomic_path
+from .config import PrepareParams, atomic_path
 
 
 def crop_box(bbox, width: int, height: int) -> tuple[int, int, int, int]:
@@ -32,14 +32,14 @@ def load_image(path: Path, bbox, size: int, bbox_crop: bool) -> np.ndarray:
         return np.asarray(im, dtype=np.uint8)
 
 
-def prepare(raw_dir: str | Path, out: str | Path, cfg: dict, source: str, check=None) -> dict:
+def prepare(raw_dir: str | Path, out: str | Path, cfg: PrepareParams, source: str, check=None) -> dict:
     """Write the prepared HDF5 file atomically; return counts per split.
 
     ``check(path)`` (the prepared-data validation) runs on the finished file before it replaces
     ``out``; if it raises, ``out`` is left as it was.
     """
     raw_dir = Path(raw_dir)
-    size = int(cfg["load_size"])
+    size = int(cfg.load_size)
     by_split: dict[str, list[cub.Record]] = {s: [] for s in cub.SPLITS}
     for rec in cub.load_index(raw_dir):
         if rec.split is not None:
@@ -47,7 +47,7 @@ def prepare(raw_dir: str | Path, out: str | Path, cfg: dict, source: str, check=
     counts = {}
     with atomic_path(out) as tmp:
         with h5py.File(tmp, "w") as h5:
-            h5.attrs.update(load_size=size, bbox_crop=bool(cfg["bbox_crop"]), source=source,
+            h5.attrs.update(load_size=size, bbox_crop=bool(cfg.bbox_crop), source=source,
                             raw_dir=str(raw_dir))
             text = h5py.string_dtype()
             for split, records in by_split.items():
@@ -66,7 +66,7 @@ def prepare(raw_dir: str | Path, out: str | Path, cfg: dict, source: str, check=
                 captions = g.create_dataset("captions", (n, emb.shape[1]), dtype=text)
                 bar = tqdm(records, desc=f"prepare {split}", unit="img", mininterval=1, disable=None)
                 for i, rec in enumerate(bar):
-                    images[i] = load_image(rec.path, rec.bbox, size, bool(cfg["bbox_crop"]))
+                    images[i] = load_image(rec.path, rec.bbox, size, bool(cfg.bbox_crop))
                     lines = cub.load_captions(raw_dir, rec.key)
                     captions[i] = (lines + [""] * emb.shape[1])[: emb.shape[1]]
                 counts[split] = n

@@ -47,7 +47,7 @@ def render(scores: dict, train: dict | None, pictures: dict[str, str], report: P
         lines += [f"| {k} | {_fmt(v)} |" for k, v in tm["per_kind"].items()]
         lines += [""]
     lines += ["## Image statistics", "",
-              f"| FID | KID (x1000) | IS | real / generated images |", "|---|---|---|---|",
+              "| FID | KID (x1000) | IS | real / generated images |", "|---|---|---|---|",
               f"| {_fmt(scores['fid'], 2)} | {scores['kid_mean'] * 1000:.2f} ± {scores['kid_std'] * 1000:.2f} "
               f"| {_fmt(scores.get('is'), 2)} | {scores['n_real']} / {scores['n_fake']} |", ""]
     if scores.get("is") is None and scores.get("is_missing_reason"):

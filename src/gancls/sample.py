@@ -10,9 +10,9 @@ a pose, a facing and a background.  A class has its own colours and size; an ima
 colour with probability ``JITTER`` and draws pose, facing and background freely, so text carries
 per-image information.  Each caption names a random subset (2 to 5) of its image's attributes, and
 its embedding is a fixed function of what it names -- the normalised sum of one fixed random 1024-d
-vector per named ``(kind, value)`` (seeded by ``EMBED_SEED``, not by ``cfg["seed"]``), scaled to an
+vector per named ``(kind, value)`` (seeded by ``EMBED_SEED``, not by ``cfg.seed``), scaled to an
 L2 norm of ``EMBED_NORM`` like real char-CNN-RNN vectors -- plus Gaussian noise of relative
-size ``cfg["embedding_noise"]``.  ``mentions(caption)`` recovers what a caption names.  The output
+size ``cfg.embedding_noise``.  ``mentions(caption)`` recovers what a caption names.  The output
 is byte-identical for the same ``cfg`` and is written atomically (temporary sibling, then rename).
 """
 from __future__ import annotations
@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from .config import SampleParams
 
 PALETTE = {
     "red": (200, 30, 30), "orange": (240, 140, 20), "yellow": (240, 220, 40),
@@ -232,19 +234,19 @@ def _image_attrs(rng: np.random.Generator, base: dict) -> dict:
     return attrs
 
 
-def _write(cfg: dict, root: Path) -> None:
-    rng = np.random.default_rng(int(cfg["seed"]))
-    n_classes, per_class = int(cfg["n_classes"]), int(cfg["images_per_class"])
+def _write(cfg: SampleParams, root: Path) -> None:
+    rng = np.random.default_rng(int(cfg.seed))
+    n_classes, per_class = int(cfg.n_classes), int(cfg.images_per_class)
     if n_classes < 2 or per_class < 1 or n_classes > len(ADJECTIVES) * len(NOUNS):
         raise ValueError(f"sample: need 2..{len(ADJECTIVES) * len(NOUNS)} classes, >= 1 image each")
-    n_test = min(max(int(n_classes * float(cfg["test_fraction"]) + 0.5), 1), n_classes - 1)
-    lo, hi = (int(v) for v in cfg["image_size"])
-    noise = float(cfg["embedding_noise"])
+    n_test = min(max(int(n_classes * float(cfg.test_fraction) + 0.5), 1), n_classes - 1)
+    lo, hi = (int(v) for v in cfg.image_size)
+    noise = float(cfg.embedding_noise)
     names = [f"{ADJECTIVES[i // len(NOUNS)]}_{NOUNS[i % len(NOUNS)]}"
              for i in rng.permutation(len(ADJECTIVES) * len(NOUNS))[:n_classes]]
     class_dirs = [f"{c + 1:03d}.{name}" for c, name in enumerate(names)]
     n_images, n_train_images = n_classes * per_class, (n_classes - n_test) * per_class
-    n_gray = max(1, int(n_images * float(cfg["grayscale_fraction"]) + 0.5))
+    n_gray = max(1, int(n_images * float(cfg.grayscale_fraction) + 0.5))
     others = rng.choice(n_images, size=min(n_gray, n_images), replace=False)[:n_gray - 1]
     gray = {int(rng.integers(n_train_images)), *others.tolist()}  # at least one in train
 
@@ -287,7 +289,7 @@ def _write(cfg: dict, root: Path) -> None:
         _write_pickle(root / name / "class_info.pickle", classes_)
 
 
-def make_sample(cfg: dict, out_dir: str | Path) -> Path:
+def make_sample(cfg: SampleParams, out_dir: str | Path) -> Path:
     """Write the sample of ``cfg`` (params.yaml ``sample:``) to ``out_dir`` atomically."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)

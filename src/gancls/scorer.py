@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import atomic_path, resolve_device, write_json
+from .config import Params, ScorerParams, atomic_path, resolve_device, write_json
 from .prepared import read_split
 
 CLASS_KIND = "class"
@@ -46,8 +46,8 @@ def caption_labels(caption: str, class_id: int, kinds: list[str], source: str) -
     return {k: v for k, v in mentions(caption) if k in kinds}
 
 
-def scored_kinds(cfg: dict, source: str) -> list[str]:
-    return [CLASS_KIND] if source == "cub" else list(cfg["kinds"])
+def scored_kinds(cfg: ScorerParams, source: str) -> list[str]:
+    return [CLASS_KIND] if source == "cub" else list(cfg.kinds)
 
 
 def vocabulary(kinds: list[str], source: str, class_ids) -> dict[str, list[str]]:
@@ -144,24 +144,24 @@ def accuracy(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
             "per_kind": [float(hit[:, j].sum() / max(known[:, j].sum(), 1)) for j in range(target.shape[1])]}
 
 
-def train_scorer(prepared: str | Path, params: dict, out: str | Path, metrics: str | Path) -> dict:
+def train_scorer(prepared: str | Path, params: Params, out: str | Path, metrics: str | Path) -> dict:
     """Train the classifier on real prepared images; save it with its held-out split and accuracy."""
-    cfg, source = params["scorer"], params["data"]["source"]
-    seed = int(params["seed"])
+    cfg, source = params.scorer, params.data.source
+    seed = int(params.seed)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    device = resolve_device(cfg["device"])
-    size = int(params["model"]["image_size"])
+    device = resolve_device(cfg.device)
+    size = int(params.model.image_size)
     kinds = scored_kinds(cfg, source)
     if source == "cub":  # classes of the test split: a part of each class to train on, the rest to check
         data = read_split(prepared, "test")
         vocab = vocabulary(kinds, source, data["class_ids"])
         targets = image_targets(data, vocab, source)
-        held = heldout_mask(data["class_ids"], float(cfg["heldout_fraction"]), seed)
+        held = heldout_mask(data["class_ids"], float(cfg.heldout_fraction), seed)
         train_x, train_y = data["images"][~held], targets[~held]
         check_x, check_y = data["images"][held], targets[held]
         heldout_keys = [str(k) for k in data["keys"][held]]
-        trained_on = f"test split, {1 - float(cfg['heldout_fraction']):.0%} of each class"
+        trained_on = f"test split, {1 - float(cfg.heldout_fraction):.0%} of each class"
     else:  # attributes: train on the training split, check on the unseen test classes
         tr, te = read_split(prepared, "train"), read_split(prepared, "test")
         vocab = vocabulary(kinds, source, tr["class_ids"])
@@ -172,10 +172,10 @@ def train_scorer(prepared: str | Path, params: dict, out: str | Path, metrics: s
     if len(train_x) == 0 or len(check_x) == 0:
         raise ValueError(f"{prepared}: not enough images to train and check the scorer")
 
-    model = Scorer(vocab, int(cfg["width"])).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]))
+    model = Scorer(vocab, int(cfg.width)).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=float(cfg.lr), weight_decay=float(cfg.weight_decay))
     x_all, y_all = torch.from_numpy(train_x), torch.from_numpy(train_y)
-    bs, epochs = int(cfg["batch_size"]), int(cfg["epochs"])
+    bs, epochs = int(cfg.batch_size), int(cfg.epochs)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
     for _ in range(epochs):
         model.train()
@@ -200,7 +200,7 @@ def train_scorer(prepared: str | Path, params: dict, out: str | Path, metrics: s
         "heldout_accuracy_per_kind": {k: round(a, 4) for k, a in zip(kinds, acc["per_kind"])},
     }
     with atomic_path(out) as tmp:
-        torch.save({"state": model.state_dict(), "vocab": vocab, "width": int(cfg["width"]),
+        torch.save({"state": model.state_dict(), "vocab": vocab, "width": int(cfg.width),
                     "source": source, "heldout_keys": heldout_keys, "summary": summary}, tmp)
     write_json(metrics, summary)
     return summary

@@ -66,7 +66,7 @@ def sample_images(generator_path: str | Path, prepared: str | Path, out: str | P
     dev = resolve_device(device)
     g, mcfg = load_generator(generator_path, dev)
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    z = torch.randn(len(picked) * per_caption, mcfg["z_dim"], generator=gen).to(dev)
+    z = torch.randn(len(picked) * per_caption, mcfg.z_dim, generator=gen).to(dev)
     emb = torch.from_numpy(np.stack([test["embeddings"][i, j] for i, j in picked])).to(dev)
     images = g(z, emb.repeat_interleave(per_caption, dim=0))
     labels = [f"{test['captions'][i, j]}  [{test['keys'][i]}#{j}]" for i, j in picked]

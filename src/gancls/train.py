@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .config import atomic_path, resolve_device, seed_everything, write_json
+from .config import Params, atomic_path, resolve_device, seed_everything, write_json
 from .grids import captioned_image, save_gif, save_png
 from .model import build_models
 from .prepared import read_split
@@ -187,49 +187,49 @@ def sample_frame(g, z: torch.Tensor, texts: torch.Tensor, captions: list[str], t
     return captioned_image(imgs, captions, n_z, title=title)
 
 
-def train(prepared: str | Path, params: dict, loss_csv: str | Path, grid_png: str | Path,
+def train(prepared: str | Path, params: Params, loss_csv: str | Path, grid_png: str | Path,
           metrics_json: str | Path, progress_gif: str | Path | None = None) -> dict:
-    tcfg, mcfg = params["train"], params["model"]
-    seed_everything(int(params["seed"]))
-    device = resolve_device(tcfg["device"])
-    gen = torch.Generator(device=device).manual_seed(int(params["seed"]))
+    tcfg, mcfg = params.train, params.model
+    seed_everything(int(params.seed))
+    device = resolve_device(tcfg.device)
+    gen = torch.Generator(device=device).manual_seed(int(params.seed))
     split = read_split(prepared, "train")
-    data = Batches(split, mcfg["image_size"], tcfg["captions_per_sample"], tcfg["flip"], device,
-                   tcfg["channels_last"])
+    data = Batches(split, mcfg.image_size, tcfg.captions_per_sample, tcfg.flip, device,
+                   tcfg.channels_last)
     g, d = build_models(mcfg)
-    fmt = torch.channels_last if tcfg["channels_last"] else torch.contiguous_format
+    fmt = torch.channels_last if tcfg.channels_last else torch.contiguous_format
     g.to(device, memory_format=fmt), d.to(device, memory_format=fmt)
-    betas = (tcfg["beta1"], tcfg["beta2"])
-    opt_g = torch.optim.Adam(g.parameters(), lr=tcfg["lr"], betas=betas)
-    opt_d = torch.optim.Adam(d.parameters(), lr=tcfg["lr"], betas=betas)
-    sched = [torch.optim.lr_scheduler.StepLR(o, tcfg["lr_decay_every"], tcfg["lr_decay_factor"])
+    betas = (tcfg.beta1, tcfg.beta2)
+    opt_g = torch.optim.Adam(g.parameters(), lr=tcfg.lr, betas=betas)
+    opt_d = torch.optim.Adam(d.parameters(), lr=tcfg.lr, betas=betas)
+    sched = [torch.optim.lr_scheduler.StepLR(o, tcfg.lr_decay_every, tcfg.lr_decay_factor)
              for o in (opt_g, opt_d)]
-    ema = EMA(g, tcfg["ema_decay"])
+    ema = EMA(g, tcfg.ema_decay)
 
     def shipped():
-        return ema.shipped(g, data, mcfg["z_dim"], tcfg["bn_stat_batches"], tcfg["batch_size"],
-                           int(params["seed"]) + 7)
+        return ema.shipped(g, data, mcfg.z_dim, tcfg.bn_stat_batches, tcfg.batch_size,
+                           int(params.seed) + 7)
 
     # Fixed noise and fixed captions (first captions of images spread over the training split).
-    fixed_z = torch.randn(tcfg["grid_size"], mcfg["z_dim"], generator=gen, device=device)
-    grid_idx = np.linspace(0, data.n - 1, min(tcfg["grid_size"], data.n)).astype(int)
+    fixed_z = torch.randn(tcfg.grid_size, mcfg.z_dim, generator=gen, device=device)
+    grid_idx = np.linspace(0, data.n - 1, min(tcfg.grid_size, data.n)).astype(int)
     fixed_text = data.embeddings[torch.from_numpy(grid_idx).to(device), 0]
     fixed_captions = [str(split["captions"][i, 0]) for i in grid_idx]
     frames = []
 
-    out_dir = Path(tcfg["out_dir"])
+    out_dir = Path(tcfg.out_dir)
     rows = []
     start = time.perf_counter()
-    for epoch in range(1, tcfg["epochs"] + 1):
+    for epoch in range(1, tcfg.epochs + 1):
         t0 = time.perf_counter()
         sums: dict[str, float] = {}
         steps = images = 0
-        for real, text, wrong in tqdm(data.epoch(tcfg["batch_size"], gen), desc=f"epoch {epoch}",
-                                      total=max(data.n // tcfg["batch_size"], 1), leave=False,
+        for real, text, wrong in tqdm(data.epoch(tcfg.batch_size, gen), desc=f"epoch {epoch}",
+                                      total=max(data.n // tcfg.batch_size, 1), leave=False,
                                       disable=None,
                                       mininterval=2):
-            stats = train_step(g, d, opt_g, opt_d, real, text, wrong, mcfg["z_dim"],
-                               tcfg["int_weight"], tcfg["int_beta"])
+            stats = train_step(g, d, opt_g, opt_d, real, text, wrong, mcfg.z_dim,
+                               tcfg.int_weight, tcfg.int_beta)
             ema.update(g)
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0.0) + v
@@ -242,11 +242,11 @@ def train(prepared: str | Path, params: dict, loss_csv: str | Path, grid_png: st
         row = {"epoch": epoch, "steps": steps, **{k: v / steps for k, v in sums.items()}, "lr": lr,
                "seconds": secs, "images_per_s": images / secs}
         rows.append(row)
-        print(f"epoch {epoch}/{tcfg['epochs']}: d_loss {row['d_loss']:.3f} g_loss {row['g_loss']:.3f}"
+        print(f"epoch {epoch}/{tcfg.epochs}: d_loss {row['d_loss']:.3f} g_loss {row['g_loss']:.3f}"
               f" ({row['images_per_s']:.1f} img/s)", flush=True)
-        if epoch % tcfg["sample_every"] == 0 or epoch == tcfg["epochs"]:
+        if epoch % tcfg.sample_every == 0 or epoch == tcfg.epochs:
             frames.append(sample_frame(shipped(), fixed_z, fixed_text, fixed_captions,
-                                       f"epoch {epoch}/{tcfg['epochs']}: training captions x fixed noise"))
+                                       f"epoch {epoch}/{tcfg.epochs}: training captions x fixed noise"))
             save_png(frames[-1], grid_png)
 
     with atomic_path(loss_csv) as tmp, tmp.open("w", newline="") as f:
@@ -258,14 +258,14 @@ def train(prepared: str | Path, params: dict, loss_csv: str | Path, grid_png: st
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         state = {"generator": g.state_dict(), "discriminator": d.state_dict(),
-                 "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "epoch": tcfg["epochs"],
-                 "model": mcfg, "ema_generator": None if ema.avg is None else ema.avg.state_dict()}
+                 "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "epoch": tcfg.epochs,
+                 "model": mcfg.model_dump(), "ema_generator": None if ema.avg is None else ema.avg.state_dict()}
         torch.save(state, tmp / "checkpoint.pt")
-        torch.save({"generator": final.state_dict(), "model": mcfg}, tmp / "generator.pt")
+        torch.save({"generator": final.state_dict(), "model": mcfg.model_dump()}, tmp / "generator.pt")
     last = rows[-1]
     summary = {
-        "epochs": tcfg["epochs"], "device": str(device), "train_images": data.n,
-        "seconds": round(time.perf_counter() - start, 2), "shipped": SHIPPED_EMA.format(decay=tcfg["ema_decay"]) if ema.avg is not None else SHIPPED_LAST,
+        "epochs": tcfg.epochs, "device": str(device), "train_images": data.n,
+        "seconds": round(time.perf_counter() - start, 2), "shipped": SHIPPED_EMA.format(decay=tcfg.ema_decay) if ema.avg is not None else SHIPPED_LAST,
         "steps": sum(r["steps"] for r in rows),
         "images_per_s": round(float(np.mean([r["images_per_s"] for r in rows])), 2),
         **{k: round(last[k], 4) for k in ("d_loss", "g_loss", "g_int_loss", "d_real", "d_wrong", "d_fake")},

@@ -28,6 +28,7 @@ import pandas as pd
 from PIL import Image, ImageFile
 
 from . import cub
+from .config import ValidateParams
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
@@ -218,7 +219,7 @@ def _raise(failures: list[str], report: Path) -> None:
                                                  "/index.html)"]))
 
 
-def validate_raw(raw_dir, cfg: dict, source: str, report_dir) -> dict:
+def validate_raw(raw_dir, cfg: ValidateParams, source: str, report_dir) -> dict:
     """Validate the raw data in ``raw_dir`` (``source`` 'cub' adds CUB's exact counts)."""
     import great_expectations.expectations as gxe
 
@@ -235,7 +236,7 @@ def validate_raw(raw_dir, cfg: dict, source: str, report_dir) -> dict:
     def show(path: str) -> str:
         return os.path.relpath(path, root) if Path(path).is_relative_to(root) else path
 
-    lo, amax, nmin = cfg["min_side"], cfg["max_abs_embedding"], cfg["min_embedding_norm"]
+    lo, amax, nmin = cfg.min_side, cfg.max_abs_embedding, cfg.min_embedding_norm
     emb = lambda r: f"{r['split']}/{cub.EMBEDDINGS_FILE}"  # noqa: E731
     checks = [
         _in_set("decodes", [True], lambda r: f"does not decode ({r['decode_error']})"),
@@ -284,14 +285,14 @@ def validate_raw(raw_dir, cfg: dict, source: str, report_dir) -> dict:
             "data_docs": str(report_dir / "data_docs" / "index.html")}
 
 
-def _prepared_table(h5_path: Path, cfg: dict) -> tuple[pd.DataFrame, int]:
+def _prepared_table(h5_path: Path, cfg: ValidateParams) -> tuple[pd.DataFrame, int]:
     """One row per image of the prepared file, and its load_size; structural faults raise."""
     import h5py
 
     names, rows = ("images", "embeddings", "class_ids", "keys", "captions"), []
     try:
         with h5py.File(h5_path, "r") as h5:
-            size = h5.attrs.get("load_size", cfg.get("load_size"))
+            size = h5.attrs.get("load_size")
             if size is None:
                 raise ValidationFailed(f"{h5_path}: no load_size attribute")
             for split in cub.SPLITS:
@@ -326,7 +327,7 @@ def _prepared_table(h5_path: Path, cfg: dict) -> tuple[pd.DataFrame, int]:
     return pd.DataFrame(rows, columns=columns), int(size)
 
 
-def validate_prepared(h5_path, cfg: dict, report_dir) -> dict:
+def validate_prepared(h5_path, cfg: ValidateParams, report_dir) -> dict:
     """Validate the prepared HDF5 (groups train/test; see prepare.py) against its ``load_size``."""
     import great_expectations.expectations as gxe
 

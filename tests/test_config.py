@@ -1,0 +1,50 @@
+"""Checked params: every bad value stops with one line naming the key, before any work."""
+import pytest
+import yaml
+
+from gancls.cli import main
+from gancls.config import ConfigError, load_params
+
+from conftest import ROOT
+
+
+def write(tmp_path, edit):
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    edit(raw)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_defaults_load_as_typed_sections():
+    p = load_params(ROOT / "params.yaml")
+    assert isinstance(p.train.epochs, int) and p.model.image_size == 64 and p.validation.min_side > 0
+    with pytest.raises(Exception):
+        p.train.epochs = 3  # frozen: nothing changes settings behind the file's back
+
+
+@pytest.mark.parametrize("edit, key, words", [
+    (lambda r: r["train"].update(epoch=3), "train.epoch", "unknown key"),
+    (lambda r: r["train"].update(epochs="ten"), "train.epochs", "valid integer"),
+    (lambda r: r["train"].update(epochs=-1), "train.epochs", "greater than 0"),
+    (lambda r: r["train"].update(batch_size=0), "train.batch_size", "greater than or equal to 2"),
+    (lambda r: r["model"].update(image_size=128), "model.image_size", "64"),
+    (lambda r: r["data"].update(source="flickr"), "data.source", "'sample' or 'cub'"),
+    (lambda r: r["train"].pop("lr"), "train.lr", "Field required"),
+    (lambda r: r.update(extra_section={}), "extra_section", "unknown key"),
+    (lambda r: r["validate"].update(min_side="big"), "validate.min_side", "valid integer"),
+])
+def test_bad_value_is_one_line_naming_the_key(tmp_path, capsys, edit, key, words):
+    path = write(tmp_path, edit)
+    with pytest.raises(ConfigError, match=key):
+        load_params(path)
+    rc = main(["--params", str(path), "train"])
+    err = capsys.readouterr().err
+    assert rc == 1 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"gancls train: error: {path}: {key}") and words in err and "Traceback" not in err
+    assert not (tmp_path / "build").exists()
+
+
+def test_missing_params_file(tmp_path, capsys):
+    rc = main(["--params", str(tmp_path / "nope.yaml"), "train"])
+    assert rc == 1 and "nope.yaml: params file not found" in capsys.readouterr().err
