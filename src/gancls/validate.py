@@ -285,7 +285,7 @@ def validate_raw(raw_dir, cfg: ValidateParams, source: str, report_dir) -> dict:
             "data_docs": str(report_dir / "data_docs" / "index.html")}
 
 
-def _prepared_table(h5_path: Path, cfg: ValidateParams) -> tuple[pd.DataFrame, int]:
+def _prepared_table(h5_path: Path) -> tuple[pd.DataFrame, int]:
     """One row per image of the prepared file, and its load_size; structural faults raise."""
     import h5py
 
@@ -334,7 +334,7 @@ def validate_prepared(h5_path, cfg: ValidateParams, report_dir) -> dict:
     h5_path, report_dir = Path(h5_path), Path(report_dir)
     report = report_dir / "prepared.json"
     try:
-        df, size = _prepared_table(h5_path, cfg)
+        df, size = _prepared_table(h5_path)
     except ValidationFailed as exc:
         _fail_early(report, str(exc), {"h5": str(h5_path)}, exc)
     want = f"{size}x{size}x3"
