@@ -30,11 +30,11 @@ run: $(STAMP)
 	$(BIN)/dvc repro
 	@echo
 	@echo "run report:        reports/report.md  (scores with chance and ceiling, links to every picture)"
-	@echo "metrics:           metrics/scores.json (text_match, FID, KID, IS), metrics/train.json, metrics/scorer.json"
+	@echo "metrics:           metrics/scores.json (text_match, FID, KID, IS), dvclive/metrics.json (training), metrics/scorer.json"
 	@echo "generated grid:    reports/generated_grid.png  (test captions x noise)"
 	@echo "interpolations:    reports/interp_text.png (GAN-INT, text), reports/interp_noise.png (noise)"
 	@echo "learning:          reports/train_progress.gif (last frame: reports/train_samples.png)"
-	@echo "loss plot data:    reports/train_loss.csv  (dvc plots show)"
+	@echo "loss curves:       dvclive/plots/metrics/*.tsv  (dvc plots show)"
 	@echo "validation report: reports/validation/data_docs/index.html (and result.json)"
 	@echo "your own grid:     .venv/bin/gancls sample --query \"red body\""
 

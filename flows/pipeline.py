@@ -25,7 +25,7 @@ STEPS = {
     "generate": ["generate"],
     "evaluate": ["evaluate"],
 }
-METRICS = ("metrics/train.json", "metrics/scorer.json", "metrics/scores.json")
+METRICS = ("dvclive/metrics.json", "metrics/scorer.json", "metrics/scores.json")
 REPORT = "reports/report.md"
 
 

@@ -112,9 +112,9 @@ def learned(tmp_path_factory):
     raw["data"]["raw_dir"] = str(out["sample"])
     raw["prepare"]["out"] = str(out["prepared"])
     raw["scorer"].update(out=str(out["scorer"]), metrics=str(root / "scorer.json"))
-    raw["train"].update(out_dir=str(out["model"]), loss_csv=str(out["reports"] / "loss.csv"),
-                        grid=str(out["reports"] / "train.png"), progress_gif=str(out["reports"] / "train.gif"),
-                        metrics=str(root / "train.json"))
+    raw["train"].update(out_dir=str(out["model"]), live_dir=str(root / "live"),
+                        checkpoint_dir=str(root / "checkpoints"),
+                        grid=str(out["reports"] / "train.png"), progress_gif=str(out["reports"] / "train.gif"))
     raw["generate"].update(out_dir=str(root / "generated"), grid=str(out["reports"] / "generated.png"),
                            interp_grid=str(out["reports"] / "interp_text.png"),
                            noise_grid=str(out["reports"] / "interp_noise.png"))
@@ -122,8 +122,7 @@ def learned(tmp_path_factory):
     make_sample(params.sample, out["sample"])
     prepare(out["sample"], out["prepared"], params.prepare, "sample")
     out["scorer_summary"] = train_scorer(out["prepared"], params, out["scorer"], root / "scorer.json")
-    t = params.train
-    out["train_summary"] = train(out["prepared"], params, t.loss_csv, t.grid, t.metrics, t.progress_gif)
+    out["train_summary"] = train(out["prepared"], params)
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     out["params"] = params
     out["params_file"] = root / "params.yaml"
@@ -134,3 +133,31 @@ def learned(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_scorer(learned):
     return {"path": learned["scorer"], "summary": learned["scorer_summary"]}
+
+
+# --- the tiny prepared data, for the training-run tests (resume, NaN guard, DDP) ------------------
+
+@pytest.fixture(scope="session")
+def tiny_prepared(tmp_path_factory) -> Path:
+    from gancls.config import parse_params
+    from gancls.prepare import prepare
+    from gancls.sample import make_sample
+
+    root = tmp_path_factory.mktemp("tiny")
+    params = parse_params(merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY))
+    make_sample(params.sample, root / "sample")
+    prepare(root / "sample", root / "birds.h5", params.prepare, "sample")
+    return root / "birds.h5"
+
+
+def tiny_run_params(prepared: Path, run_dir: Path, **train):
+    """TINY params whose training outputs all go under ``run_dir`` (train keys overridable)."""
+    from gancls.config import parse_params
+
+    raw = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
+    raw["prepare"]["out"] = str(prepared)
+    raw["train"].update(out_dir=str(run_dir / "model"), live_dir=str(run_dir / "live"),
+                        checkpoint_dir=str(run_dir / "checkpoints"), grid=str(run_dir / "train.png"),
+                        progress_gif=str(run_dir / "train.gif"), device="cpu")
+    raw["train"].update(train)
+    return parse_params(raw), raw

@@ -19,7 +19,7 @@ def test_flow_runs_pipeline_and_publishes_metrics(pipeline_copy):
     scores = json.loads((repo / "metrics/scores.json").read_text())
     by_metric = {(r["file"], r["metric"]): r["value"] for r in rows}
     assert by_metric[("metrics/scores.json", "fid")] == scores["fid"]
-    assert ("metrics/train.json", "d_loss") in by_metric
+    assert ("dvclive/metrics.json", "d_loss") in by_metric
     assert len(arts) == 1 and arts[0].type == "table"
     assert by_metric[("metrics/scores.json", "text_match.accuracy")] == scores["text_match"]["accuracy"]
     assert len(reports) == 1 and reports[0].type == "markdown" and "real held-out images" in reports[0].data

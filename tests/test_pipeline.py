@@ -27,17 +27,22 @@ def test_dvc_repro_end_to_end(pipeline_copy):
         assert h5["test/captions"].shape[1] == 10
         assert not set(h5["train/class_ids"][()]) & set(h5["test/class_ids"][()])
         assert len(h5["train/keys"]) + len(h5["test/keys"]) == 32 and len(h5["test/keys"]) == 8
-    # train: checkpoints, loss CSV (a DVC plot), fixed sample grid, train metrics
+    # train: the model, DVCLive history (per-epoch TSVs, a DVC plot), fixed sample grids, summary
     assert (repo / "build/model/checkpoint.pt").is_file() and (repo / "build/model/generator.pt").is_file()
-    rows = list(csv.DictReader((repo / "reports/train_loss.csv").open()))
-    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert not list((repo / "build/checkpoints").glob("*.pt"))  # resume checkpoints go once the run is done
+    rows = list(csv.DictReader((repo / "dvclive/plots/metrics/d_loss.tsv").open(), delimiter="\t"))
+    assert [int(r["step"]) for r in rows] == [1, 2]
     assert all(float(r["d_loss"]) > 0 for r in rows)
+    assert sorted(p.name for p in (repo / "dvclive/plots/images/samples").iterdir()) == ["00001.png", "00002.png"]
     grid = Image.open(repo / "reports/train_samples.png")
     assert grid.height > 3 * 66 and grid.width > 3 * 66 + 300  # captions panel beside 3 x 3 images
     gif = Image.open(repo / "reports/train_progress.gif")
     assert gif.n_frames == 2  # one frame per sample_every epochs
-    train_metrics = json.loads((repo / "metrics/train.json").read_text())
+    train_metrics = json.loads((repo / "dvclive/metrics.json").read_text())
     assert "moving average" in train_metrics["shipped"] and train_metrics["steps"] == 2 * 3  # 24 images / 8
+    assert train_metrics["epochs"] == 2 and train_metrics["resumed_from_epoch"] == 0
+    shown = json.loads(dvc("metrics", "show", "--json", cwd=repo).stdout)
+    assert any("dvclive/metrics.json" in str(v) for v in shown.values())
     # train-scorer: the classifier and its held-out accuracy
     scorer = json.loads((repo / "metrics/scorer.json").read_text())
     assert scorer["labels"] == ["body", "wing", "head", "beak"] and scorer["n_heldout"] == 8
@@ -71,7 +76,7 @@ def test_dvc_repro_end_to_end(pipeline_copy):
     assert diff["metrics/scores.json"]["fid"]["diff"] != 0
     shown = dvc("metrics", "show", "--json", cwd=repo).stdout
     assert '"text_match"' in shown and '"mismatched_accuracy"' in shown
-    assert diff["metrics/train.json"]["epochs"]["new"] == 3
+    assert diff["dvclive/metrics.json"]["epochs"]["new"] == 3
 
 
 def corrupt_copy(repo):

@@ -208,3 +208,74 @@ def test_prepared_wrong_load_size_and_missing_dataset(tmp_path):
         del f["test/captions"]
     with pytest.raises(ValidationFailed, match=r"birds.h5: no dataset test/captions"):
         validate_prepared(h5, CFG, tmp_path / "report")
+
+
+# --- real data that is valid: CMYK JPEGs, a subset of CUB's classes ----------------------------------
+
+def _rewrite_class(root, old: int, new: int):
+    """Give class ``old`` the id ``new`` everywhere it is written (a subset of CUB's 200 classes)."""
+    cub_dir = root / cub.CUB_DIR
+    for name in ("classes.txt", "image_class_labels.txt"):
+        path = cub_dir / name
+        col = 0 if name == "classes.txt" else 1
+        lines = []
+        for line in path.read_text().splitlines():
+            parts = line.split()
+            if parts and int(parts[col]) == old:
+                parts[col] = str(new)
+            lines.append(" ".join(parts))
+        path.write_text("\n".join(lines) + "\n")
+    for split in cub.SPLITS:
+        info = root / split / cub.CLASS_INFO_FILE
+        ids = [new if c == old else c for c in cub.safe_pickle_load(info)]
+        info.write_bytes(pickle.dumps(ids, protocol=2))
+
+
+def test_cmyk_jpeg_and_class_subset_pass_and_prepare_converts(raw, tmp_path):
+    from PIL import Image
+
+    from gancls.prepare import prepare
+    from conftest import section as sec
+
+    victim = sorted((raw / "CUB_200_2011/images").rglob("*.jpg"))[5]
+    Image.open(victim).convert("CMYK").save(victim)
+    assert Image.open(victim).mode == "CMYK"
+    _rewrite_class(raw, 8, 117)  # ids 1..7 and 117: a subset of CUB's classes, not a range
+    summary = validate_raw(raw, CFG, "sample", tmp_path / "report")
+    assert summary["success"] is True
+    counts = prepare(raw, tmp_path / "birds.h5", sec("prepare", workers=1), "sample")
+    assert counts["train"] + counts["test"] == 32
+    with h5py.File(tmp_path / "birds.h5") as h5:
+        assert 117 in set(h5["test/class_ids"][()]) | set(h5["train/class_ids"][()])
+
+
+def test_class_id_missing_from_classes_txt_fails(raw, tmp_path):
+    path = raw / cub.CUB_DIR / "image_class_labels.txt"
+    lines = path.read_text().splitlines()
+    lines[0] = lines[0].split()[0] + " 150"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises((ValidationFailed, cub.LayoutError), match="classes.txt"):
+        validate_raw(raw, CFG, "sample", tmp_path / "report")
+
+
+def test_key_in_both_splits_fails(raw, tmp_path):
+    keys, classes = cub.read_split(raw, "train")
+    test_keys, test_classes = cub.read_split(raw, "test")
+    emb = cub.load_embeddings(raw, "test")
+    train_emb = cub.load_embeddings(raw, "train")
+    (raw / "test" / cub.FILENAMES_FILE).write_bytes(pickle.dumps(test_keys + [keys[0]], protocol=2))
+    (raw / "test" / cub.CLASS_INFO_FILE).write_bytes(pickle.dumps(test_classes + [classes[0]], protocol=2))
+    (raw / "test" / cub.EMBEDDINGS_FILE).write_bytes(
+        pickle.dumps(np.concatenate([emb, train_emb[:1]]), protocol=2))
+    msg = failing(raw, tmp_path)
+    assert f"image {keys[0]} is also listed in train/filenames.pickle" in msg
+
+
+def test_class_info_disagreeing_with_cub_labels_fails(raw, tmp_path):
+    keys, classes = cub.read_split(raw, "train")
+    info = raw / "train" / cub.CLASS_INFO_FILE
+    wrong = [c % 6 + 1 if i == 2 else c for i, c in enumerate(classes)]
+    info.write_bytes(pickle.dumps(wrong, protocol=2))
+    msg = failing(raw, tmp_path)
+    assert (f"train/class_info.pickle (class {wrong[2]} for {keys[2]}, but CUB_200_2011/image_class_labels.txt "
+            f"says {classes[2]})") in msg

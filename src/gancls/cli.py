@@ -26,7 +26,7 @@ def _validate(args, params):
     from .validate import validate_raw
 
     summary = validate_raw(params.data.raw_dir, params.validation, params.data.source,
-                           params.validation.report_dir)
+                           params.validation.report_dir, layout=params.data.layout)
     print(f"validation passed: {json.dumps(summary)}")
 
 
@@ -36,7 +36,8 @@ def _prepare(args, params):
 
     cfg = params.prepare
     counts = prepare(params.data.raw_dir, cfg.out, cfg, params.data.source,
-                     check=lambda path: validate_prepared(path, params.validation, cfg.report_dir))
+                     check=lambda path: validate_prepared(path, params.validation, cfg.report_dir),
+                     layout=params.data.layout)
     print(f"prepared {counts} -> {cfg.out}")
 
 
@@ -57,8 +58,7 @@ def _real_features(args, params):
 def _train(args, params):
     from .train import train
 
-    t = params.train
-    summary = train(params.prepare.out, params, t.loss_csv, t.grid, t.metrics, t.progress_gif)
+    summary = train(params.prepare.out, params)
     print(f"trained: {json.dumps(summary)}")
 
 
@@ -90,6 +90,13 @@ def _sample(args, params):
     print(f"{res['captions']} of {res['matches']} matching captions drawn: {res['grid']}")
 
 
+def _fetch(args, params):
+    from .fetch import fetch
+
+    out = fetch(params.fetch)
+    print(f"data in place: {json.dumps(out)}")
+
+
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in text.lower()).strip("_")[:40] or "query"
 
@@ -109,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("generate", help="images from test captions + grids").set_defaults(fn=_generate)
     sub.add_parser("evaluate", help="text-conditioning score, FID / KID (/ IS) and the run report"
                    ).set_defaults(fn=_evaluate)
+    sub.add_parser("fetch", help="download, check and unpack real CUB + Reed's data, then dvc add it"
+                   ).set_defaults(fn=_fetch)
     from .synthesize import ENCODER_NOTE
 
     p = sub.add_parser("sample", help="draw images for test captions matching a query",
@@ -130,9 +139,12 @@ def main(argv: list[str] | None = None) -> int:
     from .cub import LayoutError
 
     from .checkpoint import CheckpointError
+    from .fetch import FetchError
     from .synthesize import NoMatch
+    from .train import TrainingDiverged
 
-    errors: tuple[type[BaseException], ...] = (ConfigError, LayoutError, CheckpointError, NoMatch,
+    errors: tuple[type[BaseException], ...] = (ConfigError, LayoutError, CheckpointError, NoMatch, TrainingDiverged,
+                                               FetchError,
                                                FileNotFoundError, KeyError, OSError)
     try:
         from .validate import ValidationFailed

@@ -112,6 +112,7 @@ class Section(BaseModel):
 class DataParams(Section):
     source: Literal["sample", "cub"]
     raw_dir: str
+    layout: Literal["auto", "stackgan", "reed_t7", "hdf5"]
 
 
 class SampleParams(Section):
@@ -135,6 +136,7 @@ class ValidateParams(Section):
 class PrepareParams(Section):
     load_size: PositiveInt
     bbox_crop: bool
+    workers: NonNegInt
     out: str
     report_dir: str
 
@@ -179,14 +181,26 @@ class TrainParams(Section):
     ema_decay: Annotated[float, Field(ge=0, lt=1)]
     bn_stat_batches: PositiveInt
     device: Device
+    precision: Literal["fp32", "bf16"]
+    tf32: bool
     channels_last: bool
+    compile: bool
+    cuda_graph: bool
+    log_every: PositiveInt
+    checkpoint_every: PositiveInt
+    checkpoint_dir: str
+    resume: bool
     sample_every: PositiveInt
     grid_size: PositiveInt
     out_dir: str
-    loss_csv: str
+    live_dir: str
     grid: str
     progress_gif: str
-    metrics: str
+
+    @property
+    def metrics(self) -> str:
+        """The training summary DVCLive writes (``dvc metrics show`` lists it)."""
+        return f"{self.live_dir}/metrics.json"
 
 
 class GenerateParams(Section):
@@ -215,6 +229,25 @@ class EvaluateParams(Section):
     report: str
 
 
+class ArchiveParams(Section):
+    url: str                                            # Google Drive links and plain HTTP(S) alike (gdown)
+    file: Annotated[str, Field(pattern=r"^[^/\\]+$")]  # its name in fetch.download_dir
+    md5: str | None                                     # published MD5, checked when given
+
+
+class FetchParams(Section):
+    data_dir: str
+    download_dir: str
+    checksums: str
+    connect_timeout: PositiveFloat
+    read_timeout: PositiveFloat
+    retries: NonNegInt
+    dvc_add: bool
+    cub: ArchiveParams
+    embeddings: ArchiveParams
+    captions: ArchiveParams
+
+
 class Params(Section):
     """The whole params.yaml."""
 
@@ -230,3 +263,4 @@ class Params(Section):
     train: TrainParams
     generate: GenerateParams
     evaluate: EvaluateParams
+    fetch: FetchParams

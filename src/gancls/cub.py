@@ -12,6 +12,10 @@ The raw-data root (``data.raw_dir`` in params.yaml) holds::
 The text-to-image split is the class-disjoint one given by ``train/`` and ``test/`` (not CUB's
 ``train_test_split.txt``, which is read and kept as ``official_train`` only).  Both the real data
 and the generated sample are read by this module alone.
+
+Reed's ``cub_icml/`` Torch7 files and aelnouby's ``birds.hdf5`` are read too (``gancls.layouts``):
+``load_index``, ``load_embeddings`` and ``load_captions`` dispatch on the layout found in the root
+(or forced by ``layout``, params ``data.layout``); ``open_raw`` gives one reader for a whole stage.
 """
 from __future__ import annotations
 
@@ -128,29 +132,35 @@ def read_split(root: Path, split: str) -> tuple[list[str], list[int]]:
     return list(names), classes
 
 
-def load_embeddings(root: Path, split: str) -> np.ndarray:
-    """The split's embedding array as float32; its shape is checked by validation, not here."""
-    path = Path(root) / split / EMBEDDINGS_FILE
-    data = safe_pickle_load(path)
-    try:
-        return np.asarray(data, dtype=np.float32)
-    except (TypeError, ValueError) as exc:
-        raise LayoutError(f"{path}: not a numeric array ({exc})") from exc
+def open_raw(root: Path, layout: str = "auto"):
+    """The raw root read through its embedding layout (``gancls.layouts.RawData``)."""
+    from .layouts import RawData
+
+    return RawData(root, layout)
+
+
+def load_embeddings(root: Path, split: str, layout: str = "auto") -> np.ndarray:
+    """The split's embedding array as float32; its shape is checked by validation, not here.
+
+    (A list of per-image arrays where a layout's images disagree in shape.)"""
+    return open_raw(root, layout).embeddings(split)
 
 
 def caption_path(root: Path, key: str) -> Path:
     return Path(root) / TEXT_DIR / f"{key}.txt"
 
 
-def load_captions(root: Path, key: str) -> list[str]:
-    path = caption_path(root, key)
-    if not path.is_file():
-        raise LayoutError(f"{path}: file not found")
-    return [c.strip() for c in path.read_text(encoding="utf-8").splitlines() if c.strip()]
+def load_captions(root: Path, key: str, layout: str = "auto") -> list[str]:
+    return open_raw(root, layout).captions(key)
 
 
-def load_index(root: Path) -> list[Record]:
+def load_index(root: Path, layout: str = "auto") -> list[Record]:
     """Every image of CUB_200_2011 with its class, box and text-to-image split."""
+    return open_raw(root, layout).index()
+
+
+def read_cub(root: Path) -> list[Record]:
+    """Every image of CUB_200_2011 with its class and box; split None (the layout gives it)."""
     root = Path(root)
     cub = root / CUB_DIR
     images = _int_map(cub / "images.txt")
@@ -165,12 +175,6 @@ def load_index(root: Path) -> list[Record]:
         except ValueError as exc:
             raise LayoutError(f"{bbox_path}: bad number ({exc})") from exc
 
-    where: dict[str, tuple[str, int]] = {}
-    for split in SPLITS:
-        keys, _ = read_split(root, split)
-        for i, key in enumerate(keys):
-            where[key] = (split, i)
-
     records = []
     for image_id, rel in sorted(images.items()):
         for table, name in ((labels, "image_class_labels.txt"), (official, "train_test_split.txt"),
@@ -181,7 +185,7 @@ def load_index(root: Path) -> list[Record]:
         if class_id not in classes:
             raise LayoutError(f"{cub / 'classes.txt'}: no class {class_id} (image id {image_id})")
         key = rel[:-4] if rel.lower().endswith(".jpg") else rel.rsplit(".", 1)[0]
-        split, emb_index = where.get(key, (None, -1))
+        split, emb_index = None, -1
         records.append(
             Record(
                 image_id=image_id,

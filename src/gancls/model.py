@@ -124,8 +124,15 @@ class Discriminator(nn.Module):
         t = self.text(embedding)[:, :, None, None].expand(-1, -1, features.shape[2], features.shape[3])
         return self.joint(torch.cat([features, t], dim=1)).view(-1)
 
-    def forward(self, image: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
-        return self.judge(self.image(image), embedding)
+    def forward(self, image: torch.Tensor, *embeddings: torch.Tensor):
+        """The logit for ``image`` paired with each text; one text gives one tensor, several a tuple.
+
+        Several texts share one pass of the image tower (GAN-CLS judges the same real images with
+        the right and a wrong text).
+        """
+        h = self.image(image)
+        logits = tuple(self.judge(h, e) for e in embeddings)
+        return logits[0] if len(logits) == 1 else logits
 
 
 def init_weights(module: nn.Module) -> None:

@@ -1,14 +1,14 @@
 """The prepared HDF5 file (written by ``gancls prepare``), read by train, train-scorer, generate,
 evaluate and sample.
 
-Layout (one group per text-to-image split, rows in the order of the split's ``filenames.pickle``)::
+Layout (one group per text-to-image split, rows in the order of the layout's embedding rows)::
 
     /<split>/images      uint8   (N, S, S, 3)   S = prepare.load_size, RGB
-    /<split>/embeddings  float32 (N, 10, 1024)
+    /<split>/embeddings  float32 (N, K, 1024)   K captions per image: 10 (5 for aelnouby's birds.hdf5)
     /<split>/class_ids   int32   (N,)
     /<split>/keys        str     (N,)           "<class dir>/<image stem>"
-    /<split>/captions    str     (N, 10)
-    attrs: load_size, bbox_crop, source, raw_dir
+    /<split>/captions    str     (N, K)
+    attrs: load_size, bbox_crop, source, raw_dir, layout, captions_per_image
 """
 from __future__ import annotations
 

@@ -7,21 +7,31 @@ Per step (Reed et al. 2016, Algorithm 1, plus GAN-INT):
     D loss  = BCE(D(x, t), 1) + 1/2 [BCE(D(x, t_wrong), 0) + BCE(D(G(z, t), t), 0)]
     G loss  = BCE(D(G(z, t), t), 1) + int_weight * BCE(D(G(z', t_int), t_int), 1)
 One D step then one G step; Adam, lr halved every ``lr_decay_every`` epochs.
+
+The run: checkpoints every ``checkpoint_every`` epochs and automatic resume (``checkpoint.py``), a
+guard that stops at the first non-finite loss, bf16 autocast / TF32 / channels-last / torch.compile
+switches, statistics kept on the device and read once per ``log_every`` steps, DDP under torchrun
+(``distributed.py``), and per-epoch metrics, summary and sample grids through DVCLive.
 """
 from __future__ import annotations
 
 import copy
 import csv
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
-from .config import Params, atomic_path, resolve_device, seed_everything, write_json
+from .checkpoint import (check_resumable, clear_checkpoints, file_sha1, latest_checkpoint, load_checkpoint,
+                         rng_state, save_checkpoint, set_rng_state, trained_with)
+from .config import ConfigError, Params, atomic_path, seed_everything
+from .distributed import Dist, no_sync
 from .grids import captioned_image, save_gif, save_png
 from .model import build_models
 from .prepared import read_split
@@ -29,26 +39,43 @@ from .prepared import read_split
 SHIPPED_LAST = "last epoch: G's weights after the final step"
 SHIPPED_EMA = ("last epoch: exponential moving average of G's weights (decay {decay}) with re-estimated "
                "BatchNorm statistics")
-LOSS_FIELDS = ["epoch", "steps", "d_loss", "g_loss", "g_int_loss", "d_real", "d_wrong", "d_fake", "lr",
-               "seconds", "images_per_s"]
+STATS = ("d_loss", "g_loss", "g_int_loss", "d_real", "d_wrong", "d_fake")  # what train_step returns
+LOSSES = 3  # the first three are losses: the non-finite guard watches them
+WRONG_REDRAWS = 4  # wrong-text partners: redraws of same-class picks (fixed, so no host sync)
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite; the message names the epoch and step."""
 
 
 class Batches:
-    """The prepared split on the training device, with Reed's augmentation and text sampling."""
+    """The prepared split on the training device, with Reed's augmentation and text sampling.
+
+    Every random draw uses the generator passed in and has a size fixed by the batch, so a step
+    never waits for the device and a run is reproducible from the generators' states.  Under DDP
+    all ranks draw the same permutation of the split (``order_gen``) and each takes its own slice
+    of every global batch.
+    """
 
     def __init__(self, data: dict, image_size: int, captions_per_sample: int, flip: bool, device,
-                 channels_last: bool = False):
+                 channels_last: bool = False, rank: int = 0, world: int = 1):
         self.images = torch.from_numpy(data["images"]).to(device)  # N, S, S, 3 uint8
         self.embeddings = torch.from_numpy(data["embeddings"]).to(device)  # N, 10, 1024
-        self.class_ids = torch.from_numpy(data["class_ids"].astype(np.int64)).to(device)
+        cls = data["class_ids"].astype(np.int64)
+        self.class_ids = torch.from_numpy(cls).to(device)
         self.n = self.images.shape[0]
         self.image_size = image_size
         self.k = captions_per_sample
         self.flip = flip
         self.device = device
+        self.rank, self.world = rank, world
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        if len(torch.unique(self.class_ids)) < 2:
+        if len(np.unique(cls)) < 2:
             raise ValueError("training needs images of at least two classes (wrong-text pairs)")
+        # For each image, one image of another class: the wrong partner when every redraw hit its class.
+        other = int(np.argmax(cls != cls[0]))
+        self.fallback = torch.from_numpy(np.where(cls == cls[0], other, 0)).to(device)
+        self._span = torch.arange(image_size, device=device)
 
     def text(self, idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """Mean of k distinct random caption embeddings of each image."""
@@ -58,81 +85,123 @@ class Batches:
         return self.embeddings[idx[:, None], pick].mean(dim=1)
 
     def wrong(self, idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        """Indices of images of a different class than each of ``idx``."""
+        """Indices of images of a different class than each of ``idx`` (uniform over the split)."""
         other = torch.randint(0, self.n, (len(idx),), generator=gen, device=self.device)
-        for _ in range(100):
-            same = self.class_ids[other] == self.class_ids[idx]
-            if not same.any():
-                break
-            other[same] = torch.randint(0, self.n, (int(same.sum()),), generator=gen, device=self.device)
-        return other
+        for _ in range(WRONG_REDRAWS):
+            redraw = torch.randint(0, self.n, (len(idx),), generator=gen, device=self.device)
+            other = torch.where(self.class_ids[other] == self.class_ids[idx], redraw, other)
+        return torch.where(self.class_ids[other] == self.class_ids[idx], self.fallback[idx], other)
 
     def augment(self, idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        """Random image_size crop of the stored load_size image, random flip, to [-1, 1], NCHW."""
-        imgs = self.images[idx]
-        s = imgs.shape[1]
-        top, left = (torch.randint(0, s - self.image_size + 1, (2,), generator=gen, device=self.device)
-                     .tolist())
-        imgs = imgs[:, top:top + self.image_size, left:left + self.image_size]
-        imgs = imgs.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+        """A random image_size crop of each stored load_size image, random flip, to [-1, 1], NCHW."""
+        b, s = len(idx), self.images.shape[1]
+        off = torch.randint(0, s - self.image_size + 1, (b, 2), generator=gen, device=self.device)
+        rows = off[:, :1] + self._span
+        cols = off[:, 1:] + self._span
         if self.flip:
-            flip = torch.rand(len(idx), generator=gen, device=self.device) < 0.5
-            imgs = torch.where(flip[:, None, None, None], imgs.flip(3), imgs)
+            flip = torch.rand(b, 1, generator=gen, device=self.device) < 0.5
+            cols = torch.where(flip, cols.flip(1), cols)
+        imgs = self.images[idx[:, None, None], rows[:, :, None], cols[:, None, :]]  # B, S, S, 3
+        imgs = imgs.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
         return imgs.contiguous(memory_format=self.memory_format)
 
-    def epoch(self, batch_size: int, gen: torch.Generator):
-        order = torch.randperm(self.n, generator=gen, device=self.device)
+    def steps_per_epoch(self, batch_size: int) -> int:
         # Full batches only (BatchNorm); a split smaller than a batch gives one batch.
-        nb = max(self.n // batch_size, 1)
-        for b in range(nb):
-            idx = order[b * batch_size:(b + 1) * batch_size]
+        return max(self.n // batch_size, 1)
+
+    def epoch(self, batch_size: int, gen: torch.Generator, order_gen: torch.Generator | None = None):
+        """(real images, right text, wrong text) of this rank, for each global batch of an epoch."""
+        order = torch.randperm(self.n, generator=order_gen or gen, device=self.device)
+        local = batch_size // self.world
+        for b in range(self.steps_per_epoch(batch_size)):
+            first = b * batch_size + self.rank * local
+            idx = order[first:first + local]
             yield (self.augment(idx, gen), self.text(idx, gen), self.text(self.wrong(idx, gen), gen))
 
 
 def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
-    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
+    return F.binary_cross_entropy_with_logits(logits.float(), torch.full_like(logits, target, dtype=torch.float))
 
 
 def train_step(g, d, opt_g, opt_d, real, text, wrong_text, z_dim: int, int_weight: float,
-               int_beta: float) -> dict:
-    """One D step then one G step.
+               int_beta: float, precision: str = "fp32", cast_cache: bool = True) -> torch.Tensor:
+    """One D step then one G step; the STATS as one tensor on the device (no host sync).
 
-    D sees real/right, real/wrong and fake/right as three separate batches (as in Reed's code):
-    BatchNorm over a mixed batch would let D tell fakes by batch statistics that a batch of only
-    fakes in the G step does not have, and G would get no gradient.
+    D sees real/right, real/wrong and fake/right as separate batches (as in Reed's code): BatchNorm
+    over a mixed batch would let D tell fakes by batch statistics that a batch of only fakes in the
+    G step does not have, and G would get no gradient.  The real images go through D's image tower
+    once for the right and the wrong text.  ``precision="bf16"`` runs the passes under bfloat16
+    autocast (the losses in fp32).
     """
     b = real.shape[0]
     dev = real.device
-    fake = g(torch.randn(b, z_dim, device=dev), text)
+    amp = (torch.autocast(dev.type, dtype=torch.bfloat16, cache_enabled=cast_cache) if precision == "bf16"
+           else nullcontext())
+    with amp:
+        fake = g(torch.randn(b, z_dim, device=dev), text)
 
-    # Discriminator: real/right -> 1, real/wrong -> 0, fake/right -> 0.  The real images go through
-    # D's image tower once (features of the same batch; BatchNorm sees the same statistics either way).
+    # Discriminator: real/right -> 1, real/wrong -> 0, fake/right -> 0.
     opt_d.zero_grad(set_to_none=True)
-    if hasattr(d, "judge"):
-        h_real = d.image(real)
-        s_real, s_wrong = d.judge(h_real, text), d.judge(h_real, wrong_text)
-    else:
-        s_real, s_wrong = d(real, text), d(real, wrong_text)
-    s_fake = d(fake.detach(), text)
+    with amp:
+        s_real, s_wrong = d(real, text, wrong_text)
+        s_fake = d(fake.detach(), text)
     d_loss = _bce(s_real, 1.0) + 0.5 * (_bce(s_wrong, 0.0) + _bce(s_fake, 0.0))
     d_loss.backward()
     opt_d.step()
 
     # Generator: fool D with right text, and with interpolated text (GAN-INT; D never trains on it).
+    # D's gradients of this step are thrown away, so under DDP they are not all-reduced.
     opt_g.zero_grad(set_to_none=True)
-    g_loss = _bce(d(fake, text), 1.0)
-    if int_weight > 0:
-        text_int = int_beta * text + (1 - int_beta) * text.roll(1, dims=0)
-        g_int = _bce(d(g(torch.randn(b, z_dim, device=dev), text_int), text_int), 1.0)
-    else:
-        g_int = torch.zeros((), device=dev)
-    (g_loss + int_weight * g_int).backward()
+    with no_sync(d):
+        with amp:
+            g_loss = _bce(d(fake, text), 1.0)
+            if int_weight > 0:
+                text_int = int_beta * text + (1 - int_beta) * text.roll(1, dims=0)
+                g_int = _bce(d(g(torch.randn(b, z_dim, device=dev), text_int), text_int), 1.0)
+            else:
+                g_int = torch.zeros((), device=dev)
+        (g_loss + int_weight * g_int).backward()
     opt_g.step()
-    return {
-        "d_loss": d_loss.item(), "g_loss": g_loss.item(), "g_int_loss": g_int.item(),
-        "d_real": torch.sigmoid(s_real).mean().item(), "d_wrong": torch.sigmoid(s_wrong).mean().item(),
-        "d_fake": torch.sigmoid(s_fake).mean().item(),
-    }
+    with torch.no_grad():
+        return torch.stack([d_loss, g_loss, g_int, torch.sigmoid(s_real.float()).mean(),
+                            torch.sigmoid(s_wrong.float()).mean(), torch.sigmoid(s_fake.float()).mean()])
+
+
+class GraphedStep:
+    """``train_step`` recorded once as a CUDA graph and replayed (``train.cuda_graph``).
+
+    A step launches hundreds of small kernels; on a GPU their launch cost, not the arithmetic, bounds
+    the speed.  The first ``warmup`` calls run eagerly on a side stream (cuDNN picks its algorithms),
+    the next records the whole step -- both forward passes, both backward passes, both Adam updates
+    (``capturable=True``, lr as a device tensor so the scheduler still works) -- and every call then
+    copies its batch into the recorded input tensors and replays the graph.  Random draws inside
+    (z) advance with every replay.
+    """
+
+    def __init__(self, step, warmup: int = 3):
+        self.step, self.warmup = step, warmup
+        self.calls = 0
+        self.graph = self.inputs = self.out = None
+
+    def __call__(self, real, text, wrong) -> torch.Tensor:
+        self.calls += 1
+        if self.calls <= self.warmup:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                out = self.step(real, text, wrong)
+            torch.cuda.current_stream().wait_stream(side)
+            return out
+        if self.graph is None:
+            self.inputs = [t.clone() for t in (real, text, wrong)]
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.out = self.step(*self.inputs)
+        else:
+            for dst, src in zip(self.inputs, (real, text, wrong)):
+                dst.copy_(src)
+        self.graph.replay()
+        return self.out.clone()
 
 
 class EMA:
@@ -152,8 +221,7 @@ class EMA:
     @torch.no_grad()
     def update(self, g: nn.Module) -> None:
         if self.avg is not None:
-            for a, p in zip(self.avg.parameters(), g.parameters()):
-                a.lerp_(p, 1.0 - self.decay)
+            torch._foreach_lerp_(list(self.avg.parameters()), list(g.parameters()), 1.0 - self.decay)
 
     @torch.no_grad()
     def shipped(self, g: nn.Module, data: "Batches", z_dim: int, bn_batches: int, batch_size: int,
@@ -187,91 +255,252 @@ def sample_frame(g, z: torch.Tensor, texts: torch.Tensor, captions: list[str], t
     return captioned_image(imgs, captions, n_z, title=title)
 
 
-def train(prepared: str | Path, params: Params, loss_csv: str | Path, grid_png: str | Path,
-          metrics_json: str | Path, progress_gif: str | Path | None = None) -> dict:
+class EpochStats:
+    """Per-step STATS kept on the device; read to the host once per ``log_every`` steps.
+
+    Each read checks the losses: the first non-finite one stops training (``TrainingDiverged``)
+    before anything of that epoch is saved.  Under DDP the sums and the check cover all ranks.
+    """
+
+    def __init__(self, dist: Dist, epoch: int, first_step: int):
+        self.dist, self.epoch, self.first_step = dist, epoch, first_step
+        self.pending: list[torch.Tensor] = []
+        self.sums = np.zeros(len(STATS))
+        self.count = 0  # steps read so far (over all ranks)
+        self.latest: dict[str, float] = {}
+
+    def add(self, stats: torch.Tensor) -> None:
+        self.pending.append(stats)
+
+    def read(self) -> None:
+        if not self.pending:
+            return
+        block = torch.stack(self.pending).float()
+        bad = ~torch.isfinite(block[:, :LOSSES]).all(dim=1)
+        # first bad step of this block (or len), then the block's sums: one transfer, one all-reduce
+        first = torch.where(bad, torch.arange(len(block), device=block.device), len(block)).min()
+        packed = torch.cat([block.sum(0), first.float()[None], torch.ones(1, device=block.device)])
+        if self.dist.active:
+            first_all = packed[-2].clone()
+            self.dist.sum_(packed)
+            torch.distributed.all_reduce(first_all, op=torch.distributed.ReduceOp.MIN)
+            packed[-2] = first_all
+        host = packed.cpu().numpy()
+        ranks = int(host[-1])
+        if host[-2] < len(block):
+            step = self.first_step + self.count // ranks + int(host[-2]) + 1
+            values = block[int(host[-2])] if bool(bad[int(host[-2])]) else None
+            detail = "" if values is None else " (" + ", ".join(
+                f"{k} {v:.4g}" for k, v in zip(STATS[:LOSSES], values[:LOSSES].tolist())) + ")"
+            raise TrainingDiverged(f"non-finite loss at epoch {self.epoch}, step {step}{detail}")
+        self.sums += host[:len(STATS)]
+        self.count += len(block) * ranks
+        self.latest = {k: float(v) for k, v in zip(STATS, host[:len(STATS)] / (len(block) * ranks))}
+        self.pending.clear()
+
+    def means(self) -> dict[str, float]:
+        return {k: float(v) for k, v in zip(STATS, self.sums / max(self.count, 1))}
+
+
+def _trim_live(live_dir: Path, epoch: int) -> list[Path]:
+    """A resumed run's DVCLive history: drop what epochs after ``epoch`` wrote; the kept frames."""
+    for tsv in (live_dir / "plots" / "metrics").rglob("*.tsv"):
+        with tsv.open(newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f, delimiter="\t"))
+        keep = [r for r in rows if int(r["step"]) <= epoch]
+        if len(keep) != len(rows):
+            with atomic_path(tsv) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
+                w = csv.DictWriter(f, fieldnames=list(rows[0]), delimiter="\t")
+                w.writeheader()
+                w.writerows(keep)
+    frames = []
+    for png in sorted((live_dir / "plots" / "images" / FRAMES).glob("*.png")):
+        if int(png.stem) > epoch:
+            png.unlink()
+        else:
+            frames.append(png)
+    return frames
+
+
+FRAMES = "samples"  # DVCLive image folder of the fixed-caption grids: samples/<epoch>.png
+
+
+def train(prepared: str | Path, params: Params) -> dict:
+    """Train GAN-CLS on the prepared file's train split; every output path comes from ``params.train``.
+
+    Resumes from the newest checkpoint in ``train.checkpoint_dir`` unless ``train.resume`` is false;
+    returns the summary that DVCLive writes to ``<train.live_dir>/metrics.json``.
+    """
+    dist = Dist.setup(params.train.device)
+    try:
+        return _train(prepared, params, dist)
+    finally:
+        dist.close()
+
+
+def _train(prepared: str | Path, params: Params, dist: Dist) -> dict:
     tcfg, mcfg = params.train, params.model
-    seed_everything(int(params.seed))
-    device = resolve_device(tcfg.device)
-    gen = torch.Generator(device=device).manual_seed(int(params.seed))
+    device = dist.device
+    seed = int(params.seed)
+    if tcfg.batch_size % dist.world:
+        raise ValueError(f"train.batch_size {tcfg.batch_size} is not divisible by the {dist.world} processes")
+    seed_everything(seed + dist.rank)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = tcfg.tf32
+        torch.backends.cudnn.allow_tf32 = tcfg.tf32
+    gen = torch.Generator(device=device).manual_seed(seed + 1000 * dist.rank)  # this rank's draws
+    order_gen = torch.Generator(device=device).manual_seed(seed + 1)  # the same on every rank
     split = read_split(prepared, "train")
     data = Batches(split, mcfg.image_size, tcfg.captions_per_sample, tcfg.flip, device,
-                   tcfg.channels_last)
+                   tcfg.channels_last, dist.rank, dist.world)
+    if dist.active and data.n < tcfg.batch_size:
+        raise ValueError(f"{prepared}: {data.n} training images, fewer than one batch of {tcfg.batch_size}")
     g, d = build_models(mcfg)
     fmt = torch.channels_last if tcfg.channels_last else torch.contiguous_format
     g.to(device, memory_format=fmt), d.to(device, memory_format=fmt)
+    graphed = tcfg.cuda_graph and device.type == "cuda" and not dist.active
+    if tcfg.cuda_graph and not graphed and dist.main:
+        print("train.cuda_graph needs one process on a CUDA device: running the steps eagerly", flush=True)
+    if graphed and tcfg.compile:
+        raise ConfigError("train.compile and train.cuda_graph: choose one")
     betas = (tcfg.beta1, tcfg.beta2)
-    opt_g = torch.optim.Adam(g.parameters(), lr=tcfg.lr, betas=betas)
-    opt_d = torch.optim.Adam(d.parameters(), lr=tcfg.lr, betas=betas)
+    lr = torch.tensor(tcfg.lr, device=device) if graphed else tcfg.lr
+    opt_g = torch.optim.Adam(g.parameters(), lr=lr, betas=betas, capturable=graphed)
+    opt_d = torch.optim.Adam(d.parameters(), lr=lr.clone() if graphed else lr, betas=betas, capturable=graphed)
     sched = [torch.optim.lr_scheduler.StepLR(o, tcfg.lr_decay_every, tcfg.lr_decay_factor)
              for o in (opt_g, opt_d)]
     ema = EMA(g, tcfg.ema_decay)
-
-    def shipped():
-        return ema.shipped(g, data, mcfg.z_dim, tcfg.bn_stat_batches, tcfg.batch_size,
-                           int(params.seed) + 7)
-
     # Fixed noise and fixed captions (first captions of images spread over the training split).
     fixed_z = torch.randn(tcfg.grid_size, mcfg.z_dim, generator=gen, device=device)
     grid_idx = np.linspace(0, data.n - 1, min(tcfg.grid_size, data.n)).astype(int)
     fixed_text = data.embeddings[torch.from_numpy(grid_idx).to(device), 0]
     fixed_captions = [str(split["captions"][i, 0]) for i in grid_idx]
-    frames = []
 
-    out_dir = Path(tcfg.out_dir)
-    rows = []
-    start = time.perf_counter()
-    for epoch in range(1, tcfg.epochs + 1):
+    # Resume from the newest checkpoint of the same configuration.
+    ckpt_dir = Path(tcfg.checkpoint_dir)
+    data_sha1 = file_sha1(prepared)
+    generators = {"gen": gen, "order_gen": order_gen}
+    start, step, history, resumed_from = 0, 0, [], None
+    latest = latest_checkpoint(ckpt_dir) if tcfg.resume else None
+    if latest is not None:
+        state = load_checkpoint(latest)
+        check_resumable(latest, state, params, data_sha1, dist.world)
+        g.load_state_dict(state["generator"]), d.load_state_dict(state["discriminator"])
+        opt_g.load_state_dict(state["opt_g"]), opt_d.load_state_dict(state["opt_d"])
+        for s_, st in zip(sched, state["schedulers"]):
+            s_.load_state_dict(st)
+        if ema.avg is not None:
+            ema.avg.load_state_dict(state["ema_generator"])
+        fixed_z = state["fixed_z"].to(device)
+        set_rng_state(state["rng"][dist.rank], generators)
+        start, step, history, resumed_from = state["epoch"], state["step"], state["history"], latest
+        if dist.main:
+            print(f"resuming from {latest}: epoch {start} of {tcfg.epochs} done ({step} steps)", flush=True)
+    elif dist.main:
+        clear_checkpoints(ckpt_dir)
+
+    g_run, d_run = dist.wrap(g), dist.wrap(d)
+    if tcfg.compile:
+        g_run, d_run = torch.compile(g_run), torch.compile(d_run)
+
+    def shipped():
+        return ema.shipped(g, data, mcfg.z_dim, tcfg.bn_stat_batches, max(tcfg.batch_size // dist.world, 2),
+                           seed + 7)
+
+    live = frames = None
+    if dist.main:
+        from dvclive import Live
+
+        live_dir = Path(tcfg.live_dir)
+        frames = [Image.open(p).copy() for p in _trim_live(live_dir, start)] if resumed_from else []
+        live = Live(str(live_dir), resume=resumed_from is not None, save_dvc_exp=False, dvcyaml=False)
+
+    def one_step(real, text, wrong):
+        return train_step(g_run, d_run, opt_g, opt_d, real, text, wrong, mcfg.z_dim, tcfg.int_weight,
+                          tcfg.int_beta, tcfg.precision, cast_cache=not graphed)
+
+    run_step = GraphedStep(one_step) if graphed else one_step
+    per_epoch = data.steps_per_epoch(tcfg.batch_size)
+    for epoch in range(start + 1, tcfg.epochs + 1):
         t0 = time.perf_counter()
-        sums: dict[str, float] = {}
-        steps = images = 0
-        for real, text, wrong in tqdm(data.epoch(tcfg.batch_size, gen), desc=f"epoch {epoch}",
-                                      total=max(data.n // tcfg.batch_size, 1), leave=False,
-                                      disable=None,
-                                      mininterval=2):
-            stats = train_step(g, d, opt_g, opt_d, real, text, wrong, mcfg.z_dim,
-                               tcfg.int_weight, tcfg.int_beta)
+        stats = EpochStats(dist, epoch, step)
+        bar = tqdm(total=per_epoch, desc=f"epoch {epoch}/{tcfg.epochs}", leave=False, mininterval=2,
+                   disable=None if dist.main else True)
+        for i, (real, text, wrong) in enumerate(data.epoch(tcfg.batch_size, gen, order_gen), 1):
+            stats.add(run_step(real, text, wrong))
             ema.update(g)
-            for k, v in stats.items():
-                sums[k] = sums.get(k, 0.0) + v
-            steps += 1
-            images += real.shape[0]
-        lr = opt_g.param_groups[0]["lr"]
-        for s in sched:
-            s.step()
+            bar.update(1)
+            if i % tcfg.log_every == 0 or i == per_epoch:
+                stats.read()
+                bar.set_postfix({"d_loss": f"{stats.latest['d_loss']:.3f}",
+                                 "g_loss": f"{stats.latest['g_loss']:.3f}",
+                                 "D(x)": f"{stats.latest['d_real']:.2f}", "D(G(z))": f"{stats.latest['d_fake']:.2f}",
+                                 "img/s": f"{i * tcfg.batch_size / (time.perf_counter() - t0):.0f}"},
+                                refresh=False)
+        bar.close()
+        step += per_epoch
+        lr = float(opt_g.param_groups[0]["lr"])
+        for s_ in sched:
+            s_.step()
         secs = time.perf_counter() - t0
-        row = {"epoch": epoch, "steps": steps, **{k: v / steps for k, v in sums.items()}, "lr": lr,
-               "seconds": secs, "images_per_s": images / secs}
-        rows.append(row)
-        print(f"epoch {epoch}/{tcfg.epochs}: d_loss {row['d_loss']:.3f} g_loss {row['g_loss']:.3f}"
-              f" ({row['images_per_s']:.1f} img/s)", flush=True)
-        if epoch % tcfg.sample_every == 0 or epoch == tcfg.epochs:
-            frames.append(sample_frame(shipped(), fixed_z, fixed_text, fixed_captions,
-                                       f"epoch {epoch}/{tcfg.epochs}: training captions x fixed noise"))
-            save_png(frames[-1], grid_png)
+        row = {"epoch": epoch, "steps": per_epoch, **stats.means(), "lr": lr, "seconds": secs,
+               "images_per_s": per_epoch * tcfg.batch_size / secs}
+        history.append(row)
+        frame = None
+        if dist.main:
+            print(f"epoch {epoch}/{tcfg.epochs}: d_loss {row['d_loss']:.3f} g_loss {row['g_loss']:.3f} "
+                  f"D(x) {row['d_real']:.2f} D(G(z)) {row['d_fake']:.2f} ({row['images_per_s']:.1f} img/s)",
+                  flush=True)
+            if epoch % tcfg.sample_every == 0 or epoch == tcfg.epochs:
+                frame = sample_frame(shipped(), fixed_z, fixed_text, fixed_captions,
+                                     f"epoch {epoch}/{tcfg.epochs}: training captions x fixed noise")
+                frames.append(frame)
+                save_png(frame, tcfg.grid)
+            live.step = epoch
+            for k in (*STATS, "lr", "images_per_s"):
+                live.log_metric(k, row[k])
+            live.log_metric("steps", step)
+            if frame is not None:
+                live.log_image(f"{FRAMES}/{epoch:05d}.png", frame)
+        if epoch % tcfg.checkpoint_every == 0 or epoch == tcfg.epochs:
+            rngs = dist.gather(rng_state(generators))
+            if dist.main:
+                save_checkpoint(ckpt_dir, epoch, {
+                    "epoch": epoch, "step": step, "generator": g.state_dict(), "discriminator": d.state_dict(),
+                    "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+                    "schedulers": [s_.state_dict() for s_ in sched],
+                    "ema_generator": None if ema.avg is None else ema.avg.state_dict(),
+                    "fixed_z": fixed_z.cpu(), "rng": rngs, "history": history,
+                    "trained_with": trained_with(params, data_sha1)})
+        if dist.main:
+            live.next_step()  # writes the summary: `dvc exp show` sees the epoch
 
-    with atomic_path(loss_csv) as tmp, tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=LOSS_FIELDS)
-        writer.writeheader()
-        writer.writerows({k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items()}
-                         for r in rows)
+    if not dist.main:
+        dist.barrier()
+        return {}
     final = shipped()
-    with atomic_path(out_dir) as tmp:
+    with atomic_path(tcfg.out_dir) as tmp:
         tmp.mkdir()
         state = {"generator": g.state_dict(), "discriminator": d.state_dict(),
                  "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "epoch": tcfg.epochs,
                  "model": mcfg.model_dump(), "ema_generator": None if ema.avg is None else ema.avg.state_dict()}
         torch.save(state, tmp / "checkpoint.pt")
         torch.save({"generator": final.state_dict(), "model": mcfg.model_dump()}, tmp / "generator.pt")
-    last = rows[-1]
+    last = history[-1]
     summary = {
-        "epochs": tcfg.epochs, "device": str(device), "train_images": data.n,
-        "seconds": round(time.perf_counter() - start, 2), "shipped": SHIPPED_EMA.format(decay=tcfg.ema_decay) if ema.avg is not None else SHIPPED_LAST,
-        "steps": sum(r["steps"] for r in rows),
-        "images_per_s": round(float(np.mean([r["images_per_s"] for r in rows])), 2),
-        **{k: round(last[k], 4) for k in ("d_loss", "g_loss", "g_int_loss", "d_real", "d_wrong", "d_fake")},
+        "epochs": tcfg.epochs, "device": str(device), "processes": dist.world, "precision": tcfg.precision,
+        "train_images": data.n, "steps": step,
+        "seconds": round(sum(r["seconds"] for r in history), 2),
+        "images_per_s": round(float(np.mean([r["images_per_s"] for r in history])), 2),
+        "resumed_from_epoch": start,
+        "shipped": SHIPPED_EMA.format(decay=tcfg.ema_decay) if ema.avg is not None else SHIPPED_LAST,
+        **{k: round(float(last[k]), 4) for k in STATS},
     }
-    if progress_gif is not None:
-        save_gif(frames, progress_gif)
-    write_json(metrics_json, summary)
+    if frames:
+        save_gif(frames, tcfg.progress_gif)
+    live.summary.update(summary)
+    live.end()
+    clear_checkpoints(ckpt_dir)  # the run is complete: its whole state is in out_dir/checkpoint.pt
+    dist.barrier()
     return summary
-

@@ -36,7 +36,7 @@ CUB_COUNTS = {"images": 11788, "classes": 200, "train": 8855, "test": 2933}  # R
 EMB_SHAPE = "10x1024"
 MANIFEST_COLUMNS = ["key", "path", "image_id", "class_id", "split", "bbox_ok", "decodes", "decode_error",
                     "width", "height", "mode", "n_captions", "emb_shape", "emb_finite", "emb_abs_max",
-                    "emb_norm_min", "emb_norm_max"]
+                    "emb_norm_min", "emb_norm_max", "emb_file", "caption_file"]
 RESULT_FORMAT = {"result_format": "SUMMARY", "unexpected_index_column_names": ["path"],
                  "partial_unexpected_count": 20}
 
@@ -84,23 +84,29 @@ def _decode(path: Path) -> tuple[bool, str, int | None, int | None, str | None]:
         ImageFile.LOAD_TRUNCATED_IMAGES = strict
 
 
-def _embedding_stats(arr: np.ndarray, index: int) -> tuple[str, bool | None, float, float, float]:
-    if arr.ndim != 3 or 0 in arr.shape[1:]:
+def _embedding_stats(arr, index: int) -> tuple[str, bool | None, float, float, float]:
+    """Stats of row ``index`` of an N x captions x dim array (or of a list of per-image arrays)."""
+    if isinstance(arr, np.ndarray) and (arr.ndim != 3 or 0 in arr.shape[1:]):
         return "x".join(map(str, arr.shape)), None, np.nan, np.nan, np.nan
-    if not 0 <= index < arr.shape[0]:
-        return f"no row {index} (array has {arr.shape[0]})", None, np.nan, np.nan, np.nan
-    row = arr[index]
+    if not 0 <= index < len(arr):
+        return f"no row {index} (array has {len(arr)})", None, np.nan, np.nan, np.nan
+    row = np.asarray(arr[index])
+    if row.ndim != 2 or 0 in row.shape:
+        return "x".join(map(str, row.shape)), None, np.nan, np.nan, np.nan
     norms = np.linalg.norm(row, axis=1)
     return ("x".join(map(str, row.shape)), bool(np.isfinite(row).all()), float(np.abs(row).max()),
             float(norms.min()), float(norms.max()))
 
 
-def build_manifest(raw_dir) -> pd.DataFrame:
-    """One row per image of ``cub.load_index(raw_dir)`` with the facts the expectations check."""
+def build_manifest(raw_dir, layout: str = "auto", raw=None) -> pd.DataFrame:
+    """One row per image of ``cub.load_index(raw_dir)`` with the facts the expectations check.
+
+    ``raw``: an already open ``cub.open_raw(raw_dir, layout)``, so the layout is read once."""
     root = Path(raw_dir)
     try:
-        records = cub.load_index(root)
-        embeddings = {split: cub.load_embeddings(root, split) for split in cub.SPLITS}
+        raw = raw or cub.open_raw(root, layout)
+        records = raw.index()
+        embeddings = {split: raw.embeddings(split) for split in cub.SPLITS}
     except cub.LayoutError as exc:
         raise ValidationFailed(str(exc)) from exc
     rows = []
@@ -110,7 +116,7 @@ def build_manifest(raw_dir) -> pd.DataFrame:
         bbox_ok = None if width is None else bool(
             x >= 0 and y >= 0 and w > 0 and h > 0 and x + w <= width + 1 and y + h <= height + 1)
         try:
-            n_captions = len(cub.load_captions(root, r.key))
+            n_captions = len(raw.captions(r.key))
         except cub.LayoutError:
             n_captions = 0
         emb = (_embedding_stats(embeddings[r.split], r.emb_index) if r.split
@@ -121,6 +127,7 @@ def build_manifest(raw_dir) -> pd.DataFrame:
             "decode_error": error, "width": width, "height": height, "mode": mode,
             "n_captions": n_captions, "emb_shape": emb[0], "emb_finite": emb[1],
             "emb_abs_max": emb[2], "emb_norm_min": emb[3], "emb_norm_max": emb[4],
+            "emb_file": raw.embedding_source(r.key, r.split), "caption_file": raw.caption_source(r.key),
         })
     return pd.DataFrame(rows, columns=MANIFEST_COLUMNS).astype({"width": "Int64", "height": "Int64"})
 
@@ -219,8 +226,10 @@ def _raise(failures: list[str], report: Path) -> None:
                                                  "/index.html)"]))
 
 
-def validate_raw(raw_dir, cfg: ValidateParams, source: str, report_dir) -> dict:
-    """Validate the raw data in ``raw_dir`` (``source`` 'cub' adds CUB's exact counts)."""
+def validate_raw(raw_dir, cfg: ValidateParams, source: str, report_dir, layout: str = "auto") -> dict:
+    """Validate the raw data in ``raw_dir`` (``source`` 'cub' adds CUB's exact counts).
+
+    ``layout`` (params ``data.layout``) forces an embedding layout; ``auto`` detects it."""
     import great_expectations.expectations as gxe
 
     if source not in ("cub", "sample"):
@@ -228,29 +237,34 @@ def validate_raw(raw_dir, cfg: ValidateParams, source: str, report_dir) -> dict:
     root, report_dir = Path(raw_dir), Path(report_dir)
     report = report_dir / "result.json"
     try:
-        df = build_manifest(root)
-        n_classes = len(cub._int_map(root / cub.CUB_DIR / "classes.txt"))
+        raw = cub.open_raw(root, layout)
+        df = build_manifest(root, raw=raw)
+        problems = raw.problems()  # layout entries that fit no CUB image or no split
+        n_cap = raw.captions_per_image
+        class_ids = sorted(cub._int_map(root / cub.CUB_DIR / "classes.txt"))
     except (ValidationFailed, cub.LayoutError) as exc:
-        _fail_early(report, str(exc), {"source": source, "raw_dir": str(root)}, exc)
+        _fail_early(report, str(exc), {"source": source, "raw_dir": str(root), "layout": layout}, exc)
+    emb_shape = f"{n_cap}x{EMB_SHAPE.split('x')[1]}"
 
     def show(path: str) -> str:
         return os.path.relpath(path, root) if Path(path).is_relative_to(root) else path
 
     lo, amax, nmin = cfg.min_side, cfg.max_abs_embedding, cfg.min_embedding_norm
-    emb = lambda r: f"{r['split']}/{cub.EMBEDDINGS_FILE}"  # noqa: E731
+    emb = lambda r: r["emb_file"]  # noqa: E731
     checks = [
         _in_set("decodes", [True], lambda r: f"does not decode ({r['decode_error']})"),
         _between("width", lambda r: f"width {r['width']} < {lo}", min_value=lo),
         _between("height", lambda r: f"height {r['height']} < {lo}", min_value=lo),
-        _in_set("mode", ["RGB", "L"], lambda r: f"image mode {r['mode']} is not RGB or L"),
+        _in_set("mode", ["RGB", "L", "CMYK"], lambda r: f"image mode {r['mode']} is not RGB, L or CMYK"),
         _in_set("split", list(cub.SPLITS),
-                lambda r: f"key {r['key']} is in neither train/ nor test/{cub.FILENAMES_FILE}"),
-        _between("class_id", lambda r: f"class id {r['class_id']} is outside 1..{n_classes}",
-                 min_value=1, max_value=n_classes),
-        _in_set("n_captions", [10],
-                lambda r: f"{cub.TEXT_DIR}/{r['key']}.txt has {r['n_captions']} captions, not 10"),
-        _in_set("emb_shape", [EMB_SHAPE],
-                lambda r: f"{emb(r)} gives shape {r['emb_shape']}, not {EMB_SHAPE}"),
+                lambda r: f"key {r['key']} is in neither split of {raw.layout} "
+                f"({raw.split_source('train')}, {raw.split_source('test')})"),
+        _in_set("class_id", class_ids, lambda r: f"class id {r['class_id']} is not in "
+                f"{cub.CUB_DIR}/classes.txt"),
+        _in_set("n_captions", [n_cap],
+                lambda r: f"{r['caption_file']} has {r['n_captions']} captions, not {n_cap}"),
+        _in_set("emb_shape", [emb_shape],
+                lambda r: f"{emb(r)} gives shape {r['emb_shape']}, not {emb_shape}"),
         _in_set("emb_finite", [True], lambda r: f"{emb(r)}: non-finite embedding"),
         _between("emb_abs_max", lambda r: f"{emb(r)}: |embedding| {r['emb_abs_max']:.4g} > {amax}",
                  max_value=amax),
@@ -273,10 +287,15 @@ def validate_raw(raw_dir, cfg: ValidateParams, source: str, report_dir) -> dict:
             value_pairs_set=[(s, CUB_COUNTS[s]) for s in cub.SPLITS]),
             lambda r: f"the {r['split']} split has {r['n_images']} images, not {CUB_COUNTS[r['split']]}"))
     tables = [("manifest", df, checks), ("classes", _class_table(df), classes),
-              ("splits", _split_table(df, lambda s: str(root / s / cub.FILENAMES_FILE)), splits)]
+              ("splits", _split_table(df, lambda s: str(root / raw.split_source(s))), splits)]
+    if problems:  # one row per layout file that fits no CUB image or no split; the path says why
+        tables.append(("layout", pd.DataFrame([{"path": f"{root / f} ({p})", "problem": p, "ok": False}
+                                               for f, p in problems]),
+                       [_in_set("ok", [True], lambda r: f"{raw.layout} entry does not fit "
+                                f"{cub.CUB_DIR} or the split")]))
     n = {s: int((df.split == s).sum()) for s in cub.SPLITS}
     summary = {"n_images": len(df), "n_train": n["train"], "n_test": n["test"],
-               "n_classes": int(df.class_id.nunique())}
+               "n_classes": int(df.class_id.nunique()), "layout": raw.layout}
     success, failures = _validate(tables, report_dir, "result.json", show, "",
                                   {"source": source, "raw_dir": str(root), **summary})
     if not success:
@@ -285,8 +304,9 @@ def validate_raw(raw_dir, cfg: ValidateParams, source: str, report_dir) -> dict:
             "data_docs": str(report_dir / "data_docs" / "index.html")}
 
 
-def _prepared_table(h5_path: Path) -> tuple[pd.DataFrame, int]:
-    """One row per image of the prepared file, and its load_size; structural faults raise."""
+def _prepared_table(h5_path: Path) -> tuple[pd.DataFrame, int, int]:
+    """One row per image of the prepared file, its load_size and captions per image; structural
+    faults raise."""
     import h5py
 
     names, rows = ("images", "embeddings", "class_ids", "keys", "captions"), []
@@ -295,6 +315,7 @@ def _prepared_table(h5_path: Path) -> tuple[pd.DataFrame, int]:
             size = h5.attrs.get("load_size")
             if size is None:
                 raise ValidationFailed(f"{h5_path}: no load_size attribute")
+            n_cap = int(h5.attrs.get("captions_per_image", 10))  # 5 for birds.hdf5, else 10
             for split in cub.SPLITS:
                 missing = [n for n in names if f"{split}/{n}" not in h5]
                 if missing:
@@ -324,7 +345,7 @@ def _prepared_table(h5_path: Path) -> tuple[pd.DataFrame, int]:
         raise ValidationFailed(f"{h5_path}: cannot be read as HDF5 ({exc})") from exc
     columns = ["split", "key", "path", "class_id", "image_shape", "emb_shape", "emb_finite",
                "n_captions", "pixel_std"]
-    return pd.DataFrame(rows, columns=columns), int(size)
+    return pd.DataFrame(rows, columns=columns), int(size), n_cap
 
 
 def validate_prepared(h5_path, cfg: ValidateParams, report_dir) -> dict:
@@ -334,16 +355,16 @@ def validate_prepared(h5_path, cfg: ValidateParams, report_dir) -> dict:
     h5_path, report_dir = Path(h5_path), Path(report_dir)
     report = report_dir / "prepared.json"
     try:
-        df, size = _prepared_table(h5_path)
+        df, size, n_cap = _prepared_table(h5_path)
     except ValidationFailed as exc:
         _fail_early(report, str(exc), {"h5": str(h5_path)}, exc)
-    want = f"{size}x{size}x3"
+    want, emb_shape = f"{size}x{size}x3", f"{n_cap}x{EMB_SHAPE.split('x')[1]}"
     checks = [
         _in_set("image_shape", [want],
                 lambda r: f"image shape {r['image_shape']}, not {want} (load_size {size})"),
-        _in_set("emb_shape", [EMB_SHAPE], lambda r: f"embedding shape {r['emb_shape']}, not {EMB_SHAPE}"),
+        _in_set("emb_shape", [emb_shape], lambda r: f"embedding shape {r['emb_shape']}, not {emb_shape}"),
         _in_set("emb_finite", [True], lambda r: "non-finite embedding"),
-        _in_set("n_captions", [10], lambda r: f"{r['n_captions']} non-empty captions, not 10"),
+        _in_set("n_captions", [n_cap], lambda r: f"{r['n_captions']} non-empty captions, not {n_cap}"),
         _between("pixel_std", lambda r: "image is constant", min_value=0, strict_min=True),
         Check("key", gxe.ExpectColumnValuesToBeUnique(column="key"), lambda r: "key is repeated"),
     ]

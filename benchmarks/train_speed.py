@@ -1,0 +1,160 @@
+"""Training speed: the bare G+D update against the whole training loop (not a test).
+
+    python benchmarks/train_speed.py                       # seed sizes (ngf 128, ndf 64, batch 64), 1 epoch
+    python benchmarks/train_speed.py --precision bf16 --epochs 20 --device cuda
+
+On the prepared file of params.yaml (built from the embedded sample first when it is missing), with
+the seed's full sizes and Reed's settings (as ``make run-cub``), it measures images/s of
+(a) ``train_step`` alone, on batches already on the device, after a few warm-up steps, and
+(b) the whole ``train()`` for the same number of steps: sampling, augmentation, logging through
+    DVCLive, sample grids, checkpoints and the final shipped model, timed from the call to its return,
+and prints one JSON line: bare_images_per_s, loop_images_per_s, ratio (b / a), peak_rss_mb, device, ...
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+for _var, _value in (("DVC_NO_ANALYTICS", "1"), ("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
+                     ("GX_ANALYTICS_ENABLED", "false")):
+    os.environ.setdefault(_var, _value)
+
+import torch  # noqa: E402
+
+from gancls.config import load_params, parse_params, resolve_device  # noqa: E402
+from gancls.model import build_models  # noqa: E402
+from gancls.prepared import read_split  # noqa: E402
+from gancls.train import Batches, GraphedStep, train, train_step  # noqa: E402
+
+
+def ensure_prepared(params) -> Path:
+    prepared = Path(params.prepare.out)
+    if prepared.is_file():
+        return prepared
+    if params.data.source != "sample":
+        sys.exit(f"{prepared}: prepared file not found (run `dvc repro prepare` first)")
+    from gancls.prepare import prepare
+    from gancls.sample import make_sample
+
+    print(f"{prepared} missing: making the embedded sample and preparing it", file=sys.stderr)
+    make_sample(params.sample, params.sample.out_dir)
+    prepare(params.sample.out_dir, prepared, params.prepare, "sample")
+    return prepared
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bare(params, prepared: Path, steps: int, warmup: int = 3) -> float:
+    """images/s of train_step alone on four batches already on the device."""
+    t, m = params.train, params.model
+    device = resolve_device(t.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = t.tf32
+    torch.manual_seed(params.seed)
+    gen = torch.Generator(device=device).manual_seed(params.seed)
+    data = Batches(read_split(prepared, "train"), m.image_size, t.captions_per_sample, t.flip, device,
+                   t.channels_last)
+    batches = [b for _, b in zip(range(4), data.epoch(t.batch_size, gen))]
+    del data
+    g, d = build_models(m)
+    fmt = torch.channels_last if t.channels_last else torch.contiguous_format
+    g.to(device, memory_format=fmt), d.to(device, memory_format=fmt)
+    graphed = t.cuda_graph and device.type == "cuda"
+    lr = (lambda: torch.tensor(t.lr, device=device)) if graphed else (lambda: t.lr)
+    opt_g = torch.optim.Adam(g.parameters(), lr=lr(), betas=(t.beta1, t.beta2), capturable=graphed)
+    opt_d = torch.optim.Adam(d.parameters(), lr=lr(), betas=(t.beta1, t.beta2), capturable=graphed)
+    g_run, d_run = (torch.compile(g), torch.compile(d)) if t.compile else (g, d)
+
+    def step(real, text, wrong):
+        return train_step(g_run, d_run, opt_g, opt_d, real, text, wrong, m.z_dim, t.int_weight,
+                          t.int_beta, t.precision, cast_cache=not graphed)
+
+    run_step = GraphedStep(step) if graphed else step
+
+    def run(n):
+        last = None
+        for i in range(n):
+            last = run_step(*batches[i % len(batches)])
+        return last
+
+    run(warmup + 1)  # (with CUDA graphs: the eager warm-up steps, then the recording)
+    sync(device)
+    t0 = time.perf_counter()
+    stats = run(steps)
+    stats.cpu()  # the statistics are read once, as the loop reads them once per log interval
+    sync(device)
+    return steps * t.batch_size / (time.perf_counter() - t0)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--epochs", type=int, default=1, help="epochs of the loop (default 1); the bare run "
+                    "takes the same number of steps")
+    ap.add_argument("--device", default=None, help="auto | cpu | cuda (default: train.device)")
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default=None)
+    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--cuda-graph", action="store_true", help="train.cuda_graph: replay the step as a CUDA graph")
+    ap.add_argument("--ngf", type=int, default=128)
+    ap.add_argument("--ndf", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=64)
+    args = ap.parse_args(argv)
+
+    base = load_params(args.params)
+    raw = base.model_dump(by_alias=True)
+    raw["model"].update(ngf=args.ngf, ndf=args.ndf)
+    # make run-cub's training settings: Reed's lr, no averaged G, a grid every 10 epochs
+    raw["train"].update(batch_size=args.batch_size, lr=0.0002, ema_decay=0, sample_every=10,
+                        epochs=args.epochs, resume=False)
+    if args.device:
+        raw["train"]["device"] = args.device
+    if args.precision:
+        raw["train"]["precision"] = args.precision
+    if args.compile:
+        raw["train"]["compile"] = True
+    if args.cuda_graph:
+        raw["train"]["cuda_graph"] = True
+    with tempfile.TemporaryDirectory(prefix="train_speed.") as tmp:
+        out = Path(tmp)
+        raw["train"].update(out_dir=str(out / "model"), live_dir=str(out / "live"),
+                            checkpoint_dir=str(out / "checkpoints"), grid=str(out / "grid.png"),
+                            progress_gif=str(out / "progress.gif"))
+        params = parse_params(raw, args.params)
+        prepared = ensure_prepared(params)
+        n = len(read_split(prepared, "train")["class_ids"])
+        steps = max(n // args.batch_size, 1) * args.epochs
+
+        with contextlib.redirect_stdout(sys.stderr):  # stdout: the JSON line alone
+            bare_ips = bare(params, prepared, steps)
+            t0 = time.perf_counter()
+            summary = train(prepared, params)
+            loop_s = time.perf_counter() - t0
+    device = resolve_device(params.train.device)
+    loop_ips = steps * args.batch_size / loop_s
+    result = {
+        "bare_images_per_s": round(bare_ips, 2), "loop_images_per_s": round(loop_ips, 2),
+        "ratio": round(loop_ips / bare_ips, 3),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)",
+        "precision": params.train.precision, "compile": params.train.compile,
+        "cuda_graph": params.train.cuda_graph, "steps": steps,
+        "batch_size": args.batch_size, "ngf": args.ngf, "ndf": args.ndf, "loop_seconds": round(loop_s, 2),
+        "loop_steps_checked": summary["steps"], "torch": torch.__version__,
+    }
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
