@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import ModelParams, Params, atomic_path
+from .config import ModelParams, Params, atomic_path, save_torch
 from .model import build_generator
 
 FORMAT = 1
@@ -112,7 +112,7 @@ def save_checkpoint(directory: str | Path, epoch: int, state: dict) -> Path:
     """Write ``epoch_NNNNN.pt`` atomically, then remove the older ones."""
     path = checkpoint_path(directory, epoch)
     with atomic_path(path) as tmp:
-        torch.save({"format": FORMAT, **state}, tmp)
+        save_torch({"format": FORMAT, **state}, tmp)
     for old in Path(directory).glob("epoch_*.pt"):
         if old != path:
             old.unlink(missing_ok=True)

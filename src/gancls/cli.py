@@ -140,11 +140,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from .checkpoint import CheckpointError
     from .fetch import FetchError
+    from .prepared import PreparedFileError
     from .synthesize import NoMatch
     from .train import TrainingDiverged
 
     errors: tuple[type[BaseException], ...] = (ConfigError, LayoutError, CheckpointError, NoMatch, TrainingDiverged,
-                                               FetchError,
+                                               FetchError, PreparedFileError,
                                                FileNotFoundError, KeyError, OSError)
     try:
         from .validate import ValidationFailed

@@ -108,10 +108,16 @@ def _read_table(path: Path, ncols: int) -> list[list[str]]:
 
 
 def _int_map(path: Path) -> dict[int, str]:
-    try:
-        return {int(a): b for a, b in _read_table(path, 2)}
-    except ValueError as exc:
-        raise LayoutError(f"{path}: non-integer id ({exc})") from exc
+    out: dict[int, str] = {}
+    for a, b in _read_table(path, 2):  # a missing or malformed file is a LayoutError of its own
+        try:
+            key = int(a)
+        except ValueError as exc:
+            raise LayoutError(f"{path}: non-integer id ({exc})") from exc
+        if key in out:
+            raise LayoutError(f"{path}: id {key} is listed twice")
+        out[key] = b
+    return out
 
 
 def read_split(root: Path, split: str) -> tuple[list[str], list[int]]:
@@ -171,9 +177,12 @@ def read_cub(root: Path) -> list[Record]:
     bbox_path = cub / "bounding_boxes.txt"
     for parts in _read_table(bbox_path, 5):
         try:
-            boxes[int(parts[0])] = tuple(float(v) for v in parts[1:])
+            image_id, box = int(parts[0]), tuple(float(v) for v in parts[1:])
         except ValueError as exc:
             raise LayoutError(f"{bbox_path}: bad number ({exc})") from exc
+        if image_id in boxes:
+            raise LayoutError(f"{bbox_path}: id {image_id} is listed twice")
+        boxes[image_id] = box
 
     records = []
     for image_id, rel in sorted(images.items()):

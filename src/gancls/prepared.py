@@ -18,12 +18,23 @@ import h5py
 import numpy as np
 
 
+DATASETS = ("images", "embeddings", "class_ids", "keys", "captions")
+
+
+class PreparedFileError(ValueError):
+    """The prepared file lacks a split or dataset (e.g. written by an older ``gancls prepare``)."""
+
+
 def read_split(path: str | Path, split: str) -> dict[str, np.ndarray]:
     """One split of the prepared file, fully in memory (CUB's train split is about 0.5 GB)."""
     with h5py.File(path, "r") as h5:
         if split not in h5:
-            raise KeyError(f"{path}: no split '{split}'")
+            raise PreparedFileError(f"{path}: no split '{split}'; rerun `gancls prepare`")
         g = h5[split]
+        missing = [f"{split}/{name}" for name in DATASETS if name not in g]
+        if missing:
+            raise PreparedFileError(f"{path}: no dataset {', '.join(missing)} (a file of another layout?); "
+                                    "rerun `gancls prepare`")
         return {
             "images": g["images"][()],
             "embeddings": g["embeddings"][()],

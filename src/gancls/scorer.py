@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import Params, ScorerParams, atomic_path, resolve_device, write_json
+from .config import Params, ScorerParams, atomic_path, resolve_device, save_torch, write_json
 from .prepared import center_crop, read_split
 
 CLASS_KIND = "class"
@@ -194,7 +194,7 @@ def train_scorer(prepared: str | Path, params: Params, out: str | Path, metrics:
         "heldout_accuracy_per_kind": {k: round(a, 4) for k, a in zip(kinds, acc["per_kind"])},
     }
     with atomic_path(out) as tmp:
-        torch.save({"state": model.state_dict(), "vocab": vocab, "width": int(cfg.width),
+        save_torch({"state": model.state_dict(), "vocab": vocab, "width": int(cfg.width),
                     "source": source, "heldout_keys": heldout_keys, "summary": summary}, tmp)
     write_json(metrics, summary)
     return summary

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import json
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -30,7 +31,7 @@ from tqdm import tqdm
 
 from .checkpoint import (check_resumable, clear_checkpoints, file_sha1, latest_checkpoint, load_checkpoint,
                          rng_state, save_checkpoint, set_rng_state, trained_with)
-from .config import ConfigError, Params, atomic_path, seed_everything
+from .config import ConfigError, Params, atomic_path, save_torch, seed_everything
 from .distributed import Dist, no_sync
 from .grids import captioned_image, save_gif, save_png
 from .model import build_models
@@ -303,23 +304,51 @@ class EpochStats:
 
 
 def _trim_live(live_dir: Path, epoch: int) -> list[Path]:
-    """A resumed run's DVCLive history: drop what epochs after ``epoch`` wrote; the kept frames."""
-    for tsv in (live_dir / "plots" / "metrics").rglob("*.tsv"):
+    """A resumed run's DVCLive history: drop what epochs after ``epoch`` wrote, and what a killed run left
+    half-written (DVCLive writes in place: a partial TSV row, summary or frame); the kept frames."""
+    summary = live_dir / "metrics.json"
+    if summary.is_file():
+        try:
+            json.loads(summary.read_text(encoding="utf-8"))
+        except ValueError:
+            summary.unlink()  # DVCLive writes it again at the next step
+    metrics = live_dir / "plots" / "metrics"
+    tsvs = sorted(p for p in metrics.rglob("*.tsv") if not any(s.startswith(".") for s in p.relative_to(metrics).parts))
+    for tsv in tsvs:
         with tsv.open(newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f, delimiter="\t"))
-        keep = [r for r in rows if int(r["step"]) <= epoch]
+            reader = csv.DictReader(f, delimiter="\t")
+            rows, fields = list(reader), reader.fieldnames
+        if not fields or "step" not in fields:
+            tsv.unlink()
+            continue
+        keep = [r for r in rows if _row_step(r) is not None and _row_step(r) <= epoch]
         if len(keep) != len(rows):
             with atomic_path(tsv) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
-                w = csv.DictWriter(f, fieldnames=list(rows[0]), delimiter="\t")
+                w = csv.DictWriter(f, fieldnames=fields, delimiter="\t")
                 w.writeheader()
                 w.writerows(keep)
     frames = []
     for png in sorted((live_dir / "plots" / "images" / FRAMES).glob("*.png")):
-        if int(png.stem) > epoch:
+        if not png.stem.isdigit() or int(png.stem) > epoch:
             png.unlink()
-        else:
+            continue
+        try:
+            with Image.open(png) as im:
+                im.load()
             frames.append(png)
+        except (OSError, SyntaxError, ValueError):  # half-written by a killed run: the GIF goes without it
+            png.unlink()
     return frames
+
+
+def _row_step(row: dict) -> int | None:
+    """The step of a complete TSV row; None for a row a killed writer cut short."""
+    if None in row or any(v is None or v == "" for v in row.values()):
+        return None
+    try:
+        return int(row["step"])
+    except ValueError:
+        return None
 
 
 FRAMES = "samples"  # DVCLive image folder of the fixed-caption grids: samples/<epoch>.png
@@ -485,8 +514,8 @@ def _train(prepared: str | Path, params: Params, dist: Dist) -> dict:
         state = {"generator": g.state_dict(), "discriminator": d.state_dict(),
                  "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "epoch": tcfg.epochs,
                  "model": mcfg.model_dump(), "ema_generator": None if ema.avg is None else ema.avg.state_dict()}
-        torch.save(state, tmp / "checkpoint.pt")
-        torch.save({"generator": final.state_dict(), "model": mcfg.model_dump()}, tmp / "generator.pt")
+        save_torch(state, tmp / "checkpoint.pt")
+        save_torch({"generator": final.state_dict(), "model": mcfg.model_dump()}, tmp / "generator.pt")
     last = history[-1]
     summary = {
         "epochs": tcfg.epochs, "device": str(device), "processes": dist.world, "precision": tcfg.precision,

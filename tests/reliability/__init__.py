@@ -1,0 +1,1 @@
+"""Reliability and security suite (issue 8): kills, full disks, concurrent runs, bad inputs, unsafe files."""
