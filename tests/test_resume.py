@@ -170,3 +170,30 @@ def test_sigkill_after_first_checkpoint_resumes(tiny_prepared, tmp_path):
     assert summary["epochs"] == epochs and summary["steps"] == epochs * 3
     assert summary["resumed_from_epoch"] == resumed
     assert tsv_steps(tmp_path / "live") == list(range(1, epochs + 1))  # each epoch once, in order
+
+
+def test_training_split_of_one_class_is_one_line(tmp_path, monkeypatch, capsys):
+    """A prepared file whose training split holds a single class cannot give wrong-text pairs."""
+    import h5py
+    import numpy as np
+
+    from conftest import TINY, merge, ROOT
+
+    path = tmp_path / "birds.h5"
+    with h5py.File(path, "w") as h5:
+        g = h5.create_group("train")
+        g["images"] = np.zeros((4, 76, 76, 3), np.uint8)
+        g["embeddings"] = np.ones((4, 10, 1024), np.float32)
+        g["class_ids"] = np.ones(4, np.int32)
+        g["keys"] = [f"001.A/a_{i}" for i in range(4)]
+        g.create_dataset("captions", data=[["a bird"] * 10] * 4, dtype=h5py.string_dtype())
+    raw = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
+    raw["prepare"]["out"] = str(path)
+    raw["train"].update(out_dir=str(tmp_path / "model"), live_dir=str(tmp_path / "live"),
+                        checkpoint_dir=str(tmp_path / "ck"), device="cpu")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.chdir(tmp_path)
+    assert main(["train"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"gancls train: error: {path}: training needs images of at least two classes (wrong-text pairs)"]
+    assert not (tmp_path / "model").exists()

@@ -372,7 +372,7 @@ def _train(prepared: str | Path, params: Params, dist: Dist) -> dict:
     device = dist.device
     seed = int(params.seed)
     if tcfg.batch_size % dist.world:
-        raise ValueError(f"train.batch_size {tcfg.batch_size} is not divisible by the {dist.world} processes")
+        raise ConfigError(f"train.batch_size {tcfg.batch_size} is not divisible by the {dist.world} processes")
     seed_everything(seed + dist.rank)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -381,10 +381,14 @@ def _train(prepared: str | Path, params: Params, dist: Dist) -> dict:
     gen = torch.Generator(device=device).manual_seed(seed + 1000 * dist.rank)  # this rank's draws
     order_gen = torch.Generator(device=device).manual_seed(seed + 1)  # the same on every rank
     split = read_split(prepared, "train")
-    data = Batches(split, mcfg.image_size, tcfg.captions_per_sample, tcfg.flip, device,
-                   tcfg.channels_last, dist.rank, dist.world)
+    try:
+        data = Batches(split, mcfg.image_size, tcfg.captions_per_sample, tcfg.flip, device,
+                       tcfg.channels_last, dist.rank, dist.world)
+    except ValueError as exc:
+        raise ConfigError(f"{prepared}: {exc}") from None
     if dist.active and data.n < tcfg.batch_size:
-        raise ValueError(f"{prepared}: {data.n} training images, fewer than one batch of {tcfg.batch_size}")
+        raise ConfigError(f"{prepared}: {data.n} training images, fewer than one batch of {tcfg.batch_size} "
+                          f"(train.batch_size) over {dist.world} processes")
     g, d = build_models(mcfg)
     fmt = torch.channels_last if tcfg.channels_last else torch.contiguous_format
     g.to(device, memory_format=fmt), d.to(device, memory_format=fmt)
