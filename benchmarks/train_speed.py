@@ -29,9 +29,8 @@ for _var, _value in (("DVC_NO_ANALYTICS", "1"), ("PREFECT_SERVER_ANALYTICS_ENABL
 import torch  # noqa: E402
 
 from gancls.config import load_params, parse_params, resolve_device  # noqa: E402
-from gancls.model import build_models  # noqa: E402
 from gancls.prepared import read_split  # noqa: E402
-from gancls.train import Batches, GraphedStep, train, train_step  # noqa: E402
+from gancls.train import Batches, GraphedStep, build_training, train, train_step  # noqa: E402
 
 
 def ensure_prepared(params) -> Path:
@@ -58,22 +57,14 @@ def bare(params, prepared: Path, steps: int, warmup: int = 3) -> float:
     """images/s of train_step alone on four batches already on the device."""
     t, m = params.train, params.model
     device = resolve_device(t.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = t.tf32
     torch.manual_seed(params.seed)
     gen = torch.Generator(device=device).manual_seed(params.seed)
     data = Batches(read_split(prepared, "train"), m.image_size, t.captions_per_sample, t.flip, device,
                    t.channels_last)
     batches = [b for _, b in zip(range(4), data.epoch(t.batch_size, gen))]
     del data
-    g, d = build_models(m)
-    fmt = torch.channels_last if t.channels_last else torch.contiguous_format
-    g.to(device, memory_format=fmt), d.to(device, memory_format=fmt)
     graphed = t.cuda_graph and device.type == "cuda"
-    lr = (lambda: torch.tensor(t.lr, device=device)) if graphed else (lambda: t.lr)
-    opt_g = torch.optim.Adam(g.parameters(), lr=lr(), betas=(t.beta1, t.beta2), capturable=graphed)
-    opt_d = torch.optim.Adam(d.parameters(), lr=lr(), betas=(t.beta1, t.beta2), capturable=graphed)
+    g, d, opt_g, opt_d = build_training(m, t, device, graphed)
     g_run, d_run = (torch.compile(g), torch.compile(d)) if t.compile else (g, d)
 
     def step(real, text, wrong):

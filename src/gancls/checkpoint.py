@@ -11,7 +11,6 @@ from a checkpoint of the same configuration; anything else is refused with a mes
 """
 from __future__ import annotations
 
-import hashlib
 import random
 from pathlib import Path
 
@@ -54,14 +53,6 @@ def _first_line(exc: BaseException) -> str:
 
 
 # --- training checkpoints ------------------------------------------------------------------------
-
-def file_sha1(path: str | Path) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
 
 def rng_state(generators: dict[str, torch.Generator]) -> dict:
     """Every random-number state of this process (as tensors and plain values)."""

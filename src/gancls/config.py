@@ -128,6 +128,14 @@ def _no_space(exc: BaseException | None) -> int | None:
     return None
 
 
+def file_digest(path: str | Path, algorithm: str = "sha1") -> str:
+    """Hex digest of a file's bytes (``hashlib`` algorithm name)."""
+    import hashlib
+
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, algorithm).hexdigest()
+
+
 def save_torch(obj, path: str | Path) -> None:
     """``torch.save`` through a Python file, so that a failed write raises the OSError (errno) behind it."""
     import torch

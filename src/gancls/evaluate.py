@@ -17,7 +17,6 @@ then torchmetrics computes it.  It is never estimated another way.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 from pathlib import Path
 
@@ -30,7 +29,8 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from .config import ConfigError, EvaluateParams, Params, atomic_path, resolve_device, seed_everything, write_json
+from .config import (ConfigError, EvaluateParams, Params, atomic_path, file_digest, resolve_device, seed_everything,
+                     write_json)
 from .prepared import center_crop, read_split
 from .report import write_report
 from .scorer import score_generated
@@ -41,12 +41,7 @@ IS_MISSING = ("no classifier for the Inception Score: the offline Inception (fid
               "StackGAN's Inception fine-tuned on CUB) to compute it")
 
 
-def sha1(path: Path) -> str:
-    h = hashlib.sha1()
-    with Path(path).open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+sha1 = file_digest  # the SHA-1 of a file (recorded for the extractor and the IS classifier)
 
 
 def extractor_path(name: str) -> Path:

@@ -34,7 +34,6 @@ Every failure is a ``FetchError``; ``gancls fetch`` prints it as one line and ex
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import os
 import re
@@ -46,7 +45,7 @@ import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from .config import FetchParams, atomic_path, write_json
+from .config import FetchParams, atomic_path, file_digest, write_json
 from .cub import CLASS_INFO_FILE, CUB_DIR, EMBEDDINGS_FILE, FILENAMES_FILE, SPLITS, TEXT_DIR
 
 
@@ -119,11 +118,6 @@ def safe_extract(archive: str | Path, dest: str | Path) -> Path:
 
 
 # --- checksums ------------------------------------------------------------------------------------
-
-def file_digest(path: Path, algorithm: str) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, algorithm).hexdigest()
-
 
 def _load_sums(path: Path) -> dict[str, str]:
     if not path.is_file():

@@ -29,9 +29,9 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
-from .checkpoint import (check_resumable, clear_checkpoints, file_sha1, latest_checkpoint, load_checkpoint,
+from .checkpoint import (check_resumable, clear_checkpoints, latest_checkpoint, load_checkpoint,
                          rng_state, save_checkpoint, set_rng_state, trained_with)
-from .config import ConfigError, Params, atomic_path, save_torch, seed_everything
+from .config import atomic_path, ConfigError, file_digest, Params, save_torch, seed_everything
 from .distributed import Dist, no_sync
 from .grids import captioned_image, save_gif, save_png
 from .model import build_models
@@ -354,6 +354,21 @@ def _row_step(row: dict) -> int | None:
 FRAMES = "samples"  # DVCLive image folder of the fixed-caption grids: samples/<epoch>.png
 
 
+def build_training(mcfg, tcfg, device: torch.device, graphed: bool):
+    """G and D on ``device`` in the configured memory layout, with their Adam optimisers; the CUDA
+    backend switches set.  ``graphed``: optimisers that a CUDA graph can record (``capturable``, lr a
+    device tensor so the scheduler still works)."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tcfg.tf32
+    g, d = build_models(mcfg)
+    fmt = torch.channels_last if tcfg.channels_last else torch.contiguous_format
+    g.to(device, memory_format=fmt), d.to(device, memory_format=fmt)
+    opts = [torch.optim.Adam(m.parameters(), betas=(tcfg.beta1, tcfg.beta2), capturable=graphed,
+                             lr=torch.tensor(tcfg.lr, device=device) if graphed else tcfg.lr) for m in (g, d)]
+    return g, d, *opts
+
+
 def train(prepared: str | Path, params: Params) -> dict:
     """Train GAN-CLS on the prepared file's train split; every output path comes from ``params.train``.
 
@@ -374,10 +389,6 @@ def _train(prepared: str | Path, params: Params, dist: Dist) -> dict:
     if tcfg.batch_size % dist.world:
         raise ConfigError(f"train.batch_size {tcfg.batch_size} is not divisible by the {dist.world} processes")
     seed_everything(seed + dist.rank)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = tcfg.tf32
-        torch.backends.cudnn.allow_tf32 = tcfg.tf32
     gen = torch.Generator(device=device).manual_seed(seed + 1000 * dist.rank)  # this rank's draws
     order_gen = torch.Generator(device=device).manual_seed(seed + 1)  # the same on every rank
     split = read_split(prepared, "train")
@@ -389,18 +400,12 @@ def _train(prepared: str | Path, params: Params, dist: Dist) -> dict:
     if dist.active and data.n < tcfg.batch_size:
         raise ConfigError(f"{prepared}: {data.n} training images, fewer than one batch of {tcfg.batch_size} "
                           f"(train.batch_size) over {dist.world} processes")
-    g, d = build_models(mcfg)
-    fmt = torch.channels_last if tcfg.channels_last else torch.contiguous_format
-    g.to(device, memory_format=fmt), d.to(device, memory_format=fmt)
     graphed = tcfg.cuda_graph and device.type == "cuda" and not dist.active
     if tcfg.cuda_graph and not graphed and dist.main:
         print("train.cuda_graph needs one process on a CUDA device: running the steps eagerly", flush=True)
     if graphed and tcfg.compile:
         raise ConfigError("train.compile and train.cuda_graph: choose one")
-    betas = (tcfg.beta1, tcfg.beta2)
-    lr = torch.tensor(tcfg.lr, device=device) if graphed else tcfg.lr
-    opt_g = torch.optim.Adam(g.parameters(), lr=lr, betas=betas, capturable=graphed)
-    opt_d = torch.optim.Adam(d.parameters(), lr=lr.clone() if graphed else lr, betas=betas, capturable=graphed)
+    g, d, opt_g, opt_d = build_training(mcfg, tcfg, device, graphed)
     sched = [torch.optim.lr_scheduler.StepLR(o, tcfg.lr_decay_every, tcfg.lr_decay_factor)
              for o in (opt_g, opt_d)]
     ema = EMA(g, tcfg.ema_decay)
@@ -412,7 +417,7 @@ def _train(prepared: str | Path, params: Params, dist: Dist) -> dict:
 
     # Resume from the newest checkpoint of the same configuration.
     ckpt_dir = Path(tcfg.checkpoint_dir)
-    data_sha1 = file_sha1(prepared)
+    data_sha1 = file_digest(prepared)
     generators = {"gen": gen, "order_gen": order_gen}
     start, step, history, resumed_from = 0, 0, [], None
     latest = latest_checkpoint(ckpt_dir) if tcfg.resume else None
