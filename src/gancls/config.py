@@ -303,6 +303,54 @@ class FetchParams(Section):
     captions: ArchiveParams
 
 
+class RegressionRule(Section):
+    """How much a metric may worsen against the baseline before a scheduled run fails (null: no limit)."""
+
+    max_drop: Annotated[float, Field(ge=0)] | None = None   # higher is better (text_match.accuracy)
+    max_rise: Annotated[float, Field(ge=0)] | None = None   # lower is better (fid, kid_mean)
+
+
+class FlowTimeouts(Section):
+    """Seconds each task of the scheduled run may take; past it the task, and the run, fail."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    check: PositiveFloat      # worktree, dvc checkout, dvc status
+    fetch: PositiveFloat
+    validation: PositiveFloat = Field(alias="validate")  # `validate` is a pydantic method name
+    prepare: PositiveFloat
+    references: PositiveFloat
+    train: PositiveFloat
+    generate: PositiveFloat
+    evaluate: PositiveFloat
+    record: PositiveFloat     # dvc exp save, dvc metrics diff, artifacts
+
+    def of(self, step: str) -> float:
+        """The timeout of a step by its name in params.yaml (``validate``, ``train``, ...)."""
+        return getattr(self, "validation" if step == "validate" else step)
+
+
+class FlowParams(Section):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]   # deployment name
+    cron: str
+    baseline: str
+    collision: Literal["enqueue", "cancel_new"]
+    fetch: bool
+    fetch_retries: NonNegInt
+    fetch_backoff: PositiveFloat
+    lock_wait: Annotated[float, Field(ge=0)]
+    progress_every: PositiveFloat
+    timeouts: FlowTimeouts
+    regression: dict[str, RegressionRule]
+
+
+class ServeParams(Section):
+    host: str
+    port: Annotated[int, Field(ge=0, le=65535)]
+    home: str
+    start_timeout: PositiveFloat
+
+
 class Params(Section):
     """The whole params.yaml."""
 
@@ -319,3 +367,5 @@ class Params(Section):
     generate: GenerateParams
     evaluate: EvaluateParams
     fetch: FetchParams
+    flow: FlowParams
+    serve: ServeParams
