@@ -107,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         wait_healthy(os.environ["PREFECT_API_URL"].rstrip("/"), params.serve.start_timeout)
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(CODE), os.environ.get("PYTHONPATH")) if p)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops like Ctrl-C
+    # Ctrl-C and SIGTERM stop serving (SIGINT too when a parent started us with it ignored)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         # prefect reads PREFECT_API_URL when imported: only now
         from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy

@@ -59,24 +59,28 @@ def dvc(*args, cwd, check=True):
     return sh([sys.executable, "-m", "dvc", *args], cwd, check)
 
 
+def make_pipeline_copy(repo: Path, overrides: dict | None = None) -> Path:
+    """Make ``repo``: a committed git + DVC repository holding dvc.yaml, src/ and a tiny params.yaml."""
+    repo.mkdir()
+    shutil.copy(ROOT / "dvc.yaml", repo)
+    shutil.copytree(ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), merge(TINY, overrides or {}))
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh(["git", "init", "-q"], repo)
+    sh(["git", "config", "user.email", "test@example.com"], repo)
+    sh(["git", "config", "user.name", "test"], repo)
+    dvc("init", "-q", cwd=repo)
+    sh(["git", "add", "-A"], repo)
+    sh(["git", "commit", "-qm", "tiny pipeline"], repo)
+    return repo
+
+
 @pytest.fixture
 def pipeline_copy(tmp_path):
     """A committed git + DVC repository holding dvc.yaml, src/ and a tiny params.yaml."""
 
     def make(overrides: dict | None = None) -> Path:
-        repo = tmp_path / "repo"
-        repo.mkdir()
-        shutil.copy(ROOT / "dvc.yaml", repo)
-        shutil.copytree(ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), merge(TINY, overrides or {}))
-        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        sh(["git", "init", "-q"], repo)
-        sh(["git", "config", "user.email", "test@example.com"], repo)
-        sh(["git", "config", "user.name", "test"], repo)
-        dvc("init", "-q", cwd=repo)
-        sh(["git", "add", "-A"], repo)
-        sh(["git", "commit", "-qm", "tiny pipeline"], repo)
-        return repo
+        return make_pipeline_copy(tmp_path / "repo", overrides)
 
     return make
 

@@ -1,0 +1,57 @@
+"""gancls.runs: DVC status and metrics diff read into plain data, the regression rule, the run lock."""
+import subprocess
+import sys
+
+import pytest
+
+from gancls import runs
+from gancls.config import RegressionRule
+
+STEPS = {"validate": ["make-sample", "validate"], "prepare": ["prepare"], "references": ["train-scorer", "real-features"],
+         "train": ["train"], "generate": ["generate"], "evaluate": ["evaluate"]}
+
+
+def test_stale_stages_and_the_steps_they_rerun():
+    status = {"train": [{"changed deps": {"params.yaml": "modified"}}, {"changed outs": {"build/model": "deleted"}}],
+              "dvc.yaml:evaluate": ["always changed"]}
+    stale = runs.stale_stages(status)
+    assert stale == {"train": ["params.yaml (modified)", "build/model (deleted)"], "evaluate": ["always changed"]}
+    assert runs.steps_to_run(stale, STEPS) == ["train", "generate", "evaluate"]
+    assert runs.steps_to_run({"evaluate": ["x"]}, STEPS) == ["evaluate"]
+    assert runs.steps_to_run({}, STEPS) == []
+    assert runs.steps_to_run({"data.dvc": ["data (modified)"], "evaluate": ["x"]}, STEPS) == list(STEPS)
+
+
+def test_regression_rules_judge_the_metrics_diff():
+    diff = {"metrics/scores.json": {"fid": {"old": 50.0, "new": 80.0, "diff": 30.0},
+                                    "text_match.accuracy": {"old": 0.40, "new": 0.37, "diff": -0.03},
+                                    "kid_mean": {"old": None, "new": 0.1},
+                                    "feature_extractor.name": {"old": "a", "new": "a"}}}
+    rows = runs.diff_rows(diff)
+    assert [r["metric"] for r in rows] == ["fid", "kid_mean", "text_match.accuracy"]
+    rules = {"fid": RegressionRule(max_rise=25.0), "text_match.accuracy": RegressionRule(max_drop=0.05),
+             "kid_mean": RegressionRule(max_rise=0.0)}
+    found = runs.regressions(rows, rules)
+    assert len(found) == 1 and found[0].startswith("fid: 50 -> 80, rose by 30")
+    assert runs.regressions(rows, {"text_match.accuracy": RegressionRule(max_drop=0.01)})[0].startswith(
+        "text_match.accuracy: 0.4 -> 0.37")
+    md = runs.summary_markdown(experiment="nightly-1", baseline="HEAD", rows=rows, failed=found, ran=["evaluate"],
+                               changes={"evaluate": ["params.yaml (modified)"]}, validation=None, grids={"g": "a.png"})
+    assert "**REGRESSION** against `HEAD`" in md and "| metrics/scores.json | fid | 50 | 80 | 30 |" in md
+
+
+def test_run_lock_refuses_a_second_holder_with_one_line(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from gancls.runs import run_lock\n"
+        f"with run_lock({str(tmp_path)!r}, owner='flow run first'):\n"
+        "    print('held', flush=True); time.sleep(30)")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(runs.RunRefused, match=r"another gancls scheduled run \(pid \d+, flow run first\) holds "):
+            with runs.run_lock(tmp_path, wait=0.3):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with runs.run_lock(tmp_path) as path:  # released when its holder died
+        assert path.is_file()
