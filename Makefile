@@ -1,4 +1,5 @@
-# The two commands of the README: `make run` (pipeline on the embedded sample) and `make test`.
+# The two commands of the README: `make run` (pipeline on the embedded sample) and `make test`;
+# `make serve` runs it on a schedule (README "Scheduled runs").
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(abspath $(VENV))/bin
@@ -17,7 +18,7 @@ CUB_SETTINGS := -S data.source=cub -S data.raw_dir=data -S model.ngf=128 -S mode
                 -S train.sample_every=10 -S generate.num_samples=30000 -S generate.batch_size=250 \
                 -S evaluate.kid_subset_size=1000 -S evaluate.kid_subsets=100
 
-.PHONY: install run test run-cub flow clean
+.PHONY: install run test run-cub flow serve clean
 
 install: $(STAMP)
 
@@ -46,6 +47,11 @@ run-cub: $(STAMP)
 
 flow: $(STAMP)
 	$(BIN)/python -m flows.pipeline
+
+# The scheduled deployment (README "Scheduled runs"): a loopback Prefect server unless PREFECT_API_URL
+# is set, the flow.cron schedule, one run at a time; Ctrl-C stops both.
+serve: $(STAMP)
+	$(BIN)/python -m flows.serve
 
 clean:
 	rm -rf build reports metrics

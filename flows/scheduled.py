@@ -5,14 +5,15 @@ compare it with a baseline, publish the result in Prefect.  Served by ``python -
 Each run, holding the repository's run lock (``.dvc/tmp/gancls-flow.lock``):
 
 1. ``open-worktree``: ``git worktree add`` of HEAD under ``.dvc/tmp/gancls-flow/runs/`` (with the
-   last accepted run's files on top when it was made from the same commit), the repository's DVC
+   last run's files on top when it was made from the same commit), the repository's DVC
    cache as its cache, ``dvc checkout``; ``what-changed``: ``dvc status`` there.  Nothing stale:
-   the run ends here and says so.
+   no stage runs, nothing is recorded, and the run says so.
 2. One task per step, ``dvc repro <stages>`` in the worktree, DVC's output streamed to the task's
    log; during ``train`` a progress artifact follows DVCLive's epoch counter.
 3. ``record``: ``dvc exp save`` (an experiment ref, shared with the repository: ``dvc exp show``
-   there lists it), ``dvc metrics diff <baseline>``, the metrics table and the markdown summary;
-   a metric past its ``flow.regression`` limit fails the run.
+   there lists it); ``compare``: ``dvc metrics diff <baseline>``, the metrics table and the markdown
+   summary; a metric past its ``flow.regression`` limit fails the run.  With nothing changed, the
+   last run's files are compared (no stage runs, nothing is recorded).
 4. The worktree is removed, whatever happened: the user's workspace is never touched.
 """
 from __future__ import annotations
@@ -67,20 +68,20 @@ def open_worktree(root: str, name: str) -> dict:
     worktree = Path(root) / runs.RUNS_DIR / name
     worktree.parent.mkdir(parents=True, exist_ok=True)
     _git("worktree", "add", "--detach", str(worktree), head, cwd=root)
-    start = head
-    last = runs.last_accepted(root)
+    start, experiment = f"commit {head[:12]}", None
+    last = runs.last_run(root)
     if last and last.get("head") == head and _run(["git", "cat-file", "-e", f"{last['rev']}^{{commit}}"], root,
                                                   check=False).returncode == 0:
-        # the last accepted run of this commit: its dvc.lock and metrics, so status is "since then"
+        # the last run of this commit: its dvc.lock and metrics, so that status says "since then"
         _git("checkout", last["rev"], "--", ".", cwd=worktree)
-        start = f"experiment {last['experiment']}"
+        start, experiment = f"experiment {last['experiment']}", last["experiment"]
     _dvc("cache", "dir", "--local", cache, cwd=worktree)
     out = _dvc("checkout", "--quiet", cwd=worktree, check=False)
     if out.returncode != 0:
         logger.warning("dvc checkout: some outputs are not in the cache and will be rebuilt: %s",
                        out.stderr.strip()[-500:])
     logger.info("worktree %s at %s (from %s)", worktree, head[:12], start)
-    return {"head": head, "worktree": str(worktree), "start": start}
+    return {"head": head, "worktree": str(worktree), "start": start, "experiment": experiment}
 
 
 @task(task_run_name="what-changed")
@@ -173,35 +174,44 @@ def repro(step: str, worktree: str, progress_every: float = 5.0) -> str:
 
 
 @task(task_run_name="record")
-def record(root: str, worktree: str, experiment: str, baseline: str, changes: dict, ran: list[str]) -> dict:
-    """``dvc exp save`` the worktree, ``dvc metrics diff`` against the baseline, the summary artifact."""
-    logger = get_run_logger()
-    params = load_params(Path(worktree) / "params.yaml")
+def record(root: str, worktree: str, experiment: str) -> str:
+    """``dvc exp save`` the worktree: an experiment of the repository (shared refs); returns its commit."""
     untracked = _git("ls-files", "--others", "--exclude-standard", "--directory", cwd=worktree).splitlines()
     _dvc("exp", "save", "--name", experiment, *[a for p in untracked for a in ("-I", p)], cwd=worktree)
     refs = _git("for-each-ref", "--format=%(objectname) %(refname)", "refs/exps/", cwd=root).splitlines()
     rev = next(line.split()[0] for line in refs if line.endswith(f"/{experiment}"))
-    logger.info("recorded as experiment %s (%s): `dvc exp show` lists it", experiment, rev[:12])
+    get_run_logger().info("recorded as experiment %s (%s): `dvc exp show` lists it", experiment, rev[:12])
+    return rev
 
+
+@task(task_run_name="compare")
+def compare(root: str, worktree: str, experiment: str | None, baseline: str, changes: dict, ran: list[str],
+            note: str = "") -> list[str]:
+    """``dvc metrics diff <baseline>`` of the worktree, judged by ``flow.regression``; the summary artifact.
+
+    Returns the regressions, one line each.
+    """
+    logger = get_run_logger()
+    params = load_params(Path(worktree) / "params.yaml")
     against = baseline
     if baseline == "last":
-        last = runs.last_accepted(root)
-        against = last["rev"] if last else "HEAD"
-    rows = runs.diff_rows(json.loads(_dvc("metrics", "diff", against, "--json", "--all", cwd=worktree).stdout
-                                     or "{}"))
+        accepted = (runs.last_run(root) or {}).get("accepted")
+        against = accepted["rev"] if accepted else "HEAD"
+    diff = json.loads(_dvc("metrics", "diff", against, "--json", "--all", cwd=worktree).stdout or "{}")
+    rows = runs.diff_rows(diff)
     failed = runs.regressions(rows, params.flow.regression)
     result = Path(worktree) / params.validation.report_dir / "result.json"
     validation = runs.validation_summary(json.loads(result.read_text(encoding="utf-8"))) if result.is_file() else None
     grids = {what: getattr(getattr(params, section), key) for what, (section, key) in GRIDS.items()}
     markdown = runs.summary_markdown(experiment=experiment, baseline=baseline, rows=rows, failed=failed,
-                                     ran=ran, changes=changes, validation=validation, grids=grids)
+                                     ran=ran, changes=changes, validation=validation, grids=grids, note=note)
     create_markdown_artifact(key="gancls-diff", markdown=markdown,
-                             description=f"metrics of {experiment} against {baseline}")
+                             description=f"metrics of {experiment or 'HEAD'} against {baseline}")
     if validation:
         logger.info("%s", validation)
     for line in failed:
         logger.error("regression: %s", line)
-    return {"experiment": experiment, "rev": rev, "regressions": failed}
+    return failed
 
 
 def remove_worktree(root: str, worktree: str) -> None:
@@ -213,7 +223,7 @@ def remove_worktree(root: str, worktree: str) -> None:
 
 @flow(name="gancls-scheduled", log_prints=True)
 def scheduled(root: str = ".", baseline: str | None = None) -> dict:
-    """Rerun what changed since the last accepted run, record it as an experiment, compare with ``baseline``.
+    """Rerun what changed since the last run of this commit, record it as an experiment, compare with ``baseline``.
 
     ``baseline``: a git ref, an experiment name or ``last`` (the last accepted run); default
     ``flow.baseline`` of params.yaml.
@@ -238,21 +248,26 @@ def scheduled(root: str = ".", baseline: str | None = None) -> dict:
                                    )(worktree)
             changes = what_changed.with_options(timeout_seconds=timeouts.check)(worktree)
             steps = runs.steps_to_run(changes, STEPS)
+            judge = compare.with_options(timeout_seconds=timeouts.record)
             if not steps:
-                message = f"nothing changed since {tree['start']}: no stage ran, no experiment recorded"
-                logger.info("%s", message)
-                create_markdown_artifact(key="gancls-diff", markdown=f"# gancls scheduled run\n\n{message}.\n",
-                                         description="nothing changed")
-                return {"changed": False, "message": message}
-            for step in steps:  # training and validation are never retried
-                repro.with_options(timeout_seconds=timeouts.of(step), retries=0)(step, worktree, cfg.progress_every)
-            publish_metrics.with_options(timeout_seconds=timeouts.record)(worktree)
-            result = record.with_options(timeout_seconds=timeouts.record)(root, worktree, name, baseline,
-                                                                          changes, steps)
-            if result["regressions"]:
-                raise runs.Regression(f"{name} regressed against {baseline}: " + "; ".join(result["regressions"]))
-            runs.save_accepted(root, tree["head"], name, result["rev"])
-            return {"changed": True, "steps": steps, **result}
+                note = f"Nothing changed since {tree['start']}: no stage ran, no experiment recorded."
+                logger.info("%s", note)
+                publish_metrics.with_options(timeout_seconds=timeouts.record)(worktree)
+                failed = judge(root, worktree, tree.get("experiment"), baseline, {}, [], note)
+                result = {"changed": False, "message": note, "regressions": failed}
+            else:
+                for step in steps:  # training and validation are never retried
+                    repro.with_options(timeout_seconds=timeouts.of(step), retries=0)(step, worktree,
+                                                                                    cfg.progress_every)
+                publish_metrics.with_options(timeout_seconds=timeouts.record)(worktree)
+                rev = record.with_options(timeout_seconds=timeouts.record)(root, worktree, name)
+                failed = judge(root, worktree, name, baseline, changes, steps)
+                runs.save_run(root, tree["head"], name, rev, accepted=not failed)
+                result = {"changed": True, "steps": steps, "experiment": name, "rev": rev, "regressions": failed}
+            if failed:
+                what = result.get("experiment") or tree.get("experiment") or "HEAD"
+                raise runs.Regression(f"{what} regressed against {baseline}: " + "; ".join(failed))
+            return result
         finally:
             if tree is not None:
                 remove_worktree(root, tree["worktree"])

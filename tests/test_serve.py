@@ -39,6 +39,17 @@ def group_alive(pgid: int) -> bool:
         return False
 
 
+def assert_group_gone(pgid: int, what: str, wait: float = 20) -> None:
+    """No process of the group is left (children get a moment to exit after their parent)."""
+    deadline = time.monotonic() + wait
+    while group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if group_alive(pgid):
+        ps = subprocess.run(["ps", "-eo", "pgid=,pid=,args="], capture_output=True, text=True).stdout
+        left = [line for line in ps.splitlines() if line.split()[0] == str(pgid)]
+        raise AssertionError(f"processes started by {what} are left: {left}")
+
+
 def stop_group(proc: subprocess.Popen, sig=signal.SIGINT, wait: float = 60) -> None:
     if proc.poll() is None:
         proc.send_signal(sig)
@@ -71,11 +82,7 @@ def server(tmp_path_factory):
         yield {"api": api, "home": home}
     finally:
         stop_group(proc, signal.SIGTERM, 30)
-        for _ in range(50):
-            if not group_alive(proc.pid):
-                break
-            time.sleep(0.2)
-        assert not group_alive(proc.pid), "a process of the prefect server is left"
+        assert_group_gone(proc.pid, "prefect server")
 
 
 @pytest.fixture(scope="module")
@@ -119,8 +126,7 @@ def served(client_env, repo):
         yield {"proc": proc, "deployment": deployment, "before": before, "log": log_path}
     finally:
         stop_group(proc, signal.SIGINT)
-        time.sleep(1)
-        assert not group_alive(proc.pid), "a process started by flows.serve is left"
+        assert_group_gone(proc.pid, "flows.serve")
 
 
 def _client():
@@ -223,7 +229,8 @@ def test_scheduled_run_with_nothing_changed_is_quick(served):
     nothing = wait_for(next_scheduled_done, 120, "no further scheduled run finished", served["proc"], served["log"])
     set_paused(dep.id, True)
     assert nothing.state.is_completed(), nothing.state.message
-    assert "nothing changed since experiment" in artifacts(nothing.id)["gancls-diff"].data
+    diff = artifacts(nothing.id)["gancls-diff"].data
+    assert "Nothing changed since experiment" in diff and "No regression against `HEAD`" in diff
     took = (nothing.end_time - nothing.start_time).total_seconds()
     print(f"nothing-changed scheduled run: {took:.1f} s")
     assert took < 30

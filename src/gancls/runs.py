@@ -16,7 +16,7 @@ from pathlib import Path
 from gancls.config import RegressionRule
 
 LOCK = ".dvc/tmp/gancls-flow.lock"        # one scheduled run at a time per repository
-STATE = ".dvc/tmp/gancls-flow/last.json"  # the last accepted run: its commit and experiment
+STATE = ".dvc/tmp/gancls-flow/last.json"  # the last run (commit, experiment) and the last accepted one
 RUNS_DIR = ".dvc/tmp/gancls-flow/runs"    # temporary git worktrees, one per run, removed after it
 
 
@@ -110,12 +110,13 @@ def _fmt(value) -> str:
 
 def summary_markdown(*, experiment: str | None, baseline: str, rows: list[dict], failed: list[str],
                      ran: list[str], changes: dict[str, list[str]], validation: str | None,
-                     grids: dict[str, str]) -> str:
+                     grids: dict[str, str], note: str = "") -> str:
     """The run's markdown artifact: verdict, what changed, the metrics diff, validation, grids."""
     verdict = (f"**REGRESSION** against `{baseline}`:\n\n" + "\n".join(f"- {f}" for f in failed)
                if failed else f"No regression against `{baseline}`.")
-    lines = [f"# gancls scheduled run: experiment `{experiment}`", "", verdict, "",
-             "## What changed", ""]
+    title = f"experiment `{experiment}`" if experiment else "no experiment"
+    lines = [f"# gancls scheduled run: {title}", ""] + ([note, ""] if note else []) + [
+             verdict, "", "## What changed", ""]
     lines += [f"- `{name}`: {', '.join(what[:8])}" for name, what in changes.items()] or ["- nothing"]
     lines += ["", f"Steps run: {', '.join(ran) or 'none'}.", "",
               f"## Metrics (`dvc metrics diff {baseline}`)", "",
@@ -158,7 +159,8 @@ def run_lock(root: str | Path, wait: float = 0.0, owner: str = ""):
         os.close(fd)  # closing the descriptor releases the lock
 
 
-def last_accepted(root: str | Path) -> dict | None:
+def last_run(root: str | Path) -> dict | None:
+    """The last recorded run: {head, experiment, rev, accepted: {experiment, rev} of the last without regression}."""
     path = Path(root) / STATE
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -166,7 +168,9 @@ def last_accepted(root: str | Path) -> dict | None:
         return None
 
 
-def save_accepted(root: str | Path, head: str, experiment: str, rev: str) -> None:
+def save_run(root: str | Path, head: str, experiment: str, rev: str, accepted: bool) -> None:
     from gancls.config import write_json
 
-    write_json(Path(root) / STATE, {"head": head, "experiment": experiment, "rev": rev})
+    previous = (last_run(root) or {}).get("accepted")
+    write_json(Path(root) / STATE, {"head": head, "experiment": experiment, "rev": rev,
+                                    "accepted": {"experiment": experiment, "rev": rev} if accepted else previous})

@@ -1,0 +1,71 @@
+"""Orchestration overhead of the scheduled run: a flow run's wall time minus the stages' own time.
+
+Builds the tiny pipeline (tests/conftest.py's TINY params) in a temporary git + DVC repository,
+wraps each stage's command so that it records its own duration, then runs ``flows.scheduled`` twice
+against a temporary Prefect server (``prefect_test_harness``): once with every stage stale, once with
+nothing changed.  Prints one JSON line:
+
+    python benchmarks/flow_overhead.py            # about 3-5 minutes on 2 CPU cores
+
+``overhead_s`` = first run's wall time - sum of the stage commands' times: the temporary worktree,
+``dvc checkout``/``status``, one ``dvc repro`` per step, ``dvc exp save``, ``dvc metrics diff``,
+artifacts and Prefect's own bookkeeping.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+TIMER = '''import json, subprocess, sys, time
+t = time.perf_counter()
+rc = subprocess.call(sys.argv[2:])
+with open(sys.argv[1], "a") as f:
+    f.write(json.dumps({"cmd": " ".join(sys.argv[2:]), "seconds": time.perf_counter() - t}) + "\\n")
+sys.exit(rc)
+'''
+
+
+def main() -> None:
+    import gancls  # noqa: F401  (telemetry off)
+    from conftest import make_pipeline_copy, sh
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.scheduled import scheduled
+
+    with tempfile.TemporaryDirectory(prefix="flow-overhead-") as tmp:
+        tmp = Path(tmp)
+        times, timer = tmp / "stage_times.jsonl", tmp / "timer.py"
+        timer.write_text(TIMER)
+        repo = make_pipeline_copy(tmp / "repo")
+        stages = yaml.safe_load((repo / "dvc.yaml").read_text())
+        for stage in stages["stages"].values():
+            stage["cmd"] = f"{sys.executable} {timer} {times} {stage['cmd']}"
+        (repo / "dvc.yaml").write_text(yaml.safe_dump(stages, sort_keys=False))
+        sh(["git", "commit", "-qam", "timed stages"], repo)
+        with prefect_test_harness():
+            t = time.perf_counter()
+            first = scheduled(root=str(repo))
+            wall = time.perf_counter() - t
+            t = time.perf_counter()
+            second = scheduled(root=str(repo))
+            nothing = time.perf_counter() - t
+        rows = [json.loads(line) for line in times.read_text().splitlines()]
+        stage_s = sum(r["seconds"] for r in rows)
+        assert first["changed"] and not second["changed"], (first, second)
+    print(json.dumps({
+        "benchmark": "flow_overhead", "config": "tiny (tests/conftest.py TINY)", "stages_run": len(rows),
+        "flow_wall_s": round(wall, 2), "stages_s": round(stage_s, 2), "overhead_s": round(wall - stage_s, 2),
+        "nothing_changed_wall_s": round(nothing, 2), "steps": first["steps"],
+    }))
+
+
+if __name__ == "__main__":
+    main()
