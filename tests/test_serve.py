@@ -186,6 +186,21 @@ def set_paused(deployment_id, paused: bool) -> None:
         (client.pause_deployment if paused else client.resume_deployment)(deployment_id)
 
 
+def quiesce(deployment_id) -> None:
+    """No run of the deployment left but finished ones: waiting scheduled runs cancelled, running ones awaited."""
+    from prefect.states import Cancelled
+
+    def settled():
+        active = [r for r in runs_of(deployment_id) if not r.state.is_final()]
+        with _client() as client:
+            for r in active:
+                if r.state.is_scheduled() or (r.state.is_pending() and r.start_time is None):
+                    client.set_flow_run_state(r.id, Cancelled(message="test: schedule paused"), force=True)
+        return not any(not r.state.is_final() for r in runs_of(deployment_id))
+
+    wait_for(settled, 240, "runs of the deployment did not settle")
+
+
 def test_scheduled_run_reproduces_records_and_compares(served, repo):
     dep = served["deployment"]
     assert dep.global_concurrency_limit.limit == 1
@@ -198,6 +213,7 @@ def test_scheduled_run_reproduces_records_and_compares(served, repo):
 
     first = wait_for(first_scheduled_done, 480, "no scheduled run finished", served["proc"], served["log"])
     set_paused(dep.id, True)
+    quiesce(dep.id)
     assert first.state.is_completed(), f"{first.state.type}: {first.state.message}"
     arts = artifacts(first.id)
     table = {(row["file"], row["metric"]): row["value"] for row in json.loads(arts["gancls-metrics"].data)}
@@ -228,6 +244,7 @@ def test_scheduled_run_with_nothing_changed_is_quick(served):
 
     nothing = wait_for(next_scheduled_done, 120, "no further scheduled run finished", served["proc"], served["log"])
     set_paused(dep.id, True)
+    quiesce(dep.id)
     assert nothing.state.is_completed(), nothing.state.message
     diff = artifacts(nothing.id)["gancls-diff"].data
     assert "Nothing changed since experiment" in diff and "No regression against `HEAD`" in diff
@@ -240,6 +257,7 @@ def test_regression_fails_the_run_and_a_second_run_waits(served, repo):
     from prefect.deployments import run_deployment
 
     dep = served["deployment"]
+    quiesce(dep.id)
     # a change that reruns evaluate only; the baseline `good` holds scores no run reaches
     params = (repo / "params.yaml").read_text()
     (repo / "params.yaml").write_text(params.replace("kid_subsets: 5", "kid_subsets: 4", 1))
