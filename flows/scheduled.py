@@ -75,7 +75,8 @@ def open_worktree(root: str, name: str) -> dict:
         # the last run of this commit: its dvc.lock and metrics, so that status says "since then"
         _git("checkout", last["rev"], "--", ".", cwd=worktree)
         start, experiment = f"experiment {last['experiment']}", last["experiment"]
-    _dvc("cache", "dir", "--local", cache, cwd=worktree)
+    # what `dvc cache dir --local` writes, without another DVC process
+    (worktree / ".dvc" / "config.local").write_text(f"[cache]\n    dir = {cache}\n", encoding="utf-8")
     out = _dvc("checkout", "--quiet", cwd=worktree, check=False)
     if out.returncode != 0:
         logger.warning("dvc checkout: some outputs are not in the cache and will be rebuilt: %s",
