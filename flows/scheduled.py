@@ -121,9 +121,13 @@ def _epoch(live_metrics: Path, since: float) -> int | None:
 
 @task(task_run_name="dvc-repro-{step}")
 def repro(step: str, worktree: str, progress_every: float = 5.0) -> str:
-    """``dvc repro`` the step's stages in the worktree, streaming DVC's output into the task's log."""
+    """``dvc repro --single-item`` the step's stages in the worktree, streaming DVC's output into the log.
+
+    Single items: the steps run in pipeline order from the first stale one, so everything upstream is
+    already up to date and DVC need not check it again.
+    """
     logger = get_run_logger()
-    cmd = [sys.executable, "-m", "dvc", "repro", *STEPS[step]]
+    cmd = [sys.executable, "-m", "dvc", "repro", "--single-item", *STEPS[step]]
     logger.info("%s: %s", step, " ".join(cmd[2:]))
     progress = None
     if step == "train":

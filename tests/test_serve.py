@@ -98,6 +98,9 @@ def client_env(server):
 def repo(tmp_path_factory):
     """The tiny pipeline, plus a branch ``good`` whose committed scores no run can reach."""
     repo = make_pipeline_copy(tmp_path_factory.mktemp("serve") / "repo")
+    shutil.copy(ROOT / ".gitignore", repo)  # as in the project: Data Docs are not committed
+    sh(["git", "add", ".gitignore"], repo)
+    sh(["git", "commit", "-qm", "gitignore"], repo)
     sh(["git", "checkout", "-q", "-b", "good"], repo)
     (repo / "metrics").mkdir()
     (repo / "metrics/scores.json").write_text(json.dumps({"fid": 0.0, "text_match": {"accuracy": 1.0}}))
