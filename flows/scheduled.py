@@ -60,12 +60,12 @@ def _git(*args: str, cwd, check: bool = True) -> str:
 
 
 @task(task_run_name="open-worktree")
-def open_worktree(root: str, name: str) -> dict:
+def open_worktree(root: str, worktree: str) -> dict:
     """A detached git worktree of HEAD sharing the repository's refs and DVC cache, outputs checked out."""
     logger = get_run_logger()
     head = _git("rev-parse", "HEAD", cwd=root)
     cache = _dvc("cache", "dir", cwd=root).stdout.strip()
-    worktree = Path(root) / runs.RUNS_DIR / name
+    worktree = Path(worktree)
     worktree.parent.mkdir(parents=True, exist_ok=True)
     _git("worktree", "add", "--detach", str(worktree), head, cwd=root)
     start, experiment = f"commit {head[:12]}", None
@@ -242,11 +242,10 @@ def scheduled(root: str = ".", baseline: str | None = None) -> dict:
     baseline = baseline or cfg.baseline
     timeouts = cfg.timeouts
     name = f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+    worktree = str(Path(root) / runs.RUNS_DIR / name)
     with runs.run_lock(root, cfg.lock_wait, owner=f"flow run {flow_run.name}"):
-        tree = None
         try:
-            tree = open_worktree.with_options(timeout_seconds=timeouts.check)(root, name)
-            worktree = tree["worktree"]
+            tree = open_worktree.with_options(timeout_seconds=timeouts.check)(root, worktree)
             if cfg.fetch:
                 fetch.with_options(timeout_seconds=timeouts.fetch, retries=cfg.fetch_retries,
                                    retry_delay_seconds=exponential_backoff(backoff_factor=cfg.fetch_backoff)
@@ -273,9 +272,8 @@ def scheduled(root: str = ".", baseline: str | None = None) -> dict:
                 what = result.get("experiment") or tree.get("experiment") or "HEAD"
                 raise runs.Regression(f"{what} regressed against {baseline}: " + "; ".join(failed))
             return result
-        finally:
-            if tree is not None:
-                remove_worktree(root, tree["worktree"])
+        finally:  # also after a timeout or a failure half-way through open-worktree
+            remove_worktree(root, worktree)
 
 
 if __name__ == "__main__":

@@ -287,6 +287,22 @@ def test_regression_fails_the_run_and_a_second_run_waits(served, repo):
     assert sh(["git", "status", "--porcelain"], repo).stdout == ""
 
 
+def test_a_task_past_its_timeout_fails_the_run_and_leaves_nothing(client_env, repo):
+    from flows.scheduled import scheduled
+
+    params = (repo / "params.yaml").read_text()
+    assert "    check: 600" in params
+    (repo / "params.yaml").write_text(params.replace("    check: 600", "    check: 0.5", 1))  # flow: no stage reads it
+    try:
+        state = scheduled(root=str(repo), return_state=True)
+    finally:
+        (repo / "params.yaml").write_text(params)
+    assert state.is_failed() and "timeout" in state.message.lower(), state.message
+    assert sh(["git", "status", "--porcelain"], repo).stdout == ""
+    assert sh(["git", "worktree", "list", "--porcelain"], repo).stdout.count("worktree ") == 1
+    assert not list((repo / ".dvc/tmp/gancls-flow/runs").iterdir())
+
+
 def test_prefect_yaml_deploys_to_a_process_pool(client_env, repo, tmp_path):
     project = tmp_path / "project"
     project.mkdir()
