@@ -123,7 +123,8 @@ def test_images_show_named_body_colour(root, records):
         if img.mode != "RGB" or not bodies:
             continue
         x, y, w, h = rec.bbox
-        cx, cy, d = int(x + w / 2), int(y + h / 2), max(1, int(0.06 * min(w, h)))
+        # the belly: below the wing, behind the head (the birds face right; the box spans tail to bill tip)
+        cx, cy, d = int(x + 0.38 * w), int(y + 0.72 * h), max(1, int(0.05 * min(w, h)))
         pixels = np.asarray(img, dtype=float)[cy - d:cy + d + 1, cx - d:cx + d + 1].reshape(-1, 3)
         nearest = names[int(np.argmin(((palette - np.median(pixels, 0)) ** 2).sum(1)))]
         assert {nearest} == bodies, rec.key

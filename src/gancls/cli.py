@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -56,8 +57,18 @@ def _real_features(args, params):
 
 
 def _train(args, params):
+    from .distributed import launch
     from .train import train
 
+    n = params.train.processes
+    if n > 1 and "WORLD_SIZE" not in os.environ:  # start n DDP copies of this command under torchrun
+        if params.train.batch_size % n:
+            raise ConfigError(f"{args.params}: train.batch_size {params.train.batch_size} is not divisible by "
+                              f"train.processes {n}")
+        code = launch(n, ["--params", args.params, "train"])
+        if code:
+            raise ConfigError(f"{n} training processes failed (exit {code}); their messages are above")
+        return
     summary = train(params.prepare.out, params)
     print(f"trained: {json.dumps(summary)}")
 

@@ -236,6 +236,7 @@ class TrainParams(Section):
     ema_decay: Annotated[float, Field(ge=0, lt=1)]
     bn_stat_batches: PositiveInt
     device: Device
+    processes: PositiveInt
     precision: Literal["fp32", "bf16"]
     tf32: bool
     channels_last: bool

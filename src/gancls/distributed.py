@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -78,6 +80,16 @@ class Dist:
     def close(self) -> None:
         if self.active and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def launch(processes: int, argv: list[str]) -> int:
+    """``python -m gancls.cli <argv>`` as ``processes`` DDP processes on this machine (torchrun
+    ``--standalone``); each gets its share of the CPU cores as threads.  Returns torchrun's exit code."""
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+           "-m", "gancls.cli", *argv]
+    return subprocess.run(cmd, env=env).returncode
 
 
 def no_sync(module: torch.nn.Module):

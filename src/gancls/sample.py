@@ -6,8 +6,10 @@ tight bounding boxes), 10 captions per image under ``text_c10/``, and StackGAN-l
 test).  ``gancls.cub`` reads it exactly as it reads the real data.
 
 Every image has attributes (``VOCAB``): body, wing, head and beak colours from ``PALETTE``, a size,
-a pose, a facing and a background.  A class has its own colours and size; an image changes each
-colour with probability ``JITTER`` and draws pose, facing and background freely, so text carries
+a pose and a background.  The birds face right (``_draw_bird`` can draw them facing left): the
+sample trains without Reed's random flips, and a free facing would be variation the text does not
+explain, which a small generator averages into a blob.  A class has its own colours and size; an image changes each
+colour with probability ``JITTER`` and draws pose and background freely, so text carries
 per-image information.  Each caption names a random subset (2 to 5) of its image's attributes, and
 its embedding is a fixed function of what it names -- the normalised sum of one fixed random 1024-d
 vector per named ``(kind, value)`` (seeded by ``EMBED_SEED``, not by ``cfg.seed``), scaled to an
@@ -39,7 +41,6 @@ VOCAB = {
     **{kind: tuple(PALETTE) for kind in COLOUR_KINDS},
     "size": ("small", "medium", "large"),
     "pose": ("perching", "flying", "standing"),
-    "facing": ("left", "right"),
     "background": ("sky", "foliage", "sand", "water", "branches"),
 }
 # How captions name things ({} = colour); mentions() searches for these phrases.
@@ -48,7 +49,6 @@ PART_WORDS = {"body": ("body", "belly"), "wing": ("wings",), "head": ("head", "c
 PHRASES = {
     "size": {"small": "small", "medium": "medium sized", "large": "large"},
     "pose": {"perching": "perched on a branch", "flying": "flying", "standing": "standing"},
-    "facing": {"left": "facing left", "right": "facing right"},
     "background": {"sky": "against the sky", "foliage": "among green leaves",
                    "sand": "on the sand", "water": "by the water",
                    "branches": "among grey branches"},
@@ -96,7 +96,7 @@ def _caption(rng: np.random.Generator, attrs: dict) -> tuple[str, list[tuple[str
             article = "" if word == "wings" else ("an " if c[0] in "aeiou" else "a ")
             parts.append(f"{article}{c} {word}")
     parts_text = " and ".join([", ".join(parts[:-1]), parts[-1]] if len(parts) > 1 else parts)
-    extras = [PHRASES[k][attrs[k]] for k in ("pose", "facing", "background") if k in chosen]
+    extras = [PHRASES[k][attrs[k]] for k in ("pose", "background") if k in chosen]
     size = PHRASES["size"][attrs["size"]] + " " if "size" in chosen else ""
     if parts:
         text = TEMPLATES[rng.integers(len(TEMPLATES) - 1)].format(
@@ -144,13 +144,13 @@ def _background(rng: np.random.Generator, kind: str, w: int, h: int) -> Image.Im
 
 
 # Bird geometry in units of its scale s, facing right, centred on the body; (top, bottom) per pose.
-EXTENT_X = (-0.52, 0.68)
-EXTENT_Y = {"perching": (-0.35, 0.31), "standing": (-0.35, 0.37), "flying": (-0.46, 0.30)}
+EXTENT_X = (-0.52, 0.76)
+EXTENT_Y = {"perching": (-0.41, 0.31), "standing": (-0.41, 0.37), "flying": (-0.50, 0.30)}
 LEG_COLOUR = (60, 50, 40)
 
 
 def _draw_bird(draw: ImageDraw.ImageDraw, attrs: dict, cx: float, cy: float, s: float) -> None:
-    sign = -1 if attrs["facing"] == "left" else 1
+    sign = -1 if attrs.get("facing") == "left" else 1
 
     def pts(*xy):
         return [(cx + sign * x * s, cy + y * s) for x, y in xy]
@@ -169,22 +169,22 @@ def _draw_bird(draw: ImageDraw.ImageDraw, attrs: dict, cx: float, cy: float, s: 
             draw.line(pts((x, 0.12), (x, low)), fill=LEG_COLOUR, width=width)
             draw.line(pts((x, low), (x + 0.06, low)), fill=LEG_COLOUR, width=width)
     draw.polygon(pts((-0.22, -0.06), (-0.22, 0.06), (-0.52, 0.02), (-0.5, -0.1)), fill=col["wing"])
-    oval(0, 0, 0.32, 0.2, col["body"])
+    oval(0, 0.01, 0.34, 0.23, col["body"])
     if attrs["pose"] == "flying":
-        wing = ((0.12, -0.15), (-0.18, -0.13), (-0.36, -0.46), (0.02, -0.40))
+        wing = ((0.14, -0.12), (-0.2, -0.1), (-0.4, -0.5), (0.06, -0.47))
     else:
-        wing = ((0.16, -0.12), (-0.02, -0.18), (-0.3, -0.1), (-0.42, -0.02), (-0.12, -0.03))
+        wing = ((0.16, -0.1), (-0.02, -0.19), (-0.3, -0.14), (-0.5, 0.0), (-0.22, 0.03), (0.04, -0.01))
     draw.polygon(pts(*wing), fill=col["wing"])
-    oval(0.3, -0.19, 0.16, 0.16, col["head"])
-    draw.polygon(pts((0.4, -0.28), (0.4, -0.10), (0.68, -0.19)), fill=col["beak"])  # a stout bill
-    oval(0.33, -0.23, 0.04, 0.04, (255, 255, 255, 255))
-    oval(0.335, -0.23, 0.022, 0.022, (0, 0, 0, 255))
+    oval(0.3, -0.2, 0.21, 0.21, col["head"])
+    draw.polygon(pts((0.42, -0.33), (0.42, -0.07), (0.76, -0.2)), fill=col["beak"])  # a stout bill
+    oval(0.34, -0.26, 0.045, 0.045, (255, 255, 255, 255))
+    oval(0.345, -0.26, 0.025, 0.025, (0, 0, 0, 255))
 
 
 def _render(rng: np.random.Generator, attrs: dict, w: int, h: int):
     """The RGB image and the bird's tight box (x, y, w, h)."""
     s = SIZE_FRACTION[attrs["size"]] * min(w, h)
-    xs = sorted(v * (-1 if attrs["facing"] == "left" else 1) for v in EXTENT_X)
+    xs = sorted(v * (-1 if attrs.get("facing") == "left" else 1) for v in EXTENT_X)
     top, bottom = EXTENT_Y[attrs["pose"]]
     cx = rng.uniform(2 - xs[0] * s, max(2 - xs[0] * s, w - 2 - xs[1] * s))
     cy = rng.uniform(2 - top * s, max(2 - top * s, h - 2 - bottom * s))
@@ -230,7 +230,7 @@ def _image_attrs(rng: np.random.Generator, base: dict) -> dict:
     attrs = {k: str(rng.choice(VOCAB[k]) if rng.random() < JITTER else base[k])
              for k in COLOUR_KINDS}
     attrs["size"] = str(base["size"] if rng.random() < 0.5 else rng.choice(VOCAB["size"]))
-    attrs.update({k: str(rng.choice(VOCAB[k])) for k in ("pose", "facing", "background")})
+    attrs.update({k: str(rng.choice(VOCAB[k])) for k in ("pose", "background")})
     return attrs
 
 
