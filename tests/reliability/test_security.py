@@ -109,9 +109,9 @@ def test_extraction_refuses_hard_links_and_absolute_symlinks_out_of_the_target(t
 
 
 def test_nothing_binds_beyond_the_loopback():
-    """The project starts no server of its own (the flow uses Prefect's ephemeral API, the fetch tests a
-    local server on 127.0.0.1); nothing in src/, flows/, the Makefile or dvc.yaml binds 0.0.0.0, and a
-    Prefect server started for the flow listens on 127.0.0.1 unless told otherwise."""
+    """The one server the project starts is `make serve`'s Prefect server (flows/serve.py), on ``serve.host``
+    of params.yaml, 127.0.0.1 by default; nothing in src/, flows/, the Makefile or dvc.yaml binds 0.0.0.0,
+    and a Prefect server started for the flow listens on 127.0.0.1 unless told otherwise."""
     files = [*(ROOT / "src").rglob("*.py"), *(ROOT / "flows").rglob("*.py"), ROOT / "Makefile", ROOT / "dvc.yaml",
              *(ROOT / "tests").rglob("*.py")]
     wide = [str(p) for p in files if re.search(r"0\.0\.0\.0|host\s*=\s*['\"]{2}|['\"]::['\"]", p.read_text())
@@ -119,7 +119,10 @@ def test_nothing_binds_beyond_the_loopback():
     assert wide == []
     servers = [str(p) for p in files if re.search(r"\.bind\(|serve\(|HTTPServer|uvicorn", p.read_text())
                and "tests" not in p.parts]
-    assert servers == []  # no server in the shipped code; update this test when one is added
+    assert servers == [str(ROOT / "flows" / "serve.py")]  # update this test when another server is added
+    serve = (ROOT / "flows" / "serve.py").read_text()
+    assert '"--host", host' in serve and "start_server(params.serve.host" in serve
+    assert yaml.safe_load((ROOT / "params.yaml").read_text())["serve"]["host"] == "127.0.0.1"
     from prefect.settings import PREFECT_SERVER_API_HOST
 
     assert PREFECT_SERVER_API_HOST.value() == "127.0.0.1"
