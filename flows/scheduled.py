@@ -129,9 +129,9 @@ def repro(step: str, worktree: str, progress_every: float = 5.0) -> str:
     logger = get_run_logger()
     cmd = [sys.executable, "-m", "dvc", "repro", "--single-item", *STEPS[step]]
     logger.info("%s: %s", step, " ".join(cmd[2:]))
+    params = load_params(Path(worktree) / "params.yaml")
     progress = None
     if step == "train":
-        params = load_params(Path(worktree) / "params.yaml")
         epochs, live = params.train.epochs, Path(worktree) / params.train.metrics
         progress = create_progress_artifact(progress=0.0, key="gancls-train-progress",
                                             description=f"training: epoch 0 of {epochs}")
@@ -170,7 +170,7 @@ def repro(step: str, worktree: str, progress_every: float = 5.0) -> str:
     text = "\n".join(output)
     if proc.returncode != 0:
         message = f"dvc repro {' '.join(STEPS[step])} failed (exit {proc.returncode})"
-        result = Path(worktree) / load_params(Path(worktree) / "params.yaml").validation.report_dir / "result.json"
+        result = Path(worktree) / params.validation.report_dir / "result.json"
         if step == "validate" and result.is_file():
             message += ": " + runs.validation_summary(json.loads(result.read_text(encoding="utf-8")))
         logger.error("%s", message)

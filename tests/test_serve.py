@@ -23,14 +23,6 @@ DEPLOYMENT = "gancls-scheduled/nightly"
 INTERVAL = 15  # seconds between scheduled runs
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -65,7 +57,10 @@ def stop_group(proc: subprocess.Popen, sig=signal.SIGINT, wait: float = 60) -> N
 def server(tmp_path_factory):
     """``prefect server start`` on a free loopback port, its SQLite database in a temporary PREFECT_HOME."""
     home = tmp_path_factory.mktemp("prefect-home")
-    port = free_port()
+    sys.path.insert(0, str(ROOT))
+    from flows.serve import free_port, wait_healthy
+
+    port = free_port("127.0.0.1")
     api = f"http://127.0.0.1:{port}/api"
     server_env = dict(env(), PREFECT_HOME=str(home), PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="5",
                       PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS="5")
@@ -74,9 +69,6 @@ def server(tmp_path_factory):
     proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
                              "--port", str(port)], env=server_env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
-    sys.path.insert(0, str(ROOT))
-    from flows.serve import wait_healthy
-
     try:
         wait_healthy(api, 180, proc)
         yield {"api": api, "home": home}
