@@ -13,7 +13,7 @@ export GX_ANALYTICS_ENABLED := false
 # Reed's configuration on the real data (data.dvc): the seed's full sizes (ngf 128, ndf 64), batch 64,
 # 600 epochs with lr halved every 100, and the 30k-sample scoring protocol; no hand edits of params.yaml.
 CUB_SETTINGS := -S data.source=cub -S data.raw_dir=data -S model.ngf=128 -S model.ndf=64 \
-                -S train.batch_size=64 -S train.lr=0.0002 -S train.epochs=600 -S train.lr_decay_every=100 \
+                -S train.batch_size=64 -S train.lr=0.0002 -S train.beta1=0.5 -S train.epochs=600 -S train.lr_decay_every=100 \
                 -S train.captions_per_sample=4 -S train.flip=true -S train.ema_decay=0 \
                 -S train.sample_every=10 -S generate.num_samples=30000 -S generate.batch_size=250 \
                 -S evaluate.kid_subset_size=1000 -S evaluate.kid_subsets=100

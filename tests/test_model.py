@@ -28,6 +28,7 @@ def test_seed_architecture_sizes_are_one_command_away():
     model = section("model", **{k.split(".", 1)[1]: int(v) for k, v in settings.items() if k.startswith("model.")})
     assert (model.ngf, model.ndf) == (128, 64)
     assert settings["train.batch_size"] == "64" and settings["train.epochs"] == "600"
+    assert settings["train.lr"] == "0.0002" and settings["train.beta1"] == "0.5"  # Reed's Adam (2e-4, 0.5)
     g, d = build_models(model)
     assert model.z_dim == 128 and model.text_dim == 128
     assert count(g) == 19_364_227
