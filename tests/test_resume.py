@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -103,7 +104,7 @@ def test_resume_refuses_another_configuration(tiny_prepared, tmp_path, monkeypat
                                               r"\(model\.ngf 8 -> 16\); set train\.resume: false"):
         train(tiny_prepared, changed("model", ngf=16))
     with pytest.raises(CheckpointError, match=r"epoch_00002\.pt: checkpoint trained with other settings "
-                                              r"\(train\.lr 0\.0004 -> 0\.001\)"):
+                                              rf"\(train\.lr {re.escape(str(params.train.lr))} -> 0\.001\)"):
         train(tiny_prepared, changed("train", lr=0.001))
     with pytest.raises(CheckpointError, match=r"epoch_00002\.pt: checkpoint is at epoch 2, beyond train\.epochs 1"):
         train(tiny_prepared, changed("train", epochs=1))
