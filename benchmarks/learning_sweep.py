@@ -26,18 +26,13 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "tests")]
 DEFAULT = {f"beta1_{b}_seed{s}": {"seed": s, "train": {"beta1": b, "epochs": 55}}
            for b in (0.0, 0.5) for s in (0, 1, 2)}
 
 
-def merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def base_params(out: Path, name: str, over: dict, device: str, cuda_graph: bool):
+    from conftest import merge
     from gancls.config import parse_params
 
     run = out / "runs" / name
@@ -133,8 +128,8 @@ def main() -> None:
                 print(f"{name}: {'done' if proc.returncode == 0 else f'failed ({proc.returncode}), see logs/'}",
                       flush=True)
         time.sleep(2)
-    rows = [json.loads(line) for line in (args.out / "results.jsonl").read_text().splitlines()
-            if json.loads(line)["name"] in configs]
+    rows = [json.loads(line) for line in (args.out / "results.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if r["name"] in configs]
     for r in sorted(rows, key=lambda r: -r["accuracy"]):
         print(f"{r['name']:24s} accuracy {r['accuracy']:.3f}  of ceiling {r['of_ceiling']:.2f}  "
               f"mismatched {r['mismatched_accuracy']:.3f}  steps {r['steps']}  train {r['train_s']:.0f} s")
