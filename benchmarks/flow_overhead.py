@@ -36,7 +36,7 @@ sys.exit(rc)
 
 def main() -> None:
     import gancls  # noqa: F401  (telemetry off)
-    from conftest import make_pipeline_copy, sh
+    from conftest import clone_project, sh
     from prefect.testing.utilities import prefect_test_harness
 
     from flows.scheduled import scheduled
@@ -45,7 +45,7 @@ def main() -> None:
         tmp = Path(tmp)
         times, timer = tmp / "stage_times.jsonl", tmp / "timer.py"
         timer.write_text(TIMER)
-        repo = make_pipeline_copy(tmp / "repo")
+        repo = clone_project(tmp / "repo")
         stages = yaml.safe_load((repo / "dvc.yaml").read_text())
         for stage in stages["stages"].values():
             stage["cmd"] = f"{sys.executable} {timer} {times} {stage['cmd']}"

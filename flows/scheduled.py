@@ -77,10 +77,20 @@ def open_worktree(root: str, worktree: str) -> dict:
         start, experiment = f"experiment {last['experiment']}", last["experiment"]
     # what `dvc cache dir --local` writes, without another DVC process
     (worktree / ".dvc" / "config.local").write_text(f"[cache]\n    dir = {cache}\n", encoding="utf-8")
-    out = _dvc("checkout", "--quiet", cwd=worktree, check=False)
-    if out.returncode != 0:
-        logger.warning("dvc checkout: some outputs are not in the cache and will be rebuilt: %s",
-                       out.stderr.strip()[-500:])
+    data = runs.tracked_data(worktree)
+    out = _dvc("checkout", "dvc.yaml", *[name for name, d in data.items() if d["hashed"]], cwd=worktree, check=False)
+    if out.returncode != 0:  # e.g. the first run after a clone: README "Scheduled runs" (a DVC remote avoids it)
+        logger.warning("dvc checkout: some outputs are not in the cache and will be rebuilt (`dvc pull` from a "
+                       "DVC remote fills the cache): %s", out.stderr.strip()[-500:])
+    for dvcfile, d in runs.tracked_data(worktree).items():
+        for path in d["missing"]:
+            if d["hashed"]:
+                hint = "not in the DVC cache: `dvc pull` it from a DVC remote, or run `gancls fetch` in the repository"
+            elif (Path(root) / path).exists():
+                hint = f"{path}/ is in the workspace: commit {dvcfile} after `dvc add {path}` for runs to use it"
+            else:
+                hint = "`gancls fetch` makes it; runs of the embedded sample do not read it"
+            logger.info("%s: %s is not here, and is not recorded in this run's experiment (%s)", dvcfile, path, hint)
     logger.info("worktree %s at %s (from %s)", worktree, head[:12], start)
     return {"head": head, "worktree": str(worktree), "start": start, "experiment": experiment}
 
@@ -88,7 +98,8 @@ def open_worktree(root: str, worktree: str) -> dict:
 @task(task_run_name="what-changed")
 def what_changed(worktree: str) -> dict[str, list[str]]:
     """``dvc status``: the stale stages and what changed in each (data, params, code)."""
-    stale = runs.stale_stages(json.loads(_dvc("status", "--json", cwd=worktree).stdout or "{}"))
+    # the pipeline's stages: a missing data/ of data.dvc is no change (a stage that reads it says so)
+    stale = runs.stale_stages(json.loads(_dvc("status", "--json", "dvc.yaml", cwd=worktree).stdout or "{}"))
     for name, what in stale.items():
         get_run_logger().info("stale: %s: %s", name, ", ".join(what))
     return stale
@@ -180,9 +191,15 @@ def repro(step: str, worktree: str, progress_every: float = 5.0) -> str:
 
 @task(task_run_name="record")
 def record(root: str, worktree: str, experiment: str) -> str:
-    """``dvc exp save`` the worktree: an experiment of the repository (shared refs); returns its commit."""
+    """``dvc exp save`` the worktree: an experiment of the repository (shared refs); returns its commit.
+
+    It caches the pipeline's outputs and each ``*.dvc`` file whose data is here (``data/`` with its
+    hash); a missing ``data/`` is left out rather than failing the save.
+    """
     untracked = _git("ls-files", "--others", "--exclude-standard", "--directory", cwd=worktree).splitlines()
-    _dvc("exp", "save", "--name", experiment, *[a for p in untracked for a in ("-I", p)], cwd=worktree)
+    present = [name for name, d in runs.tracked_data(worktree).items() if not d["missing"]]
+    _dvc("exp", "save", "--name", experiment, *[a for p in untracked for a in ("-I", p)], "dvc.yaml", *present,
+         cwd=worktree)
     refs = _git("for-each-ref", "--format=%(objectname) %(refname)", "refs/exps/", cwd=root).splitlines()
     rev = next(line.split()[0] for line in refs if line.endswith(f"/{experiment}"))
     get_run_logger().info("recorded as experiment %s (%s): `dvc exp show` lists it", experiment, rev[:12])

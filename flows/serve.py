@@ -120,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         ui = api[: -len("/api")] if api.endswith("/api") else api
         schedule = {"interval": args.interval} if args.interval else {"cron": args.cron or params.flow.cron}
         print(f"Prefect UI: {ui}  (deployment gancls-scheduled/{params.flow.name}, "
-              f"{schedule}, one run at a time)", flush=True)
+              f"{schedule}, one run at a time)\nstart a run by hand (another shell, in {root}): "
+              f"PREFECT_API_URL={api} .venv/bin/prefect deployment run gancls-scheduled/{params.flow.name}",
+              flush=True)
         limit = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy[params.flow.collision.upper()])
         scheduled.serve(name=params.flow.name, parameters={"root": str(root)}, global_limit=limit,
                         print_starting_message=False, **schedule)

@@ -1,4 +1,4 @@
-"""Shared fixtures: telemetry off, and a tiny git + DVC copy of the pipeline for end-to-end tests."""
+"""Shared fixtures: telemetry off, and a clone of this project with tiny params for end-to-end tests."""
 import copy
 import os
 import shutil
@@ -59,28 +59,37 @@ def dvc(*args, cwd, check=True):
     return sh([sys.executable, "-m", "dvc", *args], cwd, check)
 
 
-def make_pipeline_copy(repo: Path, overrides: dict | None = None) -> Path:
-    """Make ``repo``: a committed git + DVC repository holding dvc.yaml, src/ and a tiny params.yaml."""
-    repo.mkdir()
-    shutil.copy(ROOT / "dvc.yaml", repo)
-    shutil.copytree(ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+def clone_project(repo: Path, overrides: dict | None = None) -> Path:
+    """``repo``: a git clone of this project as committed — every tracked file, ``data.dvc``, ``dvc.lock``
+    and ``.gitignore`` included — with params.yaml made tiny (TINY + ``overrides``) and committed.
+
+    Uncommitted edits of the working tree (modified and new, not ignored, files) are laid on top before
+    that commit, so a change is tested before it is committed; on CI's clean clone there are none.
+    """
+    sh(["git", "clone", "-q", str(ROOT), str(repo)], ROOT.parent)
+    listed = lambda *flags: sh(["git", "ls-files", "-z", *flags], ROOT).stdout.split("\0")  # noqa: E731
+    deleted = {name for name in listed("--deleted") if name}
+    for name in listed("--modified", "--others", "--exclude-standard"):
+        if name and name not in deleted:
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, repo / name)
+    for name in deleted:
+        (repo / name).unlink(missing_ok=True)
     params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), merge(TINY, overrides or {}))
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    sh(["git", "init", "-q"], repo)
     sh(["git", "config", "user.email", "test@example.com"], repo)
     sh(["git", "config", "user.name", "test"], repo)
-    dvc("init", "-q", cwd=repo)
     sh(["git", "add", "-A"], repo)
-    sh(["git", "commit", "-qm", "tiny pipeline"], repo)
+    sh(["git", "commit", "-qm", "tiny params"], repo)
     return repo
 
 
 @pytest.fixture
-def pipeline_copy(tmp_path):
-    """A committed git + DVC repository holding dvc.yaml, src/ and a tiny params.yaml."""
+def project_clone(tmp_path):
+    """``clone_project``: this repository as committed, with a tiny params.yaml."""
 
     def make(overrides: dict | None = None) -> Path:
-        return make_pipeline_copy(tmp_path / "repo", overrides)
+        return clone_project(tmp_path / "repo", overrides)
 
     return make
 

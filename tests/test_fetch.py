@@ -221,14 +221,13 @@ def test_offline_fetch_fails_fast_naming_the_archives(tmp_path):
 
 # --- (d) a whole fetch, dvc add, then validate + prepare --------------------------------------------
 
-def test_fetch_from_a_local_server_then_validate_and_prepare(pipeline_copy, archives, server):
+def test_fetch_from_a_local_server_then_validate_and_prepare(project_clone, archives, server):
     url = server["url"]
-    repo = pipeline_copy({"data": {"raw_dir": "data"}, "fetch": {
+    repo = project_clone({"data": {"raw_dir": "data"}, "fetch": {
         "retries": 0, "connect_timeout": 3,
         "cub": {"url": f"{url}/CUB_200_2011.tgz", "md5": archives["cub_md5"]},
         "embeddings": {"url": f"{url}/birds.zip"},
         "captions": {"url": f"{url}/captions.tar.gz", "file": "captions.tar.gz"}}})
-    shutil.copy(ROOT / "data.dvc", repo)  # the project's data.dvc, with no hash yet
 
     out = sh(["gancls", "fetch"], repo)
     assert sorted(server["requests"]) == ["/CUB_200_2011.tgz", "/birds.zip", "/captions.tar.gz"]

@@ -6,8 +6,8 @@ from prefect.testing.utilities import prefect_test_harness
 from flows.pipeline import pipeline
 
 
-def test_flow_runs_pipeline_and_publishes_metrics(pipeline_copy):
-    repo = pipeline_copy()
+def test_flow_runs_pipeline_and_publishes_metrics(project_clone):
+    repo = project_clone()
     with prefect_test_harness():
         rows = pipeline(root=str(repo))
         from prefect.client.orchestration import get_client

@@ -1,5 +1,3 @@
-import re
-
 import pytest
 import torch
 from pathlib import Path
@@ -15,10 +13,10 @@ def count(m):
 
 
 def cub_settings() -> dict:
-    """The ``-S key=value`` overrides of ``make run-cub`` (the Makefile's CUB_SETTINGS)."""
-    text = (Path(__file__).parents[1] / "Makefile").read_text()
-    block = text.split("CUB_SETTINGS :=", 1)[1].split("\n\n", 1)[0].replace("\\\n", " ")
-    return dict(tok.split("=", 1) for tok in re.findall(r"-S (\S+)", block))
+    """The ``key=value`` overrides of ``make run-cub`` (configs/reed_cub.yaml)."""
+    from gancls.experiment import settings_file
+
+    return dict(s.split("=", 1) for s in settings_file(Path(__file__).parents[1] / "configs/reed_cub.yaml"))
 
 
 def test_seed_architecture_sizes_are_one_command_away():

@@ -1,19 +1,24 @@
 """End to end: `dvc repro` of the real stages on the tiny configuration, and the bad-input stop."""
 import csv
 import json
+import os
 import pickle
+import re
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import h5py
 from PIL import Image
 
 from gancls.cub import load_embeddings
 
-from conftest import dvc, sh
+from conftest import ROOT, TINY, dvc, sh
 
 
-def test_dvc_repro_end_to_end(pipeline_copy):
-    repo = pipeline_copy()
+def test_dvc_repro_end_to_end(project_clone):
+    repo = project_clone()
     dvc("repro", cwd=repo)
 
     # validate: GX result + Data Docs
@@ -68,15 +73,40 @@ def test_dvc_repro_end_to_end(pipeline_copy):
     again = dvc("repro", cwd=repo).stdout
     assert "Running stage" not in again
 
-    # an experiment with another training length changes the metrics that `dvc metrics diff` shows
+    # the README's experiment block, pasted into a plain shell (no environment active) on the clone
     sh(["git", "add", "-A"], repo)
     sh(["git", "commit", "-qm", "baseline"], repo)
-    dvc("exp", "run", "-S", "train.epochs=3", cwd=repo)
+    block = readme_block("dvc exp run -S train.epochs=")
+    out = plain_shell(block, repo)
+    assert "metrics/scores.json" in out.stdout and "text_match.accuracy" in out.stdout and "fid" in out.stdout
     diff = json.loads(dvc("metrics", "diff", "--json", cwd=repo).stdout)
     assert diff["metrics/scores.json"]["fid"]["diff"] != 0
+    epochs = int(re.search(r"train\.epochs=(\d+)", block).group(1))
+    assert diff["dvclive/metrics.json"]["epochs"]["new"] == epochs
     shown = dvc("metrics", "show", "--json", cwd=repo).stdout
     assert '"text_match"' in shown and '"mismatched_accuracy"' in shown
-    assert diff["dvclive/metrics.json"]["epochs"]["new"] == 3
+
+
+def readme_block(containing: str) -> str:
+    """The README's fenced bash block that holds ``containing``."""
+    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    found = [b for b in blocks if containing in b]
+    assert found, f"no bash block of README.md holds {containing!r}"
+    return found[0]
+
+
+def plain_shell(script: str, repo, check=True) -> subprocess.CompletedProcess:
+    """``script`` in bash, in ``repo`` after the README's set-up (``.venv`` there), with no environment
+    active: the project's venv is not on PATH."""
+    if not (repo / ".venv").exists():
+        (repo / ".venv").symlink_to(Path(sys.executable).parents[1])  # what `make` set up, not reinstalled
+    venv_bin = str(Path(sys.executable).parent)
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p and p != venv_bin)
+    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=repo, env=env, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{script}\nfailed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
 
 
 def corrupt_copy(repo):
@@ -87,8 +117,8 @@ def corrupt_copy(repo):
     return bad
 
 
-def test_corrupt_jpeg_stops_pipeline(pipeline_copy):
-    repo = pipeline_copy({"data": {"raw_dir": "bad_raw"}})
+def test_corrupt_jpeg_stops_pipeline(project_clone):
+    repo = project_clone({"data": {"raw_dir": "bad_raw"}})
     bad = corrupt_copy(repo)
     victim = sorted((bad / "CUB_200_2011/images").rglob("*.jpg"))[3]
     victim.write_bytes(victim.read_bytes()[:200])
@@ -99,8 +129,8 @@ def test_corrupt_jpeg_stops_pipeline(pipeline_copy):
     assert not (repo / "build/model").exists()
 
 
-def test_wrong_embedding_shape_stops_pipeline(pipeline_copy):
-    repo = pipeline_copy({"data": {"raw_dir": "bad_raw"}})
+def test_wrong_embedding_shape_stops_pipeline(project_clone):
+    repo = project_clone({"data": {"raw_dir": "bad_raw"}})
     bad = corrupt_copy(repo)
     emb = load_embeddings(bad, "test")
     pick = bad / "test/char-CNN-RNN-embeddings.pickle"
@@ -110,3 +140,76 @@ def test_wrong_embedding_shape_stops_pipeline(pipeline_copy):
     out = proc.stderr + proc.stdout
     assert "char-CNN-RNN-embeddings.pickle" in out or "10x512" in out
     assert not (repo / "build/prepared/birds.h5").exists()
+
+
+# --- make run-cub: without data/, and Reed's settings at tiny sizes on a CUB-layout stand-in --------
+
+def test_run_cub_without_data_stops_at_once_and_changes_nothing(project_clone):
+    repo = project_clone()
+    before = sh(["git", "status", "--porcelain"], repo).stdout
+    # the Makefile's target itself (-o: the clone uses the project's installed environment as it is)
+    proc = plain_shell("make -o .venv/.installed run-cub", repo, check=False)
+    assert proc.returncode != 0
+    ours = [line for line in proc.stderr.splitlines() if line.startswith("gancls")]
+    assert len(ours) == 1 and "data/" in ours[0] and "gancls fetch" in ours[0], proc.stderr
+    assert "Traceback" not in proc.stderr and "Running stage" not in proc.stdout
+    assert sh(["git", "status", "--porcelain"], repo).stdout == before  # params.yaml and data.dvc untouched
+    assert not (repo / "build").exists()
+
+
+def reed_cub_at_tiny_sizes() -> list[str]:
+    """configs/reed_cub.yaml's keys that size a run, at TINY's sizes; on a subset of CUB's classes."""
+    from gancls.experiment import settings_file
+
+    def flat(d, prefix=""):
+        return {k: v for key, val in d.items()
+                for k, v in (flat(val, f"{prefix}{key}.") if isinstance(val, dict) else {f"{prefix}{key}": val}).items()}
+
+    tiny = flat(TINY)
+    reed = dict(s.split("=", 1) for s in settings_file(ROOT / "configs/reed_cub.yaml"))
+    sized = [f"{k}={json.dumps(tiny[k])}" for k in reed if k in tiny]
+    assert "model.ngf=8" in sized and "train.epochs=2" in sized
+    return [a for s in sized + ["validate.cub_counts=false"] for a in ("-S", s)]
+
+
+def test_run_cub_settings_end_to_end_on_a_cub_layout_stand_in(project_clone):
+    """validate -> prepare -> the class-based scorer -> train -> generate -> evaluate with data.source cub,
+    the data at data/ as `gancls fetch` leaves it (dvc add data): a run that fails puts params.yaml and
+    data.dvc back; the run that completes ends with the class text match and a finite FID."""
+    repo = project_clone()
+    dvc("repro", "make-sample", cwd=repo)
+    shutil.copytree(repo / "build/sample", repo / "data")  # 8 of "CUB's" classes, in CUB's layout
+    embeddings = repo / "data/test/char-CNN-RNN-embeddings.pickle"
+    kept = embeddings.read_bytes()
+    embeddings.unlink()
+    dvc("add", "data", cwd=repo)
+    run_cub = ["gancls", "experiment", "--settings", "configs/reed_cub.yaml", *reed_cub_at_tiny_sizes()]
+    saved = {f: (repo / f).read_bytes() for f in ("params.yaml", "data.dvc")}
+
+    failed = sh(run_cub, repo, check=False)
+    assert failed.returncode != 0 and "char-CNN-RNN-embeddings.pickle" in failed.stdout + failed.stderr
+    assert "put back as they were: params.yaml" in failed.stderr
+    assert {f: (repo / f).read_bytes() for f in saved} == saved
+
+    embeddings.write_bytes(kept)
+    dvc("add", "data", cwd=repo)
+    sh(run_cub, repo)
+    validation = json.loads((repo / "reports/validation/result.json").read_text())
+    assert validation["success"] and validation["source"] == "cub" and validation["n_classes"] == 8
+    scorer = json.loads((repo / "metrics/scorer.json").read_text())
+    assert scorer["labels"] == ["class"]
+    scores = json.loads((repo / "metrics/scores.json").read_text())
+    assert scores["source"] == "cub" and 0 <= scores["text_match"]["accuracy"] <= 1
+    assert set(scores["text_match"]["per_kind"]) == {"class"}
+    assert scores["fid"] > 0 and scores["fid"] < float("inf")
+    train = json.loads((repo / "dvclive/metrics.json").read_text())
+    assert train["epochs"] == 2
+    params = (repo / "params.yaml").read_text()
+    assert "source: cub" in params and "captions_per_sample: 4" in params  # the workspace holds the experiment
+    assert yaml_md5(repo / "data.dvc").endswith(".dir")
+
+
+def yaml_md5(path) -> str:
+    import yaml
+
+    return yaml.safe_load(path.read_text())["outs"][0]["md5"]

@@ -22,6 +22,17 @@ def test_stale_stages_and_the_steps_they_rerun():
     assert runs.steps_to_run({"data.dvc": ["data (modified)"], "evaluate": ["x"]}, STEPS) == list(STEPS)
 
 
+def test_tracked_data_names_the_missing_outputs_of_each_dvc_file(tmp_path):
+    (tmp_path / ".dvc").mkdir()  # DVC's own folder is no .dvc file
+    (tmp_path / "data.dvc").write_text("outs:\n- path: data\n  md5:\n")
+    (tmp_path / "extra.dvc").write_text("outs:\n- path: extra.txt\n  md5: 0123\n")
+    (tmp_path / "extra.txt").write_text("here")
+    assert runs.tracked_data(tmp_path) == {"data.dvc": {"missing": ["data"], "hashed": False},
+                                           "extra.dvc": {"missing": [], "hashed": True}}
+    (tmp_path / "data").mkdir()
+    assert runs.tracked_data(tmp_path)["data.dvc"] == {"missing": [], "hashed": False}
+
+
 def test_regression_rules_judge_the_metrics_diff():
     diff = {"metrics/scores.json": {"fid": {"old": 50.0, "new": 80.0, "diff": 30.0},
                                     "text_match.accuracy": {"old": 0.40, "new": 0.37, "diff": -0.03},

@@ -145,6 +145,18 @@ def test_cub_source_requires_real_counts(raw, tmp_path):
     assert "the train split has 24 images, not 8855" in msg and "CUB has 200 classes, observed 8" in msg
 
 
+def test_cub_subset_passes_without_cub_counts_and_unknown_classes_still_fail(raw, tmp_path):
+    subset = CFG.model_copy(update={"cub_counts": False})  # validate.cub_counts: false
+    summary = validate_raw(raw, subset, "cub", tmp_path / "report")
+    assert summary["success"] is True and summary["n_classes"] == 8
+    labels = raw / cub.CUB_DIR / "image_class_labels.txt"
+    lines = labels.read_text().splitlines()
+    lines[0] = lines[0].split()[0] + " 999"
+    labels.write_text("\n".join(lines) + "\n")
+    with pytest.raises((ValidationFailed, cub.LayoutError), match="classes.txt"):
+        validate_raw(raw, subset, "cub", tmp_path / "report2")
+
+
 def test_missing_images_txt_names_it(raw, tmp_path):
     (raw / cub.CUB_DIR / "images.txt").unlink()
     with pytest.raises(ValidationFailed, match=r"images.txt: file not found") as info:

@@ -108,6 +108,20 @@ def _fetch(args, params):
     print(f"data in place: {json.dumps(out)}")
 
 
+def _experiment(args, params):
+    from .experiment import run_experiment, settings_file
+
+    overrides = [o for f in args.settings for o in settings_file(f)] + args.set
+    code = run_experiment(overrides, args.params, ["--name", args.name] if args.name else [])
+    if code:
+        raise ExperimentFailed(f"dvc exp run failed (exit {code}); its messages are above")
+    print("experiment done: `dvc exp show` lists it, `dvc metrics diff` compares it with HEAD")
+
+
+class ExperimentFailed(RuntimeError):
+    pass
+
+
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in text.lower()).strip("_")[:40] or "query"
 
@@ -129,6 +143,17 @@ def build_parser() -> argparse.ArgumentParser:
                    ).set_defaults(fn=_evaluate)
     sub.add_parser("fetch", help="download, check and unpack real CUB + Reed's data, then dvc add it"
                    ).set_defaults(fn=_fetch)
+    p = sub.add_parser("experiment", help="dvc exp run with settings from a file and -S, checked first",
+                       description="Check the settings against params.yaml's schema and that the raw data they "
+                                   "read is there, then `dvc exp run -S ...`; if the run fails, params.yaml and "
+                                   "*.dvc are put back as they were. `make run-cub` is "
+                                   "`gancls experiment --settings configs/reed_cub.yaml`.")
+    p.add_argument("--settings", action="append", default=[], metavar="FILE",
+                   help="YAML of params.yaml sections to override (e.g. configs/reed_cub.yaml)")
+    p.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="one more override, applied after --settings (as `dvc exp run -S`)")
+    p.add_argument("--name", help="the experiment's name (default: DVC's)")
+    p.set_defaults(fn=_experiment)
     from .synthesize import ENCODER_NOTE
 
     p = sub.add_parser("sample", help="draw images for test captions matching a query",
@@ -156,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     from .train import TrainingDiverged
 
     errors: tuple[type[BaseException], ...] = (ConfigError, LayoutError, CheckpointError, NoMatch, TrainingDiverged,
-                                               FetchError, PreparedFileError,
+                                               FetchError, PreparedFileError, ExperimentFailed,
                                                FileNotFoundError, KeyError, OSError)
     try:
         from .validate import ValidationFailed

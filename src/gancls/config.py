@@ -182,6 +182,7 @@ class SampleParams(Section):
 
 
 class ValidateParams(Section):
+    cub_counts: bool
     min_side: PositiveInt
     max_abs_embedding: PositiveFloat
     min_embedding_norm: Annotated[float, Field(ge=0)]

@@ -46,6 +46,23 @@ def stale_stages(status: dict) -> dict[str, list[str]]:
     return out
 
 
+def tracked_data(root: str | Path) -> dict[str, dict]:
+    """Each ``*.dvc`` file at ``root`` (``data.dvc``): ``missing``, those of its outputs that are not
+    there, and ``hashed``, whether every output has a hash (``dvc checkout`` can bring it from a cache).
+
+    ``data/`` is absent until ``gancls fetch`` runs (or ``dvc checkout`` finds it in the cache); the
+    embedded sample does not read it, and DVC can neither check out nor record it then.
+    """
+    import yaml
+
+    out = {}
+    for path in sorted(p for p in Path(root).glob("*.dvc") if p.is_file()):  # not the .dvc/ folder
+        outs = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("outs") or []
+        out[path.name] = {"missing": [o["path"] for o in outs if not (Path(root) / o["path"]).exists()],
+                          "hashed": all(o.get("md5") or o.get("etag") for o in outs)}
+    return out
+
+
 def steps_to_run(stale: dict[str, list[str]], steps: dict[str, list[str]]) -> list[str]:
     """The steps from the first one holding a stale stage on (``dvc repro`` skips what is up to date).
 

@@ -10,7 +10,6 @@ up to date; then `dvc repro` completes it.  The subprocesses carry a fake secret
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,13 +18,12 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from PIL import Image
 
 from gancls.checkpoint import load_checkpoint, load_generator
 from gancls.prepared import read_split
 
-from conftest import ROOT, TINY, env, merge
+from conftest import TINY, clone_project, env
 
 HOOKS = Path(__file__).parent / "hooks"
 SECRET = "sk-test-123-do-not-log"
@@ -63,19 +61,8 @@ class Repo:
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    """pipeline_copy() of tests/conftest.py, module-wide, with make-sample and validate reproduced."""
-    root = tmp_path_factory.mktemp("kill") / "repo"
-    root.mkdir()
-    shutil.copy(ROOT / "dvc.yaml", root)
-    shutil.copytree(ROOT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    r = Repo(root)
-    for cmd in (["init", "-q"], ["config", "user.email", "t@example.com"], ["config", "user.name", "t"]):
-        r.run("git", *cmd)
-    r.dvc("init", "-q")
-    r.run("git", "add", "-A")
-    r.run("git", "commit", "-qm", "tiny pipeline")
+    """clone_project() of tests/conftest.py, module-wide, with make-sample and validate reproduced."""
+    r = Repo(clone_project(tmp_path_factory.mktemp("kill") / "repo"))
     r.dvc("repro", "validate")
     return r
 
