@@ -29,6 +29,7 @@ for _var, _value in (("DVC_NO_ANALYTICS", "1"), ("PREFECT_SERVER_ANALYTICS_ENABL
 import torch  # noqa: E402
 
 from gancls.config import load_params, parse_params, resolve_device  # noqa: E402
+from gancls.experiment import apply_overrides, settings_file  # noqa: E402
 from gancls.prepared import read_split  # noqa: E402
 from gancls.train import Batches, GraphedStep, build_training, train, train_step  # noqa: E402
 
@@ -103,11 +104,12 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     base = load_params(args.params)
-    raw = base.model_dump(by_alias=True)
+    # make run-cub's model and training settings (configs/reed_cub.yaml), on the prepared file of params.yaml
+    reed = [s for s in settings_file(Path(__file__).parents[1] / "configs" / "reed_cub.yaml")
+            if s.startswith(("model.", "train."))]
+    raw = apply_overrides(base.model_dump(by_alias=True), reed, "configs/reed_cub.yaml")
     raw["model"].update(ngf=args.ngf, ndf=args.ndf)
-    # make run-cub's training settings: Reed's lr, no averaged G, a grid every 10 epochs
-    raw["train"].update(batch_size=args.batch_size, lr=0.0002, ema_decay=0, sample_every=10,
-                        epochs=args.epochs, resume=False)
+    raw["train"].update(batch_size=args.batch_size, epochs=args.epochs, resume=False)
     if args.device:
         raw["train"]["device"] = args.device
     if args.precision:
