@@ -69,7 +69,9 @@ def test_dvc_repro_end_to_end(project_clone):
     assert "real held-out images (ceiling)" in report and "generated_grid.png" in report
 
     # a second repro reruns nothing
-    assert "up to date" in dvc("status", cwd=repo).stdout
+    assert "up to date" in dvc("status", "dvc.yaml", cwd=repo).stdout
+    # only data/ (data.dvc) is missing: `gancls fetch` makes it, the embedded sample does not read it
+    assert json.loads(dvc("status", "--json", cwd=repo).stdout) == {"data.dvc": [{"changed outs": {"data": "deleted"}}]}
     again = dvc("repro", cwd=repo).stdout
     assert "Running stage" not in again
 
@@ -78,7 +80,9 @@ def test_dvc_repro_end_to_end(project_clone):
     sh(["git", "commit", "-qm", "baseline"], repo)
     block = readme_block("dvc exp run -S train.epochs=")
     out = plain_shell(block, repo)
-    assert "metrics/scores.json" in out.stdout and "text_match.accuracy" in out.stdout and "fid" in out.stdout
+    # `dvc metrics diff` prints the metrics that changed (the tiny model's text match may stay at its floor)
+    table = out.stdout[out.stdout.index("Path "):]
+    assert re.search(r"metrics/scores\.json\s+fid\s", table) and re.search(r"dvclive/metrics\.json\s+epochs\s", table), table
     diff = json.loads(dvc("metrics", "diff", "--json", cwd=repo).stdout)
     assert diff["metrics/scores.json"]["fid"]["diff"] != 0
     epochs = int(re.search(r"train\.epochs=(\d+)", block).group(1))
