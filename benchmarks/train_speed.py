@@ -28,8 +28,8 @@ for _var, _value in (("DVC_NO_ANALYTICS", "1"), ("PREFECT_SERVER_ANALYTICS_ENABL
 
 import torch  # noqa: E402
 
-from gancls.config import load_params, parse_params, resolve_device  # noqa: E402
-from gancls.experiment import apply_overrides, settings_file  # noqa: E402
+from gancls.config import parse_params, resolve_device  # noqa: E402
+from gancls.experiment import params_with, settings_file  # noqa: E402
 from gancls.prepared import read_split  # noqa: E402
 from gancls.train import Batches, GraphedStep, build_training, train, train_step  # noqa: E402
 
@@ -103,11 +103,10 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=64)
     args = ap.parse_args(argv)
 
-    base = load_params(args.params)
     # make run-cub's model and training settings (configs/reed_cub.yaml), on the prepared file of params.yaml
     reed = [s for s in settings_file(Path(__file__).parents[1] / "configs" / "reed_cub.yaml")
             if s.startswith(("model.", "train."))]
-    raw = apply_overrides(base.model_dump(by_alias=True), reed, "configs/reed_cub.yaml")
+    raw = params_with(reed, args.params).model_dump(by_alias=True)
     raw["model"].update(ngf=args.ngf, ndf=args.ndf)
     raw["train"].update(batch_size=args.batch_size, epochs=args.epochs, resume=False)
     if args.device:

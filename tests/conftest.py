@@ -63,16 +63,22 @@ def clone_project(repo: Path, overrides: dict | None = None) -> Path:
     """``repo``: a git clone of this project as committed — every tracked file, ``data.dvc``, ``dvc.lock``
     and ``.gitignore`` included — with params.yaml made tiny (TINY + ``overrides``) and committed.
 
-    Uncommitted edits of the working tree (modified and new, not ignored, files) are laid on top before
-    that commit, so a change is tested before it is committed; on CI's clean clone there are none.
+    Uncommitted edits of the working tree (changed, staged, new and deleted files, not ignored ones) are
+    laid on top before that commit, so a change is tested before it is committed; on CI's clean clone
+    there are none.
     """
     sh(["git", "clone", "-q", str(ROOT), str(repo)], ROOT.parent)
-    listed = lambda *flags: sh(["git", "ls-files", "-z", *flags], ROOT).stdout.split("\0")  # noqa: E731
-    deleted = {name for name in listed("--deleted") if name}
-    for name in listed("--modified", "--others", "--exclude-standard"):
-        if name and name not in deleted:
+
+    def listed(*cmd: str) -> list[str]:
+        return [name for name in sh(["git", *cmd, "-z"], ROOT).stdout.split("\0") if name]
+
+    deleted = set(listed("diff", "HEAD", "--name-only", "--no-renames", "--diff-filter=D"))
+    for name in listed("diff", "HEAD", "--name-only", "--no-renames") + listed("ls-files", "--others",
+                                                                              "--exclude-standard"):
+        if name not in deleted:
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, repo / name)
+            (repo / name).unlink(missing_ok=True)
+            shutil.copy2(ROOT / name, repo / name, follow_symlinks=False)
     for name in deleted:
         (repo / name).unlink(missing_ok=True)
     params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), merge(TINY, overrides or {}))

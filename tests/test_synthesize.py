@@ -1,6 +1,8 @@
-"""`gancls sample`: draw images for test captions that match a query."""
+"""`gancls sample`: draw images for test captions that match a query, or for sentences of one's own."""
+import h5py
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from gancls.cli import main
@@ -39,3 +41,73 @@ def test_query_without_match_exits_nonzero(learned, tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc != 0 and "no test caption" in err and "polka dotted" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+# --- sentences of one's own: `gancls sample --text`, `gancls import-encoder` -----------------------
+
+@pytest.fixture
+def with_encoder(learned, tmp_path):
+    """The learned run's params with text_encoder.weights: a narrow char-CNN-RNN (random weights)."""
+    import yaml
+    from gancls.text_encoder import CharCNNRNN, save_encoder
+
+    torch.manual_seed(0)
+    model = CharCNNRNN(c1=16, c2=16, c3=16, hidden=16, out=1024)
+    weights = save_encoder(tmp_path / "encoder.pt", model.state_dict(), model.sizes, {"source": "test"})
+    raw = yaml.safe_load(learned["params_file"].read_text())
+    raw["text_encoder"]["weights"] = str(weights)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return params
+
+
+def test_text_command_draws_sentences_of_ones_own(with_encoder, tmp_path, capsys):
+    out, h5 = tmp_path / "mine.png", tmp_path / "mine.h5"
+    long = "a small bird with a bright red body and a blue head " * 5  # 260 characters
+    texts = ["this bird is yellow with black wings", long]
+    rc = main(["--params", str(with_encoder), "sample", "--text", texts[0], "--text", long, "--n", "3",
+               "--out", str(out), "--h5", str(h5)])
+    io = capsys.readouterr()
+    assert rc == 0, io.err
+    assert str(out) in io.out and f"the {len(long) - 201} past 201 are dropped" in io.err
+    with h5py.File(h5) as f:
+        images, written = f["images"][()], [t.decode() for t in f["texts"][()]]
+    assert images.shape == (2, 3, 64, 64, 3) and images.dtype == np.uint8 and written == texts
+    # the sentence decides the picture: other text, other images at the same noise
+    assert np.abs(images[0].astype(int) - images[1].astype(int)).mean() > 1
+    assert Image.open(out).height >= 2 * 66
+
+
+def test_text_without_an_encoder_says_how_to_get_one(learned, tmp_path, capsys):
+    out = tmp_path / "none.png"
+    rc = main(["--params", str(learned["params_file"]), "sample", "--text", "a red bird", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "gancls import-encoder" in err and len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+@pytest.mark.parametrize("text, why", [("", "empty text"), ("ÄÖÜ", "no character of Reed's alphabet")])
+def test_text_the_encoder_cannot_see_is_one_line(with_encoder, tmp_path, capsys, text, why):
+    out = tmp_path / "none.png"
+    rc = main(["--params", str(with_encoder), "sample", "--text", "a red bird", "--text", text, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 1 and why in err and "sentence 2" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_import_encoder_command_writes_weights_or_refuses_in_one_line(learned, tmp_path, capsys):
+    from gancls.text_encoder import import_reed_t7, load_encoder
+
+    from test_text_encoder import bare_encoder, random_weights, write_t7
+
+    t7, out = tmp_path / "reed.t7", tmp_path / "encoder.pt"
+    write_t7(t7, bare_encoder(random_weights()))
+    assert main(["--params", str(learned["params_file"]), "import-encoder", str(t7), "--out", str(out)]) == 0
+    state, _ = import_reed_t7(t7)
+    loaded = load_encoder(out).state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in state.items())
+    bad, bad_out = tmp_path / "bad.t7", tmp_path / "bad.pt"
+    bad.write_bytes(b"not torch7 at all")
+    capsys.readouterr()
+    assert main(["--params", str(learned["params_file"]), "import-encoder", str(bad), "--out", str(bad_out)]) == 1
+    err = capsys.readouterr().err
+    assert str(bad) in err and len(err.strip().splitlines()) == 1 and not bad_out.exists()

@@ -92,13 +92,43 @@ def _evaluate(args, params):
 
 
 def _sample(args, params):
-    from .synthesize import sample_images
+    from .synthesize import SentenceError, draw_sentences, sample_images
 
+    texts = list(args.text)
+    if args.file:
+        lines = Path(args.file).read_text(encoding="utf-8").splitlines()
+        texts += [line.strip() for line in lines if line.strip()]
+        if not texts:
+            raise SentenceError(f"{args.file}: no sentence in it (one a line)")
+    if texts:
+        if args.query or args.caption_id:
+            raise SentenceError("give sentences (--text/--file) or test captions (--query/--caption-id), not both")
+        out = args.out or f"reports/sample_{_slug(texts[0])}.png"
+        res = draw_sentences(Path(params.train.out_dir) / "generator.pt", params.text_encoder.weights, texts, out,
+                             per_sentence=args.n, seed=args.seed, device=params.train.device, h5=args.h5,
+                             warn=lambda w: print(f"gancls sample: warning: {w}", file=sys.stderr))
+        print(f"{res['sentences']} sentences drawn, {res['per_sentence']} images each: {res['grid']}"
+              + (f" (images and texts: {res['h5']})" if "h5" in res else ""))
+        return
+    if args.h5:
+        raise SentenceError("--h5 goes with --text or --file")
     out = args.out or f"reports/sample_{_slug(args.query or args.caption_id or 'query')}.png"
     res = sample_images(Path(params.train.out_dir) / "generator.pt", params.prepare.out, out,
                         query=args.query, caption_id=args.caption_id, per_caption=args.n,
                         max_captions=args.max_captions, seed=args.seed, device=params.train.device)
     print(f"{res['captions']} of {res['matches']} matching captions drawn: {res['grid']}")
+
+
+def _import_encoder(args, params):
+    from .config import file_digest
+    from .text_encoder import import_reed_t7, save_encoder
+
+    state, sizes = import_reed_t7(args.file)
+    out = args.out or params.text_encoder.weights
+    save_encoder(out, state, sizes, {"source": "reed_t7", "file": Path(args.file).name,
+                                     "sha256": file_digest(args.file, "sha256")})
+    print(f"Reed's encoder {args.file} ({sizes['c1']}/{sizes['c2']}/{sizes['c3']}, GRU {sizes['hidden']}, "
+          f"{sizes['out']}-d) -> {out}")
 
 
 def _fetch(args, params):
@@ -154,18 +184,34 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one more override, applied after --settings (as `dvc exp run -S`)")
     p.add_argument("--name", help="the experiment's name (default: DVC's)")
     p.set_defaults(fn=_experiment)
+    p = sub.add_parser("import-encoder", help="Reed's pretrained char-CNN-RNN .t7 -> text_encoder.weights",
+                       description="Read Reed's lm_sje_..._iter30000.t7 (a checkpoint holding protos.enc_doc, or "
+                                   "the bare encoder) with torchfile, which runs no code, and save its weights as a "
+                                   "weights-only file for `gancls sample --text`. A file holding code, another "
+                                   "architecture or wrong shapes is refused with one line naming it.")
+    p.add_argument("file", help="Reed's .t7")
+    p.add_argument("--out", help="weights file to write (default text_encoder.weights of params.yaml)")
+    p.set_defaults(fn=_import_encoder)
     from .synthesize import ENCODER_NOTE
 
     p = sub.add_parser("sample", help="draw images for test captions matching a query",
-                       description="Draw images with the trained generator for the test captions that "
-                                   "match --query (a phrase, whole words, case-insensitive) or --caption-id, "
-                                   "and write a captioned grid PNG. " + ENCODER_NOTE)
+                       description="Draw images with the trained generator for sentences of your own (--text, "
+                                   "--file) or for the test captions that match --query (a phrase, whole words, "
+                                   "case-insensitive) or --caption-id, and write a captioned grid PNG. "
+                                   + ENCODER_NOTE,
+                       epilog='example: gancls sample --text "a small bird with a red body and a blue head" '
+                              '--text "this bird is yellow with black wings" --n 8')
+    p.add_argument("--text", action="append", default=[], metavar="SENTENCE",
+                   help='a sentence to draw, e.g. "a small bird with a red body and a blue head" (repeatable)')
+    p.add_argument("--file", help="a text file of sentences to draw, one a line")
+    p.add_argument("--h5", help="with --text/--file: also write the images ([sentences, n, 64, 64, 3] uint8, "
+                                "dataset images) and the sentences (dataset texts) to this HDF5 file")
     p.add_argument("--query", help='phrase to look for in the test captions, e.g. "red body"')
     p.add_argument("--caption-id", help="KEY (all captions of a test image) or KEY#i (its caption i)")
-    p.add_argument("--n", type=int, default=8, help="images per caption (default 8)")
+    p.add_argument("--n", type=int, default=8, help="images per sentence or caption (default 8)")
     p.add_argument("--max-captions", type=int, default=8, help="rows, i.e. matching captions drawn (default 8)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="PNG to write (default reports/sample_<query>.png)")
+    p.add_argument("--out", help="PNG to write (default reports/sample_<query or first sentence>.png)")
     p.set_defaults(fn=_sample)
     return parser
 
@@ -177,11 +223,12 @@ def main(argv: list[str] | None = None) -> int:
     from .checkpoint import CheckpointError
     from .fetch import FetchError
     from .prepared import PreparedFileError
-    from .synthesize import NoMatch
+    from .synthesize import NoMatch, SentenceError
+    from .text_encoder import EncoderImportError
     from .train import TrainingDiverged
 
     errors: tuple[type[BaseException], ...] = (ConfigError, LayoutError, CheckpointError, NoMatch, TrainingDiverged,
-                                               FetchError, PreparedFileError, ExperimentFailed,
+                                               FetchError, PreparedFileError, ExperimentFailed, EncoderImportError, SentenceError,
                                                FileNotFoundError, KeyError, OSError)
     try:
         from .validate import ValidationFailed

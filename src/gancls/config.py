@@ -353,6 +353,10 @@ class ServeParams(Section):
     start_timeout: PositiveFloat
 
 
+class TextEncoderParams(Section):
+    weights: str
+
+
 class Params(Section):
     """The whole params.yaml."""
 
@@ -368,6 +372,7 @@ class Params(Section):
     train: TrainParams
     generate: GenerateParams
     evaluate: EvaluateParams
+    text_encoder: TextEncoderParams
     fetch: FetchParams
     flow: FlowParams
     serve: ServeParams

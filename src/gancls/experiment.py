@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -31,7 +34,8 @@ class RawDataMissing(ConfigError):
 
 
 def settings_file(path: str | Path) -> list[str]:
-    """A nested YAML of settings (``configs/reed_cub.yaml``) as ``key.sub=value`` overrides."""
+    """A nested YAML of settings (``configs/reed_cub.yaml``) as ``key.sub=value`` overrides, each value
+    written so that DVC's override grammar reads it back as the same type (strings quoted)."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -39,49 +43,61 @@ def settings_file(path: str | Path) -> list[str]:
         raise ConfigError(f"{path}: cannot be read as YAML ({exc})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of params.yaml sections, got {type(data).__name__}")
-
-    def flat(node: dict, prefix: str) -> list[str]:
-        out = []
-        for key, value in node.items():
-            if isinstance(value, dict):
-                out += flat(value, f"{prefix}{key}.")
-            else:
-                out.append(f"{prefix}{key}={value if isinstance(value, str) else json.dumps(value)}")
-        return out
-
-    return flat(data, "")
+    return settings_of(data)
 
 
-def apply_overrides(raw: dict, overrides: list[str], source: str) -> dict:
-    """params.yaml's mapping with ``key.sub=value`` set (values parsed as YAML, as ``dvc exp run -S`` does)."""
-    out = json.loads(json.dumps(raw))
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"{source}: setting {item!r} is not KEY=VALUE")
-        node, parts = out, key.split(".")
-        for part in parts[:-1]:
-            if not isinstance(node.get(part), dict):
-                raise ConfigError(f"{source}: {key}: {part!r} is not a section of params.yaml")
-            node = node[part]
-        node[parts[-1]] = yaml.safe_load(value) if value else None
+def settings_of(data: dict, prefix: str = "") -> list[str]:
+    """Nested sections as ``key.sub=value`` overrides (values as JSON: DVC reads them back as written)."""
+    out = []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out += settings_of(value, f"{prefix}{key}.")
+        else:
+            out.append(f"{prefix}{key}={json.dumps(value)}")
     return out
+
+
+def params_with(overrides: list[str], params_file: str | Path = "params.yaml") -> Params:
+    """params.yaml with ``overrides`` applied as ``dvc exp run -S`` applies them (DVC's Hydra override
+    grammar, on a copy), then checked against the schema; ConfigError names the bad setting or key."""
+    from dvc.exceptions import DvcException
+    from dvc.utils.hydra import apply_overrides
+
+    params_file = Path(params_file)
+    mine = []
+    for item in overrides:
+        file, sep, rest = item.partition(":")
+        if sep and "=" not in file:  # DVC's FILE:key=value form
+            if Path(file).name != params_file.name:
+                raise ConfigError(f"settings: {item!r} sets another file than {params_file}")
+            item = rest
+        mine.append(item)
+    with tempfile.TemporaryDirectory(prefix="gancls-settings.") as tmp:
+        copy = Path(tmp) / "params.yaml"
+        shutil.copyfile(params_file, copy)
+        try:
+            apply_overrides(copy, mine)
+        except DvcException as exc:
+            why = exc.__cause__ or exc
+            raise ConfigError(f"settings {' '.join(mine)}: {str(why).splitlines()[0]}") from None
+        raw = yaml.safe_load(copy.read_text(encoding="utf-8"))
+    return parse_params(raw, source=f"{params_file} with the settings")
 
 
 def missing_raw_data(params: Params, root: str | Path = ".") -> str | None:
     """Why the raw data this run reads is not there, or None (the embedded sample is made by a stage).
 
     Relative paths of params are taken from ``root``, the repository."""
+    from .fetch import PARTS, offline_hint
+
     raw = Path(params.data.raw_dir)
     if raw == Path(params.sample.out_dir):
         return None
     fetch = params.fetch
-    how = (f"run `gancls fetch` to download, check and unpack CUB-200-2011 and Reed's embeddings into "
-           f"{fetch.data_dir}/ (offline: put {fetch.cub.file}, {fetch.embeddings.file} and {fetch.captions.file} "
-           f"into {fetch.download_dir}/ first; README 'Real CUB data')")
+    how = (f"run `gancls fetch` (it downloads, checks and unpacks CUB-200-2011 and Reed's embeddings into "
+           f"{fetch.data_dir}/; {offline_hint(fetch, list(dict.fromkeys(PARTS.values())))}; README 'Real CUB data')")
     if Path(fetch.data_dir) != raw:
-        how = (f"put CUB_200_2011/ and the embeddings there, or set data.raw_dir to {fetch.data_dir} and "
-               + how)
+        how = f"put CUB_200_2011/ and the embeddings there, or set data.raw_dir to {fetch.data_dir} and " + how
     if not (Path(root) / raw).is_dir():
         return f"{raw}/ (data.raw_dir) does not exist: {how}"
     if not (Path(root) / raw / CUB_DIR / "images.txt").is_file():
@@ -95,7 +111,8 @@ def _protected(root: Path) -> dict[Path, bytes]:
     return {f: f.read_bytes() for f in files if f.is_file()}
 
 
-def _restore(saved: dict[Path, bytes]) -> list[str]:
+def restore(saved: dict[Path, bytes]) -> list[str]:
+    """Put each file back to the bytes it had (atomically); the names of those that had changed."""
     restored = []
     for path, data in saved.items():
         if not path.is_file() or path.read_bytes() != data:
@@ -110,17 +127,14 @@ def run_experiment(overrides: list[str], params_file: str | Path = "params.yaml"
                    dvc_args: list[str] | None = None) -> int:
     """Check, then ``dvc exp run -S ...`` in the folder of ``params_file``; returns DVC's exit status.
 
-    Raises ConfigError (or RawDataMissing) before DVC starts; puts params.yaml and ``*.dvc`` back when
-    DVC fails or the run is interrupted.
+    Raises ConfigError (or RawDataMissing) before DVC starts.  When DVC fails, or is stopped by Ctrl-C
+    (which reaches DVC itself: this process waits for it) or SIGTERM (passed on to DVC), params.yaml and
+    ``*.dvc`` are put back; ``dvc.lock`` and the outputs stay as the stages that completed left them,
+    so ``dvc status`` shows those stages stale until the next run.
     """
     params_file = Path(params_file)
     root = params_file.resolve().parent
-    try:
-        raw = yaml.safe_load(params_file.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{params_file}: cannot be read ({exc})") from None
-    params = parse_params(apply_overrides(raw, overrides, "settings"), source=f"{params_file} with the settings")
-    missing = missing_raw_data(params, root)
+    missing = missing_raw_data(params_with(overrides, params_file), root)
     if missing:
         raise RawDataMissing(missing)
     saved = _protected(root)
@@ -128,11 +142,16 @@ def run_experiment(overrides: list[str], params_file: str | Path = "params.yaml"
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # the stages call `gancls`
     cmd = [sys.executable, "-m", "dvc", "exp", "run", *[a for o in overrides for a in ("-S", o)], *(dvc_args or [])]
     code = 1
+    proc = subprocess.Popen(cmd, cwd=root, env=env)
+    handlers = {signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
+                signal.SIGTERM: signal.signal(signal.SIGTERM, lambda *_: proc.send_signal(signal.SIGTERM))}
     try:
-        code = subprocess.run(cmd, cwd=root, env=env).returncode
+        code = proc.wait()
     finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
         if code != 0:
-            restored = _restore(saved)
+            restored = restore(saved)
             if restored:
                 print(f"gancls experiment: dvc exp run failed (exit {code}); put back as they were: "
                       f"{', '.join(restored)}", file=sys.stderr)

@@ -183,7 +183,7 @@ def _download(url: str, out: Path, cfg: FetchParams) -> None:
         raise ConnectionError(_reason(exc)) from exc
 
 
-def _offline_hint(cfg: FetchParams, keys: list[str]) -> str:
+def offline_hint(cfg: FetchParams, keys: list[str]) -> str:
     names = [f"{getattr(cfg, k).file} ({WHAT[k]}, {getattr(cfg, k).url})" for k in keys]
     listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
     parts = [p for p, k in PARTS.items() if k in keys]
@@ -206,7 +206,7 @@ def ensure_archive(key: str, cfg: FetchParams, sums: dict[str, str], pending: li
                 _download(src.url, staged, cfg)
             except ConnectionError as exc:
                 raise FetchError(f"cannot download {src.file} from {src.url} ({exc}); "
-                                 + _offline_hint(cfg, pending)) from exc
+                                 + offline_hint(cfg, pending)) from exc
         sha = check_archive(staged, src.md5, sums, src.file)
         os.replace(staged, final)
     if sums.get(src.file) != sha:

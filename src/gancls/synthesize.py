@@ -1,8 +1,9 @@
-"""``gancls sample``: draw images for test captions that match a query, as a captioned grid.
+"""``gancls sample``: draw images with the trained generator, as a captioned grid.
 
-New sentences cannot be drawn: a caption has to be turned into Reed's char-CNN-RNN embedding
-first, and that text encoder is not part of gancls.  So the captions come from the test split of
-the prepared data (they have their embeddings), chosen by a text query or by caption id.
+* ``--text`` / ``--file``: sentences of your own, turned into embeddings by Reed's char-CNN-RNN
+  text encoder (``gancls.text_encoder``; the file ``text_encoder.weights``, e.g. Reed's pretrained
+  CUB encoder imported with ``gancls import-encoder``);
+* ``--query`` / ``--caption-id``: captions of the prepared test split, with their stored embeddings.
 """
 from __future__ import annotations
 
@@ -17,8 +18,13 @@ from .config import resolve_device
 from .grids import captioned_grid
 from .prepared import read_split
 
-ENCODER_NOTE = ("Only captions of the prepared test split can be drawn: a new sentence needs Reed's "
-                "char-CNN-RNN text encoder, which is not included.")
+ENCODER_NOTE = ("--text encodes a sentence with the text encoder of text_encoder.weights (Reed's pretrained "
+                "CUB encoder: `gancls import-encoder FILE.t7`); --query and --caption-id draw test captions "
+                "with their stored embeddings.")
+
+
+class SentenceError(ValueError):
+    """A request for sentences that cannot be drawn; the message says which and why."""
 
 
 class NoMatch(LookupError):
@@ -56,7 +62,7 @@ def sample_images(generator_path: str | Path, prepared: str | Path, out: str | P
                   max_captions: int = 8, seed: int = 0, device: str = "auto") -> dict:
     """Write a grid: one row per matching caption (up to ``max_captions``), ``per_caption`` images."""
     if per_caption < 1 or max_captions < 1:
-        raise ValueError("--n and --max-captions must be at least 1")
+        raise SentenceError("--n and --max-captions must be at least 1")
     test = read_split(prepared, "test")
     found = find_captions(test["captions"], test["keys"], query, caption_id)
     if not found:
@@ -74,3 +80,55 @@ def sample_images(generator_path: str | Path, prepared: str | Path, out: str | P
              if query else f"caption {caption_id}")
     captioned_grid(images, labels, per_caption, out, title=title)
     return {"grid": str(out), "captions": len(picked), "matches": len(found)}
+
+
+@torch.no_grad()
+def draw_sentences(generator_path: str | Path, encoder_path: str | Path, texts: list[str], out: str | Path, *,
+                   per_sentence: int = 8, seed: int = 0, device: str = "auto", h5: str | Path | None = None,
+                   warn=print) -> dict:
+    """Encode ``texts`` with the text encoder, draw ``per_sentence`` images each: a grid (a row per
+    sentence) and, with ``h5``, ``images`` uint8 ``[sentences, n, 64, 64, 3]`` and ``texts``.
+
+    SentenceError (one line) for an empty sentence or one with no character of Reed's alphabet;
+    ``warn`` gets what of a sentence the encoder does not see (characters past 201, unknown ones).
+    """
+    from .generate import to_uint8
+    from .text_encoder import check_text, encode, load_encoder
+
+    if per_sentence < 1:
+        raise SentenceError("--n must be at least 1")
+    if not texts:
+        raise SentenceError("give --text SENTENCE (or --file with one sentence a line)")
+    for i, text in enumerate(texts, 1):
+        try:
+            for warning in check_text(text):
+                warn(f"sentence {i}: {warning}")
+        except ValueError as exc:
+            raise SentenceError(f"sentence {i}: {exc}") from None
+    if not Path(encoder_path).is_file():
+        raise SentenceError(f"{encoder_path} (text_encoder.weights): no text encoder there; import Reed's "
+                            "pretrained CUB encoder with `gancls import-encoder FILE.t7` (README 'Quick start')")
+    dev = resolve_device(device)
+    g, mcfg = load_generator(generator_path, dev)
+    encoder = load_encoder(encoder_path, dev)
+    if encoder.sizes["out"] != mcfg.embedding_dim:
+        raise SentenceError(f"{encoder_path}: the encoder gives {encoder.sizes['out']}-d embeddings, the generator "
+                         f"{generator_path} reads {mcfg.embedding_dim}-d ones")
+    emb = torch.from_numpy(encode(encoder, texts)).to(dev)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    z = torch.randn(len(texts) * per_sentence, mcfg.z_dim, generator=gen).to(dev)
+    images = g(z, emb.repeat_interleave(per_sentence, dim=0))
+    captioned_grid(images, list(texts), per_sentence, out, title=f"{len(texts)} sentences, {per_sentence} "
+                   f"noise vectors each (encoder {Path(encoder_path).name})")
+    result = {"grid": str(out), "sentences": len(texts), "per_sentence": per_sentence}
+    if h5:
+        import h5py
+
+        from .config import atomic_path
+
+        pixels = to_uint8(images).reshape(len(texts), per_sentence, *images.shape[2:], 3)
+        with atomic_path(h5) as tmp, h5py.File(tmp, "w") as f:
+            f.create_dataset("images", data=pixels)
+            f.create_dataset("texts", data=np.array(texts, dtype=object), dtype=h5py.string_dtype())
+        result["h5"] = str(h5)
+    return result
