@@ -145,16 +145,10 @@ def test_cub_source_requires_real_counts(raw, tmp_path):
     assert "the train split has 24 images, not 8855" in msg and "CUB has 200 classes, observed 8" in msg
 
 
-def test_cub_subset_passes_without_cub_counts_and_unknown_classes_still_fail(raw, tmp_path):
+def test_cub_subset_passes_without_cub_counts(raw, tmp_path):
     subset = CFG.model_copy(update={"cub_counts": False})  # validate.cub_counts: false
     summary = validate_raw(raw, subset, "cub", tmp_path / "report")
     assert summary["success"] is True and summary["n_classes"] == 8
-    labels = raw / cub.CUB_DIR / "image_class_labels.txt"
-    lines = labels.read_text().splitlines()
-    lines[0] = lines[0].split()[0] + " 999"
-    labels.write_text("\n".join(lines) + "\n")
-    with pytest.raises((ValidationFailed, cub.LayoutError), match="classes.txt"):
-        validate_raw(raw, subset, "cub", tmp_path / "report2")
 
 
 def test_missing_images_txt_names_it(raw, tmp_path):
@@ -261,13 +255,14 @@ def test_cmyk_jpeg_and_class_subset_pass_and_prepare_converts(raw, tmp_path):
         assert 117 in set(h5["test/class_ids"][()]) | set(h5["train/class_ids"][()])
 
 
-def test_class_id_missing_from_classes_txt_fails(raw, tmp_path):
+@pytest.mark.parametrize("source, cub_counts", [("sample", True), ("cub", False)])  # cub: a subset of classes
+def test_class_id_missing_from_classes_txt_fails(raw, tmp_path, source, cub_counts):
     path = raw / cub.CUB_DIR / "image_class_labels.txt"
     lines = path.read_text().splitlines()
     lines[0] = lines[0].split()[0] + " 150"
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises((ValidationFailed, cub.LayoutError), match="classes.txt"):
-        validate_raw(raw, CFG, "sample", tmp_path / "report")
+        validate_raw(raw, CFG.model_copy(update={"cub_counts": cub_counts}), source, tmp_path / "report")
 
 
 def test_key_in_both_splits_fails(raw, tmp_path):
