@@ -82,7 +82,7 @@ def open_worktree(root: str, worktree: str) -> dict:
     if out.returncode != 0:  # e.g. the first run after a clone: README "Scheduled runs" (a DVC remote avoids it)
         logger.warning("dvc checkout: some outputs are not in the cache and will be rebuilt (`dvc pull` from a "
                        "DVC remote fills the cache): %s", out.stderr.strip()[-500:])
-    for dvcfile, d in runs.tracked_data(worktree).items():
+    for dvcfile, d in runs.tracked_data(worktree).items():  # again: after the checkout
         for path in d["missing"]:
             if d["hashed"]:
                 hint = "not in the DVC cache: `dvc pull` it from a DVC remote, or run `gancls fetch` in the repository"
