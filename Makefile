@@ -23,13 +23,14 @@ run: $(STAMP)
 	$(BIN)/dvc repro
 	@echo
 	@echo "run report:        reports/report.md  (scores with chance and ceiling, links to every picture)"
-	@echo "metrics:           metrics/scores.json (text_match, FID, KID, IS), dvclive/metrics.json (training), metrics/scorer.json"
+	@echo "metrics:           metrics/scores.json (text_match, FID, KID, IS), dvclive/metrics.json (training), metrics/scorer.json, metrics/text_encoder.json"
 	@echo "generated grid:    reports/generated_grid.png  (test captions x noise)"
 	@echo "interpolations:    reports/interp_text.png (GAN-INT, text), reports/interp_noise.png (noise)"
 	@echo "learning:          reports/train_progress.gif (last frame: reports/train_samples.png)"
 	@echo "loss curves:       dvclive/plots/metrics/*.tsv  (dvc plots show)"
 	@echo "validation report: reports/validation/data_docs/index.html (and result.json)"
-	@echo "your own grid:     .venv/bin/gancls sample --query \"red body\""
+	@echo "typed sentences:   reports/typed_sentences.png (generate.sentences through the text encoder)"
+	@echo "your own sentence: .venv/bin/gancls sample --text \"a small bird with a red body and a blue head\""
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -20,12 +20,12 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 STEPS = {
     "validate": ["make-sample", "validate"],
     "prepare": ["prepare"],
-    "references": ["train-scorer", "real-features"],
+    "references": ["train-scorer", "train-text-encoder", "real-features"],
     "train": ["train"],
     "generate": ["generate"],
     "evaluate": ["evaluate"],
 }
-METRICS = ("dvclive/metrics.json", "metrics/scorer.json", "metrics/scores.json")
+METRICS = ("dvclive/metrics.json", "metrics/scorer.json", "metrics/text_encoder.json", "metrics/scores.json")
 REPORT = "reports/report.md"
 
 

@@ -112,7 +112,8 @@ LEARN = {
 
 @pytest.fixture(scope="session")
 def learned(tmp_path_factory):
-    """The default sample, prepared; the scorer trained on it; a GAN-CLS trained briefly (LEARN).
+    """The default sample, prepared; the scorer and the text encoder trained on it; a GAN-CLS trained
+    briefly (LEARN).
 
     Returns the params (paths point into a session folder) and the paths of what was made.
     """
@@ -121,6 +122,7 @@ def learned(tmp_path_factory):
     from gancls.sample import make_sample
     from gancls.scorer import train_scorer
     from gancls.train import train
+    from gancls.train_text_encoder import train_text_encoder
 
     root = tmp_path_factory.mktemp("learned")
     raw = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), LEARN)
@@ -131,16 +133,19 @@ def learned(tmp_path_factory):
     raw["data"]["raw_dir"] = str(out["sample"])
     raw["prepare"]["out"] = str(out["prepared"])
     raw["scorer"].update(out=str(out["scorer"]), metrics=str(root / "scorer.json"))
+    raw["text_encoder"].update(weights=str(root / "text_encoder.pt"), metrics=str(root / "text_encoder.json"))
     raw["train"].update(out_dir=str(out["model"]), live_dir=str(root / "live"),
                         checkpoint_dir=str(root / "checkpoints"),
                         grid=str(out["reports"] / "train.png"), progress_gif=str(out["reports"] / "train.gif"))
     raw["generate"].update(out_dir=str(root / "generated"), grid=str(out["reports"] / "generated.png"),
                            interp_grid=str(out["reports"] / "interp_text.png"),
-                           noise_grid=str(out["reports"] / "interp_noise.png"))
+                           noise_grid=str(out["reports"] / "interp_noise.png"),
+                           sentences_grid=str(out["reports"] / "typed_sentences.png"))
     params = parse_params(raw)
     make_sample(params.sample, out["sample"])
     prepare(out["sample"], out["prepared"], params.prepare, "sample")
     out["scorer_summary"] = train_scorer(out["prepared"], params, out["scorer"], root / "scorer.json")
+    out["encoder_metrics"] = train_text_encoder(out["prepared"], params)
     out["train_summary"] = train(out["prepared"], params)
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     out["params"] = params

@@ -38,6 +38,11 @@ def test_missing_raw_data_names_the_folder_and_gancls_fetch(tmp_path):
     assert "holds no CUB_200_2011/images.txt" in missing_raw_data(cub, tmp_path)
     (tmp_path / "data/CUB_200_2011").mkdir()
     (tmp_path / "data/CUB_200_2011/images.txt").write_text("1 001.A/a.jpg\n")
+    why = missing_raw_data(cub, tmp_path)  # Reed's settings draw typed sentences with Reed's encoder
+    assert why.startswith(f"data/{cub.text_encoder.reed_t7}: Reed's text encoder is not there"), why
+    assert "build/downloads/" in why and "-S text_encoder.source=fit" in why
+    (tmp_path / "data" / cub.text_encoder.reed_t7).parent.mkdir()
+    (tmp_path / "data" / cub.text_encoder.reed_t7).write_bytes(b"t7")
     assert missing_raw_data(cub, tmp_path) is None
     sample = params_with([], ROOT / "params.yaml")  # the embedded sample is made by a stage
     assert missing_raw_data(sample, tmp_path) is None

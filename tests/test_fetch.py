@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import ROOT, TINY, dvc, merge, sh
+
 from gancls.config import parse_params
 from gancls.fetch import FetchError, fetch, safe_extract
-
 
 # --- helpers ------------------------------------------------------------------------------------
 
@@ -46,7 +45,8 @@ def _fetch_params(tmp: Path, base_url: str, **fetch_over):
     over = {"data_dir": str(tmp / "data"), "download_dir": str(tmp / "downloads"),
             "checksums": str(tmp / "data.sha256.json"), "connect_timeout": 3, "retries": 0, "dvc_add": False,
             "cub": {"url": f"{base_url}/CUB_200_2011.tgz"}, "embeddings": {"url": f"{base_url}/birds.zip"},
-            "captions": {"url": f"{base_url}/captions.tar.gz", "file": "captions.tar.gz"}}
+            "captions": {"url": f"{base_url}/captions.tar.gz", "file": "captions.tar.gz"},
+            "text_encoder": {"url": f"{base_url}/reed.t7", "file": "reed.t7"}}
     raw = merge(raw, {"fetch": merge(over, fetch_over)})
     return parse_params(raw).fetch, raw
 
@@ -71,6 +71,9 @@ def archives(tmp_path_factory):
             zf.writestr(f"birds/{split}/76images.pickle", b"not read by gancls")
     with tarfile.open(served / "captions.tar.gz", "w:gz") as tar:
         tar.add(sample / "text_c10", "cvpr2016_cub/text_c10")
+    from test_text_encoder import bare_encoder, random_weights, write_t7
+
+    write_t7(served / "reed.t7", bare_encoder(random_weights()))  # Reed's encoder layout, random weights
     md5 = hashlib.md5((served / "CUB_200_2011.tgz").read_bytes()).hexdigest()
     return {"sample": sample, "served": served, "cub_md5": md5}
 
@@ -200,6 +203,29 @@ def test_an_interrupted_download_resumes(tmp_path, archives, server, ranges):
     assert sorted(p.name for p in downloads.iterdir()) == ["CUB_200_2011.tgz"]
 
 
+def test_reed_encoder_is_placed_checked_or_skipped(tmp_path, archives, server):
+    """The .t7 is optional: placed under data/ when it is Reed's encoder, refused and removed when it is
+    not, and a failed download only warns."""
+    cfg, _ = _fetch_params(tmp_path, server["url"])
+    for part in ("CUB_200_2011", "text_c10", "train", "test"):  # the rest already in place
+        shutil.copytree(archives["sample"] / part, tmp_path / "data" / part)
+    summary = fetch(cfg, "text_encoder/reed.t7")
+    assert server["requests"] == ["/reed.t7"] and summary["placed"] == ["text_encoder/reed.t7"]
+    assert (tmp_path / "data/text_encoder/reed.t7").read_bytes() == (archives["served"] / "reed.t7").read_bytes()
+    assert "reed.t7" in json.loads((tmp_path / "data.sha256.json").read_text())
+
+    cfg, _ = _fetch_params(tmp_path, server["url"], text_encoder={"file": "other.t7"})
+    (tmp_path / "downloads/other.t7").write_bytes(b"<html>a download page</html>")
+    with pytest.raises(FetchError, match=r"other\.t7: not Reed's text encoder \(not a readable Torch7 file"):
+        fetch(cfg, "text_encoder/other.t7")
+    assert not (tmp_path / "downloads/other.t7").exists() and not (tmp_path / "data/text_encoder/other.t7").exists()
+
+    cfg, _ = _fetch_params(tmp_path, server["url"], text_encoder={"url": f"{server['url']}/gone.t7",
+                                                                  "file": "gone.t7"})
+    summary = fetch(cfg, "text_encoder/gone.t7")
+    assert summary["skipped"] == ["text_encoder/gone.t7"] and not (tmp_path / "data/text_encoder/gone.t7").exists()
+
+
 # --- (c) offline ----------------------------------------------------------------------------------
 
 def test_offline_fetch_fails_fast_naming_the_archives(tmp_path):
@@ -227,27 +253,30 @@ def test_fetch_from_a_local_server_then_validate_and_prepare(project_clone, arch
         "retries": 0, "connect_timeout": 3,
         "cub": {"url": f"{url}/CUB_200_2011.tgz", "md5": archives["cub_md5"]},
         "embeddings": {"url": f"{url}/birds.zip"},
-        "captions": {"url": f"{url}/captions.tar.gz", "file": "captions.tar.gz"}}})
+        "captions": {"url": f"{url}/captions.tar.gz", "file": "captions.tar.gz"},
+        "text_encoder": {"url": f"{url}/reed.t7", "file": "reed.t7"}}})
 
     out = sh(["gancls", "fetch"], repo)
-    assert sorted(server["requests"]) == ["/CUB_200_2011.tgz", "/birds.zip", "/captions.tar.gz"]
+    assert sorted(server["requests"]) == ["/CUB_200_2011.tgz", "/birds.zip", "/captions.tar.gz", "/reed.t7"]
     summary = json.loads(out.stdout.split("data in place: ", 1)[1])
-    assert sorted(summary["placed"]) == ["CUB_200_2011", "test", "text_c10", "train"]
+    encoder = yaml.safe_load((repo / "params.yaml").read_text())["text_encoder"]["reed_t7"]
+    assert sorted(summary["placed"]) == ["CUB_200_2011", "test", "text_c10", encoder, "train"]
     data, sample = repo / "data", archives["sample"]
-    assert sorted(p.name for p in data.iterdir()) == ["CUB_200_2011", "test", "text_c10", "train"]
+    assert sorted(p.name for p in data.iterdir()) == ["CUB_200_2011", "test", "text_c10", "text_encoder", "train"]
+    assert (data / encoder).read_bytes() == (archives["served"] / "reed.t7").read_bytes()
     assert sorted(p.name for p in (data / "train").iterdir()) == sorted(p.name for p in (sample / "train").iterdir())
     assert (data / "CUB_200_2011" / "images.txt").read_bytes() == (sample / "CUB_200_2011" / "images.txt").read_bytes()
     assert not list(repo.glob(".data.fetch-*"))
     sums = json.loads((repo / "data.sha256.json").read_text())
     assert sums == {f: hashlib.sha256((archives["served"] / f).read_bytes()).hexdigest()
-                    for f in ("CUB_200_2011.tgz", "birds.zip", "captions.tar.gz")}
+                    for f in ("CUB_200_2011.tgz", "birds.zip", "captions.tar.gz", "reed.t7")}
     spec = yaml.safe_load((repo / "data.dvc").read_text())["outs"][0]
     assert spec["path"] == "data" and spec["md5"].endswith(".dir") and spec["nfiles"] > 0
     assert "desc" in spec  # dvc add kept the project's description
 
     # again: everything in place, nothing downloaded; one part gone: rebuilt from the kept archive, offline
     sh(["gancls", "fetch"], repo)
-    assert len(server["requests"]) == 3
+    assert len(server["requests"]) == 4
     shutil.rmtree(data / "text_c10")
     server["httpd"].shutdown()
     again = sh(["gancls", "fetch"], repo)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import h5py
+import yaml
 from PIL import Image
 
 from gancls.cub import load_embeddings
@@ -51,11 +52,15 @@ def test_dvc_repro_end_to_end(project_clone):
     # train-scorer: the classifier and its held-out accuracy
     scorer = json.loads((repo / "metrics/scorer.json").read_text())
     assert scorer["labels"] == ["body", "wing", "head", "beak"] and scorer["n_heldout"] == 8
-    # generate: 12 images from test captions + the captioned grids
+    # train-text-encoder: fitted on the training captions, scored on the test ones
+    encoder = json.loads((repo / "metrics/text_encoder.json").read_text())
+    assert encoder["source"] == "fit" and encoder["test_captions"] == 80 and encoder["train_captions"] == 240
+    assert (repo / "build/text_encoder/encoder.pt").is_file()
+    # generate: 12 images from test captions (stored embeddings and encoded text) + the captioned grids
     with h5py.File(repo / "build/generated/images.h5") as h5:
-        assert h5["images"].shape == (12, 64, 64, 3)
+        assert h5["images"].shape == h5["encoded_images"].shape == (12, 64, 64, 3)
         assert len(h5["captions"]) == 12 and h5["image_index"][()].max() < 8
-    for name in ("generated_grid", "interp_text", "interp_noise"):
+    for name in ("generated_grid", "interp_text", "interp_noise", "typed_sentences"):
         assert Image.open(repo / f"reports/{name}.png").width > 3 * 66, name
     # evaluate: real FID/KID with the recorded extractor; IS reported missing with a reason
     scores = json.loads((repo / "metrics/scores.json").read_text())
@@ -63,10 +68,12 @@ def test_dvc_repro_end_to_end(project_clone):
     assert scores["feature_extractor"]["sha1"] == "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
     assert scores["is"] is None and scores["is_missing_reason"]
     tm = scores["text_match"]
-    assert set(tm) >= {"accuracy", "chance", "real_ceiling", "mismatched_accuracy"}
-    assert all(0 <= tm[k] <= 1 for k in ("accuracy", "chance", "real_ceiling", "mismatched_accuracy"))
+    assert set(tm) >= {"accuracy", "chance", "real_ceiling", "mismatched_accuracy", "encoded_accuracy"}
+    assert all(0 <= tm[k] <= 1 for k in ("accuracy", "chance", "real_ceiling", "mismatched_accuracy",
+                                         "encoded_accuracy"))
     report = (repo / "reports/report.md").read_text()
     assert "real held-out images (ceiling)" in report and "generated_grid.png" in report
+    assert "typed_sentences.png" in report and "gancls sample --text" in report
 
     # a second repro reruns nothing
     assert "up to date" in dvc("status", "dvc.yaml", cwd=repo).stdout
@@ -88,7 +95,7 @@ def test_dvc_repro_end_to_end(project_clone):
     epochs = int(re.search(r"train\.epochs=(\d+)", block).group(1))
     assert diff["dvclive/metrics.json"]["epochs"]["new"] == epochs
     shown = dvc("metrics", "show", "--json", cwd=repo).stdout
-    assert '"text_match"' in shown and '"mismatched_accuracy"' in shown
+    assert '"text_match"' in shown and '"mismatched_accuracy"' in shown and '"test_top1"' in shown
 
 
 def readme_block(containing: str) -> str:
@@ -183,6 +190,11 @@ def test_run_cub_settings_end_to_end_on_a_cub_layout_stand_in(project_clone):
     embeddings = repo / "data/test/char-CNN-RNN-embeddings.pickle"
     kept = embeddings.read_bytes()
     embeddings.unlink()
+    from test_text_encoder import bare_encoder, random_weights, write_t7
+
+    reed_t7 = repo / "data" / yaml.safe_load((repo / "params.yaml").read_text())["text_encoder"]["reed_t7"]
+    reed_t7.parent.mkdir()
+    write_t7(reed_t7, bare_encoder(random_weights(out=1024)))  # Reed's layout, as gancls fetch places it
     dvc("add", "data", cwd=repo)
     run_cub = ["gancls", "experiment", "--settings", "configs/reed_cub.yaml", *reed_cub_at_tiny_sizes()]
     saved = {f: (repo / f).read_bytes() for f in ("params.yaml", "data.dvc")}
@@ -205,5 +217,8 @@ def test_run_cub_settings_end_to_end_on_a_cub_layout_stand_in(project_clone):
     assert scores["fid"] > 0 and scores["fid"] < float("inf")
     train = json.loads((repo / "dvclive/metrics.json").read_text())
     assert train["epochs"] == 2
+    encoder = json.loads((repo / "metrics/text_encoder.json").read_text())
+    assert encoder["source"] == "reed" and encoder["test_captions"] > 0  # Reed's .t7, imported by the stage
+    assert scores["text_match"]["encoded_accuracy"] is not None
     params = (repo / "params.yaml").read_text()
     assert "source: cub" in params and "captions_per_sample: 4" in params  # the workspace holds the experiment

@@ -46,19 +46,9 @@ def test_query_without_match_exits_nonzero(learned, tmp_path, capsys):
 # --- sentences of one's own: `gancls sample --text`, `gancls import-encoder` -----------------------
 
 @pytest.fixture
-def with_encoder(learned, tmp_path):
-    """The learned run's params with text_encoder.weights: a narrow char-CNN-RNN (random weights)."""
-    import yaml
-    from gancls.text_encoder import CharCNNRNN, save_encoder
-
-    torch.manual_seed(0)
-    model = CharCNNRNN(c1=16, c2=16, c3=16, hidden=16, out=1024)
-    weights = save_encoder(tmp_path / "encoder.pt", model.state_dict(), model.sizes, {"source": "test"})
-    raw = yaml.safe_load(learned["params_file"].read_text())
-    raw["text_encoder"]["weights"] = str(weights)
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return params
+def with_encoder(learned):
+    """The learned run's params: text_encoder.weights is the encoder fitted to its training captions."""
+    return learned["params_file"]
 
 
 def test_text_command_draws_sentences_of_ones_own(with_encoder, tmp_path, capsys):
@@ -79,10 +69,41 @@ def test_text_command_draws_sentences_of_ones_own(with_encoder, tmp_path, capsys
 
 
 def test_text_without_an_encoder_says_how_to_get_one(learned, tmp_path, capsys):
+    import yaml
+
+    raw = yaml.safe_load(learned["params_file"].read_text())
+    raw["text_encoder"]["weights"] = str(tmp_path / "missing.pt")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     out = tmp_path / "none.png"
-    rc = main(["--params", str(learned["params_file"]), "sample", "--text", "a red bird", "--out", str(out)])
+    rc = main(["--params", str(tmp_path / "params.yaml"), "sample", "--text", "a red bird", "--out", str(out)])
     err = capsys.readouterr().err
-    assert rc == 1 and "gancls import-encoder" in err and len(err.strip().splitlines()) == 1 and not out.exists()
+    assert rc == 1 and "missing.pt" in err and "train-text-encoder" in err and "gancls import-encoder" in err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_a_typed_colour_is_drawn(learned, tmp_path):
+    """Ten sentences that differ only in the body's colour word: the scorer sees the typed colour on the
+    body far more often than the colour of the next sentence (a generator or encoder that ignored the
+    word would score the same on both)."""
+    from gancls.scorer import load_scorer
+
+    scorer, state = load_scorer(learned["scorer"])
+    body, colours = list(state["vocab"]).index("body"), state["vocab"]["body"]
+    texts = [f"this bird has a {c} body and grey wings." for c in colours]
+    h5 = tmp_path / "typed.h5"
+    assert main(["--params", str(learned["params_file"]), "sample", "--file", str(_lines(tmp_path, texts)),
+                 "--n", "8", "--out", str(tmp_path / "typed.png"), "--h5", str(h5)]) == 0
+    with h5py.File(h5) as f:
+        seen = np.stack([scorer.predict(images)[:, body] for images in f["images"][()]])  # [colour, image]
+    typed = np.arange(len(colours))[:, None]
+    own, other = (seen == typed).mean(), (seen == (typed + 1) % len(colours)).mean()
+    assert own > 0.35 and own > 4 * other, (own, other, seen)
+
+
+def _lines(tmp_path, texts):
+    path = tmp_path / "sentences.txt"
+    path.write_text("\n".join(texts) + "\n")
+    return path
 
 
 @pytest.mark.parametrize("text, why", [("", "empty text"), ("ÄÖÜ", "no character of Reed's alphabet")])
@@ -95,9 +116,10 @@ def test_text_the_encoder_cannot_see_is_one_line(with_encoder, tmp_path, capsys,
 
 
 def test_import_encoder_command_writes_weights_or_refuses_in_one_line(learned, tmp_path, capsys):
-    from gancls.text_encoder import import_reed_t7, load_encoder
-
     from test_text_encoder import bare_encoder, random_weights, write_t7
+
+    from gancls.reed_t7 import import_reed_t7
+    from gancls.text_encoder import load_encoder
 
     t7, out = tmp_path / "reed.t7", tmp_path / "encoder.pt"
     write_t7(t7, bare_encoder(random_weights()))

@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from gancls.text_encoder import (ALPHABET, MAX_LEN, REED_SIZES, CharCNNRNN, EncoderImportError, check_text,
-                                 encode, encode_text, fit_encoder, import_reed_t7, load_encoder, save_encoder,
-                                 score_encoder, seq_len)
+from gancls.reed_t7 import import_reed_t7
+from gancls.text_encoder import (ALPHABET, MAX_LEN, REED_SIZES, CharCNNRNN, EncoderImportError, check_text, encode,
+                                 encode_text, load_encoder, save_encoder, seq_len)
+from gancls.train_text_encoder import fit_encoder, score_encoder
 
 TEXTS = ["this bird has a red belly, black wings and a short beak.",
          "A small yellow bird -- perched on a branch!",
@@ -155,10 +156,10 @@ ROLES = ("x_update", "x_reset", "x_cand", "h_update", "h_reset", "h_cand")
 WIDTHS = {"c1": 7, "c2": 6, "c3": 5, "hidden": 5, "out": 3}  # c3 = hidden: six same-shaped GRU matrices
 
 
-def random_weights(seed=0) -> dict:
+def random_weights(seed=0, out=WIDTHS["out"]) -> dict:
     rng = np.random.default_rng(seed)
     u = lambda *shape: rng.uniform(-0.5, 0.5, shape).astype(np.float32)
-    w, h = WIDTHS, WIDTHS["hidden"]
+    w, h = {**WIDTHS, "out": out}, WIDTHS["hidden"]
     return {"conv": [(u(w["c1"], 4 * 70), u(w["c1"])), (u(w["c2"], 4 * w["c1"]), u(w["c2"])),
                      (u(w["c3"], 4 * w["c2"]), u(w["c3"]))],
             **{role: (u(h, h), u(h)) for role in ROLES},

@@ -50,6 +50,14 @@ def _train_scorer(args, params):
     print(f"scorer trained: {json.dumps(summary)}")
 
 
+def _train_text_encoder(args, params):
+    from .train_text_encoder import train_text_encoder
+
+    m = train_text_encoder(params.prepare.out, params)
+    print(f"text encoder ({m['source']}) -> {params.text_encoder.weights}: on the {m['test_captions']} test captions "
+          f"cosine {m['test_cosine']:.4f}, retrieval top-1 {m['test_top1']:.3f} ({params.text_encoder.metrics})")
+
+
 def _real_features(args, params):
     from .evaluate import real_features
 
@@ -121,7 +129,8 @@ def _sample(args, params):
 
 def _import_encoder(args, params):
     from .config import file_digest
-    from .text_encoder import import_reed_t7, save_encoder
+    from .reed_t7 import import_reed_t7
+    from .text_encoder import save_encoder
 
     state, sizes = import_reed_t7(args.file)
     out = args.out or params.text_encoder.weights
@@ -134,7 +143,7 @@ def _import_encoder(args, params):
 def _fetch(args, params):
     from .fetch import fetch
 
-    out = fetch(params.fetch)
+    out = fetch(params.fetch, params.text_encoder.reed_t7)
     print(f"data in place: {json.dumps(out)}")
 
 
@@ -165,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("prepare", help="raw data -> HDF5, then validate it").set_defaults(fn=_prepare)
     sub.add_parser("train-scorer", help="train the text-conditioning classifier on real images"
                    ).set_defaults(fn=_train_scorer)
+    sub.add_parser("train-text-encoder", help="fit the char-CNN-RNN text encoder (or import Reed's) and score it"
+                   ).set_defaults(fn=_train_text_encoder)
     sub.add_parser("real-features", help="Inception features of the real test images (for FID/KID)"
                    ).set_defaults(fn=_real_features)
     sub.add_parser("train", help="train GAN-CLS").set_defaults(fn=_train)

@@ -271,6 +271,8 @@ class GenerateParams(Section):
     grid: str
     interp_grid: str
     noise_grid: str
+    sentences: Annotated[list[Annotated[str, Field(min_length=1, max_length=201)]], Field(min_length=1)]
+    sentences_grid: str
 
 
 class EvaluateParams(Section):
@@ -303,6 +305,7 @@ class FetchParams(Section):
     cub: ArchiveParams
     embeddings: ArchiveParams
     captions: ArchiveParams
+    text_encoder: ArchiveParams | None = None  # Reed's pretrained CUB encoder (.t7); null: not fetched
 
 
 class RegressionRule(Section):
@@ -353,8 +356,27 @@ class ServeParams(Section):
     start_timeout: PositiveFloat
 
 
+class EncoderSizes(Section):
+    """Widths of the char-CNN-RNN (Reed's: 384, 512, 512, 512); the output is model.embedding_dim."""
+
+    c1: PositiveInt
+    c2: PositiveInt
+    c3: PositiveInt
+    hidden: PositiveInt
+
+
 class TextEncoderParams(Section):
+    source: Literal["fit", "reed"]
+    reed_t7: str            # under data.raw_dir (gancls fetch puts Reed's file there)
+    sizes: EncoderSizes
+    epochs: PositiveInt
+    batch_size: Annotated[int, Field(ge=2)]
+    lr: PositiveFloat
+    contrastive_weight: Annotated[float, Field(ge=0)]
+    temperature: PositiveFloat
+    device: Device
     weights: str
+    metrics: str
 
 
 class Params(Section):

@@ -192,6 +192,11 @@ def evaluate(generated: str | Path, prepared: str | Path, params: Params) -> dic
         is_scores = {"is": None, "is_missing_reason": IS_MISSING}
 
     match = score_generated(generated, prepared, params.scorer.out, int(params.seed), device)
+    # The same captions and noise, each caption's text encoded by the text encoder: how much of the
+    # conditioning survives a sentence typed by a person.
+    encoded = score_generated(generated, prepared, params.scorer.out, int(params.seed), device, "encoded_images")
+    match["encoded_accuracy"] = encoded["accuracy"]
+    match["encoded_of_stored"] = round(encoded["accuracy"] / match["accuracy"], 4) if match["accuracy"] else None
     result = {
         **scores,
         **is_scores,
@@ -203,7 +208,8 @@ def evaluate(generated: str | Path, prepared: str | Path, params: Params) -> dic
     }
     write_json(cfg.out, result)
     g, t = params.generate, params.train
-    pictures = {"Generated from test captions": g.grid, "Text interpolation (GAN-INT)": g.interp_grid,
-                "Noise interpolation": g.noise_grid, "Training progress": t.progress_gif}
-    write_report(result, t.metrics, pictures, cfg.report)
+    pictures = {"Generated from test captions": g.grid, "Typed sentences (gancls sample --text)": g.sentences_grid,
+                "Text interpolation (GAN-INT)": g.interp_grid, "Noise interpolation": g.noise_grid,
+                "Training progress": t.progress_gif}
+    write_report(result, t.metrics, pictures, cfg.report, params.text_encoder.metrics, g.sentences)
     return result

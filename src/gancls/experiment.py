@@ -102,6 +102,11 @@ def missing_raw_data(params: Params, root: str | Path = ".") -> str | None:
         return f"{raw}/ (data.raw_dir) does not exist: {how}"
     if not (Path(root) / raw / CUB_DIR / "images.txt").is_file():
         return f"{raw}/ (data.raw_dir) holds no {CUB_DIR}/images.txt: {how}"
+    t7 = raw / params.text_encoder.reed_t7
+    if params.text_encoder.source == "reed" and not (Path(root) / t7).is_file():
+        return (f"{t7}: Reed's text encoder is not there (text_encoder.source is reed): put "
+                f"{fetch.text_encoder.file if fetch.text_encoder else Path(t7).name} into {fetch.download_dir}/ "
+                "and run `gancls fetch`, or add -S text_encoder.source=fit to fit one to the data instead")
     return None
 
 

@@ -26,7 +26,12 @@ What it does, in order (settings: the ``fetch:`` section of params.yaml, ``Fetch
    zip files after checking that no member leaves the folder — finds the parts in it (at any depth:
    ``birds/train``, ``cvpr2016_cub/text_c10``, ...) and moves each into ``data_dir`` with one rename.
    Of the embedding folders only the three pickles ``gancls.cub`` reads are kept.
-5. Runs ``python -m dvc add <data_dir>`` so that ``<data_dir>.dvc`` (``data.dvc``) holds its hash.
+5. Reed's pretrained CUB text encoder (``fetch.text_encoder``, a ``.t7``; ``null``: skipped): taken
+   from ``download_dir`` or downloaded like the archives, its SHA-256 recorded or checked, read with
+   ``gancls.reed_t7`` (a file that is not Reed's encoder is removed and refused), and copied to
+   ``<data_dir>/<text_encoder.reed_t7>``, where ``text_encoder.source: reed`` reads it.  It is
+   optional: a failed download is a warning naming where to put the file, not a failed fetch.
+6. Runs ``python -m dvc add <data_dir>`` so that ``<data_dir>.dvc`` (``data.dvc``) holds its hash.
 
 Offline, it stops within seconds with one line that names the archives and where to put them.
 Every failure is a ``FetchError``; ``gancls fetch`` prints it as one line and exits 1.
@@ -58,7 +63,7 @@ SPLIT_FILES = (EMBEDDINGS_FILE, FILENAMES_FILE, CLASS_INFO_FILE)
 # Which archive (a FetchParams field) provides which part of the raw-data root.
 PARTS = {CUB_DIR: "cub", TEXT_DIR: "captions", "train": "embeddings", "test": "embeddings"}
 WHAT = {"cub": "CUB-200-2011 images", "embeddings": "StackGAN birds char-CNN-RNN embeddings",
-        "captions": "Reed's text_c10 captions"}
+        "captions": "Reed's text_c10 captions", "text_encoder": "Reed's pretrained CUB text encoder"}
 
 
 # --- safe extraction ------------------------------------------------------------------------------
@@ -131,16 +136,31 @@ def _load_sums(path: Path) -> dict[str, str]:
     return sums
 
 
-def check_archive(path: Path, md5: str | None, sums: dict[str, str], name: str) -> str:
-    """MD5 (when known) and the recorded SHA-256 of ``path``; a bad file is removed. Returns its SHA-256."""
+def _not_reed(path: Path) -> str | None:
+    from .reed_t7 import import_reed_t7
+    from .text_encoder import EncoderImportError
+
+    try:
+        import_reed_t7(path)
+    except EncoderImportError as exc:
+        return str(exc).removeprefix(f"{path}: ")
+    return None
+
+
+def check_archive(path: Path, md5: str | None, sums: dict[str, str], name: str, kind: str = "archive") -> str:
+    """MD5 (when known) and the recorded SHA-256 of ``path``, then its kind (``archive``: tar or zip;
+    ``t7``: Reed's encoder); a bad file is removed.  Returns its SHA-256."""
     problem = None
     if md5 and (got := file_digest(path, "md5")) != md5.lower():
         problem = f"MD5 {got} is not the expected {md5}"
     sha = file_digest(path, "sha256")
     if problem is None and name in sums and sums[name] != sha:
         problem = f"SHA-256 {sha} is not the recorded {sums[name]}"
-    if problem is None and not (tarfile.is_tarfile(path) or zipfile.is_zipfile(path)):
+    if problem is None and kind == "archive" and not (tarfile.is_tarfile(path) or zipfile.is_zipfile(path)):
         problem = "not a tar or zip archive (a download page instead of the file?)"
+    if problem is None and kind == "t7" and (why := _not_reed(path)):
+        path.unlink(missing_ok=True)
+        raise FetchError(f"{name}: not Reed's text encoder ({why}); the file was removed")
     if problem:
         path.unlink(missing_ok=True)
         raise FetchError(f"{name}: checksum mismatch: {problem}; the file was removed, run `gancls fetch` again")
@@ -187,16 +207,17 @@ def offline_hint(cfg: FetchParams, keys: list[str]) -> str:
     names = [f"{getattr(cfg, k).file} ({WHAT[k]}, {getattr(cfg, k).url})" for k in keys]
     listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
     parts = [p for p, k in PARTS.items() if k in keys]
-    return (f"without network, put {listed} into {cfg.download_dir}/ (or the unpacked "
-            f"{', '.join(p + '/' for p in parts)} into {cfg.data_dir}/) and run `gancls fetch` again")
+    unpacked = f" (or the unpacked {', '.join(p + '/' for p in parts)} into {cfg.data_dir}/)" if parts else ""
+    return f"without network, put {listed} into {cfg.download_dir}/{unpacked} and run `gancls fetch` again"
 
 
-def ensure_archive(key: str, cfg: FetchParams, sums: dict[str, str], pending: list[str]) -> Path:
-    """The checked archive of ``key`` in ``download_dir``: the one already there, or downloaded."""
+def ensure_archive(key: str, cfg: FetchParams, sums: dict[str, str], pending: list[str],
+                   kind: str = "archive") -> Path:
+    """The checked file of ``key`` in ``download_dir``: the one already there, or downloaded."""
     src = getattr(cfg, key)
     final = Path(cfg.download_dir) / src.file
     if final.is_file():
-        sha = check_archive(final, src.md5, sums, src.file)
+        sha = check_archive(final, src.md5, sums, src.file, kind)
     else:
         final.parent.mkdir(parents=True, exist_ok=True)
         staged = final.with_name(final.name + ".download")  # gdown's own .part file is beside it
@@ -207,7 +228,7 @@ def ensure_archive(key: str, cfg: FetchParams, sums: dict[str, str], pending: li
             except ConnectionError as exc:
                 raise FetchError(f"cannot download {src.file} from {src.url} ({exc}); "
                                  + offline_hint(cfg, pending)) from exc
-        sha = check_archive(staged, src.md5, sums, src.file)
+        sha = check_archive(staged, src.md5, sums, src.file, kind)
         os.replace(staged, final)
     if sums.get(src.file) != sha:
         sums[src.file] = sha
@@ -280,15 +301,39 @@ def dvc_add(data_dir: Path) -> None:
                          f"(set fetch.dvc_add: false outside a DVC repository)")
 
 
-def fetch(cfg: FetchParams) -> dict:
-    """Assemble ``cfg.data_dir`` (see the module docstring); returns what was kept, downloaded and placed."""
+def place_text_encoder(cfg: FetchParams, dest: str, sums: dict[str, str], summary: dict) -> None:
+    """Step 5 of the module docstring: Reed's ``.t7`` to ``data_dir / dest``, unless already there."""
+    target = Path(cfg.data_dir) / dest
+    if cfg.text_encoder is None or target.is_file():
+        (summary["kept"] if target.is_file() else summary["skipped"]).append(dest)
+        return
+    try:
+        t7 = ensure_archive("text_encoder", cfg, sums, ["text_encoder"], kind="t7")
+    except FetchError as exc:
+        if "cannot download" not in str(exc):
+            raise
+        print(f"fetch: warning: {exc} (only text_encoder.source: reed needs it)", file=sys.stderr)
+        summary["skipped"].append(dest)
+        return
+    with atomic_path(target) as tmp:
+        shutil.copyfile(t7, tmp)
+    summary["archives"][cfg.text_encoder.file] = sums[cfg.text_encoder.file]
+    summary["placed"].append(dest)
+    print(f"fetch: {target} in place", file=sys.stderr)
+
+
+def fetch(cfg: FetchParams, encoder_dest: str | None = None) -> dict:
+    """Assemble ``cfg.data_dir`` (see the module docstring); returns what was kept, downloaded and placed.
+
+    ``encoder_dest``: where under ``data_dir`` Reed's encoder goes (``text_encoder.reed_t7``); None: skipped.
+    """
     data_dir = Path(cfg.data_dir)
     for stale in data_dir.parent.glob(f".{data_dir.name}.fetch-*"):  # left by a killed fetch
         shutil.rmtree(stale, ignore_errors=True)
     missing = [p for p in PARTS if not part_complete(data_dir, p)]
     keys = list(dict.fromkeys(PARTS[p] for p in missing))
     summary = {"data_dir": str(data_dir), "kept": [p for p in PARTS if p not in missing], "placed": [],
-               "archives": {}}
+               "skipped": [], "archives": {}}
     sums = _load_sums(Path(cfg.checksums))
     archives = {}
     for i, key in enumerate(keys):  # all archives first: an offline fetch stops before unpacking
@@ -309,6 +354,8 @@ def fetch(cfg: FetchParams) -> dict:
     if still:
         raise FetchError(f"{data_dir}: {', '.join(still)} incomplete after extraction (captions or images "
                          f"missing for some entries of {CUB_DIR}/images.txt?)")
+    if encoder_dest:
+        place_text_encoder(cfg, encoder_dest, sums, summary)
     if cfg.dvc_add:
         dvc_add(data_dir)
         summary["dvc"] = f"{data_dir}.dvc"

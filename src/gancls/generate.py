@@ -11,6 +11,9 @@ are slow for DVC to hash)::
     class_ids     int   (num_samples,)   that image's class
     caption_index int   (num_samples,)
     captions      str   (num_samples,)
+    encoded_images uint8 (num_samples, 64, 64, 3)  the same captions and noise, the caption's text
+                                                   encoded by the text encoder (text_encoder.weights)
+                                                   instead of its stored embedding
 
 Grids (each row's caption written beside it):
 
@@ -18,7 +21,9 @@ Grids (each row's caption written beside it):
 * ``generate.interp_grid`` (GAN-INT): at fixed noise, the text embedding moves from the caption of
   one test image to that of an image of another class;
 * ``generate.noise_grid``: at a fixed caption, the noise moves between two vectors (the same two
-  in every row), so what changes along a row is what the text leaves free (pose, background).
+  in every row), so what changes along a row is what the text leaves free (pose, background);
+* ``generate.sentences_grid``: the sentences of ``generate.sentences`` (typed, not from the data),
+  encoded by the text encoder, as ``gancls sample --text`` draws them.
 """
 from __future__ import annotations
 
@@ -29,9 +34,10 @@ import numpy as np
 import torch
 
 from .checkpoint import load_generator
-from .config import Params, atomic_path, resolve_device, seed_everything
+from .config import ConfigError, Params, atomic_path, resolve_device, seed_everything
 from .grids import captioned_grid, lerp, slerp
 from .prepared import read_split
+from .text_encoder import encode, load_encoder
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -71,19 +77,28 @@ def generate(generator_path: str | Path, prepared: str | Path, params: Params) -
     n = int(cfg.num_samples)
     img_idx, cap_idx = sample_plan(n, n_img, n_cap)
     emb = torch.from_numpy(test["embeddings"][img_idx, cap_idx])
+    captions = [str(test["captions"][i, j]) for i, j in zip(img_idx, cap_idx)]
+    encoder = load_encoder(params.text_encoder.weights, device)
+    if encoder.sizes["out"] != mcfg.embedding_dim:
+        raise ConfigError(f"{params.text_encoder.weights}: the text encoder gives {encoder.sizes['out']}-d "
+                          f"embeddings, the generator reads {mcfg.embedding_dim}-d ones")
+    encoded = torch.from_numpy(encode(encoder, captions))
 
     out = Path(cfg.out_dir) / "images.h5"
+    shape = (n, mcfg.image_size, mcfg.image_size, 3)
     with atomic_path(out) as tmp, h5py.File(tmp, "w") as h5:
-        images = h5.create_dataset("images", (n, mcfg.image_size, mcfg.image_size, 3), np.uint8)
+        images = h5.create_dataset("images", shape, np.uint8)
+        encoded_images = h5.create_dataset("encoded_images", shape, np.uint8)
         for s in range(0, n, cfg.batch_size):
             e = emb[s:s + cfg.batch_size].to(device)
-            images[s:s + len(e)] = to_uint8(g(torch.randn(len(e), mcfg.z_dim, device=device), e))
+            z = torch.randn(len(e), mcfg.z_dim, device=device)
+            images[s:s + len(e)] = to_uint8(g(z, e))
+            encoded_images[s:s + len(e)] = to_uint8(g(z, encoded[s:s + len(e)].to(device)))
         h5.create_dataset("image_index", data=img_idx.astype(np.int32))
         h5.create_dataset("keys", data=list(test["keys"][img_idx]), dtype=h5py.string_dtype())
         h5.create_dataset("class_ids", data=test["class_ids"][img_idx].astype(np.int32))
         h5.create_dataset("caption_index", data=cap_idx.astype(np.int32))
-        h5.create_dataset("captions", data=[test["captions"][i, j] for i, j in zip(img_idx, cap_idx)],
-                          dtype=h5py.string_dtype())
+        h5.create_dataset("captions", data=captions, dtype=h5py.string_dtype())
 
     def emb_of(i: int) -> torch.Tensor:
         return torch.from_numpy(test["embeddings"][i, 0]).to(device)
@@ -112,5 +127,12 @@ def generate(generator_path: str | Path, prepared: str | Path, params: Params) -
     grid = g(z_path.repeat(len(pairs), 1), e.repeat_interleave(steps, dim=0))
     captioned_grid(grid, [str(test["captions"][a, 0]) for a, _ in pairs], steps, cfg.noise_grid,
                    title="noise interpolation at fixed caption")
+
+    # Typed sentences, as `gancls sample --text` draws them (fixed noise per column).
+    sentences = list(cfg.sentences)
+    e = torch.from_numpy(encode(encoder, sentences)).to(device)
+    grid = g(z.repeat(len(sentences), 1), e.repeat_interleave(len(z), dim=0))
+    captioned_grid(grid, sentences, len(z), cfg.sentences_grid,
+                   title="typed sentences, encoded by the text encoder (rows) x noise vectors (columns)")
     return {"num_samples": n, "test_images": n_img, "images": str(out), "grid": cfg.grid,
-            "interp_grid": cfg.interp_grid, "noise_grid": cfg.noise_grid}
+            "interp_grid": cfg.interp_grid, "noise_grid": cfg.noise_grid, "sentences_grid": cfg.sentences_grid}

@@ -25,23 +25,18 @@ class PreparedFileError(ValueError):
     """The prepared file lacks a split or dataset (e.g. written by an older ``gancls prepare``)."""
 
 
-def read_split(path: str | Path, split: str) -> dict[str, np.ndarray]:
-    """One split of the prepared file, fully in memory (CUB's train split is about 0.5 GB)."""
+def read_split(path: str | Path, split: str, names: tuple[str, ...] = DATASETS) -> dict[str, np.ndarray]:
+    """Datasets ``names`` of one split of the prepared file, fully in memory (CUB's train images: 0.5 GB)."""
     with h5py.File(path, "r") as h5:
         if split not in h5:
             raise PreparedFileError(f"{path}: no split '{split}'; rerun `gancls prepare`")
         g = h5[split]
-        missing = [f"{split}/{name}" for name in DATASETS if name not in g]
+        missing = [f"{split}/{name}" for name in names if name not in g]
         if missing:
             raise PreparedFileError(f"{path}: no dataset {', '.join(missing)} (a file of another layout?); "
                                     "rerun `gancls prepare`")
-        return {
-            "images": g["images"][()],
-            "embeddings": g["embeddings"][()],
-            "class_ids": g["class_ids"][()],
-            "keys": np.array(g["keys"].asstr()[()], dtype=object),
-            "captions": np.array(g["captions"].asstr()[()], dtype=object),
-        }
+        return {name: np.array(g[name].asstr()[()], dtype=object) if name in ("keys", "captions") else g[name][()]
+                for name in names}
 
 
 def center_crop(images: np.ndarray, size: int) -> np.ndarray:

@@ -25,7 +25,23 @@ def _link(path: str | Path, report: Path) -> str:
     return os.path.relpath(Path(path), report.parent).replace(os.sep, "/")
 
 
-def render(scores: dict, train: dict | None, pictures: dict[str, str], report: Path) -> str:
+def _sentences(encoder: dict | None, sentences: list[str]) -> list[str]:
+    """How a typed sentence becomes a picture: the text encoder's scores and the command."""
+    lines = ["## Sentences of your own", ""]
+    if encoder:
+        how = ("Reed's pretrained CUB encoder" if encoder.get("source") == "reed"
+               else "fitted to the training split's (caption, stored embedding) pairs")
+        lines += [f"Text encoder: char-CNN-RNN, {how} ({encoder.get('parameters')} parameters). On the "
+                  f"{encoder.get('test_captions')} test captions (classes it never saw): cosine to the stored "
+                  f"embedding {_fmt(encoder.get('test_cosine'))}, retrieval top-1 {_fmt(encoder.get('test_top1'))}.", ""]
+    example = " ".join(f'--text "{t}"' for t in sentences[:2])
+    lines += ["Draw any sentence with the trained generator:", "", "```",
+              f".venv/bin/gancls sample {example} --n 8", "```", ""]
+    return lines
+
+
+def render(scores: dict, train: dict | None, pictures: dict[str, str], report: Path,
+           encoder: dict | None = None, sentences: list[str] = ()) -> str:
     tm = scores["text_match"]
     lines = ["# gancls run report", ""]
     lines += [f"Data: `{scores['source']}`. Scores of images generated from test captions "
@@ -35,6 +51,8 @@ def render(scores: dict, train: dict | None, pictures: dict[str, str], report: P
               f"({tm['n_statements']} statements in {tm['n_pairs']} captions).", "",
               "| | fraction of stated labels shown |", "|---|---|",
               f"| **generated images** | **{_fmt(tm['accuracy'])}** |",
+              f"| generated from the same captions' text, encoded by the text encoder | "
+              f"{_fmt(tm.get('encoded_accuracy'))} |",
               f"| real held-out images (ceiling) | {_fmt(tm['real_ceiling'])} |",
               f"| generated images vs a caption of another class (mismatched control) | "
               f"{_fmt(tm['mismatched_accuracy'])} |",
@@ -46,6 +64,7 @@ def render(scores: dict, train: dict | None, pictures: dict[str, str], report: P
         lines += ["| label | accuracy |", "|---|---|"]
         lines += [f"| {k} | {_fmt(v)} |" for k, v in tm["per_kind"].items()]
         lines += [""]
+    lines += _sentences(encoder, sentences)
     lines += ["## Image statistics", "",
               "| FID | KID (x1000) | IS | real / generated images |", "|---|---|---|---|",
               f"| {_fmt(scores['fid'], 2)} | {scores['kid_mean'] * 1000:.2f} ± {scores['kid_std'] * 1000:.2f} "
@@ -68,12 +87,16 @@ def render(scores: dict, train: dict | None, pictures: dict[str, str], report: P
     return "\n".join(lines)
 
 
-def write_report(scores: dict, train_metrics: str | Path | None, pictures: dict[str, str],
-                 out: str | Path) -> Path:
+def _json(path: str | Path | None) -> dict | None:
+    if path and Path(path).is_file():
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    return None
+
+
+def write_report(scores: dict, train_metrics: str | Path | None, pictures: dict[str, str], out: str | Path,
+                 encoder_metrics: str | Path | None = None, sentences: list[str] = ()) -> Path:
     out = Path(out)
-    train = None
-    if train_metrics and Path(train_metrics).is_file():
-        train = json.loads(Path(train_metrics).read_text(encoding="utf-8"))
+    text = render(scores, _json(train_metrics), pictures, out, _json(encoder_metrics), list(sentences))
     with atomic_path(out) as tmp:
-        tmp.write_text(render(scores, train, pictures, out), encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8")
     return out

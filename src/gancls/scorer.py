@@ -296,12 +296,15 @@ def text_match(model: Scorer, state: dict, fake: np.ndarray, real: np.ndarray, c
 
 
 def score_generated(generated: str | Path, prepared: str | Path, scorer_path: str | Path, seed: int,
-                    device="cpu") -> dict:
-    """``text_match`` of the images in a ``gancls generate`` file against their captions."""
+                    device="cpu", dataset: str = "images") -> dict:
+    """``text_match`` of the images in a ``gancls generate`` file against their captions (``dataset``:
+    ``images``, drawn from the stored embeddings, or ``encoded_images``, from the encoded captions)."""
     import h5py
 
     with h5py.File(generated, "r") as h5:
-        fake = h5["images"][()]
+        if dataset not in h5:
+            raise KeyError(f"{generated}: no dataset {dataset!r}; rerun `gancls generate`")
+        fake = h5[dataset][()]
         image_index = h5["image_index"][()]
         class_ids = h5["class_ids"][()]
         captions = [str(c) for c in h5["captions"].asstr()[()]]

@@ -1,8 +1,8 @@
 """``gancls sample``: draw images with the trained generator, as a captioned grid.
 
 * ``--text`` / ``--file``: sentences of your own, turned into embeddings by Reed's char-CNN-RNN
-  text encoder (``gancls.text_encoder``; the file ``text_encoder.weights``, e.g. Reed's pretrained
-  CUB encoder imported with ``gancls import-encoder``);
+  text encoder (``gancls.text_encoder``; the file ``text_encoder.weights`` that the stage
+  ``train-text-encoder`` writes: fitted to the data's captions, or Reed's pretrained CUB encoder);
 * ``--query`` / ``--caption-id``: captions of the prepared test split, with their stored embeddings.
 """
 from __future__ import annotations
@@ -18,9 +18,9 @@ from .config import resolve_device
 from .grids import captioned_grid
 from .prepared import read_split
 
-ENCODER_NOTE = ("--text encodes a sentence with the text encoder of text_encoder.weights (Reed's pretrained "
-                "CUB encoder: `gancls import-encoder FILE.t7`); --query and --caption-id draw test captions "
-                "with their stored embeddings.")
+ENCODER_NOTE = ("--text encodes a sentence with the text encoder of text_encoder.weights (stage "
+                "train-text-encoder: fitted to the training captions, or Reed's pretrained CUB encoder with "
+                "text_encoder.source reed); --query and --caption-id draw test captions with their stored embeddings.")
 
 
 class SentenceError(ValueError):
@@ -106,8 +106,9 @@ def draw_sentences(generator_path: str | Path, encoder_path: str | Path, texts: 
         except ValueError as exc:
             raise SentenceError(f"sentence {i}: {exc}") from None
     if not Path(encoder_path).is_file():
-        raise SentenceError(f"{encoder_path} (text_encoder.weights): no text encoder there; import Reed's "
-                            "pretrained CUB encoder with `gancls import-encoder FILE.t7` (README 'Quick start')")
+        raise SentenceError(f"{encoder_path} (text_encoder.weights): no text encoder there; `make run` or "
+                            "`dvc repro train-text-encoder` makes one, `gancls import-encoder FILE.t7` converts "
+                            "Reed's pretrained CUB encoder (README 'Quick start')")
     dev = resolve_device(device)
     g, mcfg = load_generator(generator_path, dev)
     encoder = load_encoder(encoder_path, dev)
