@@ -237,8 +237,12 @@ def compare(root: str, worktree: str, experiment: str | None, baseline: str, cha
 
 
 def remove_worktree(root: str, worktree: str) -> None:
-    """Not a task: it must run even when the flow run is being cancelled."""
-    _git("worktree", "remove", "--force", worktree, cwd=root, check=False)
+    """Not a task: it must run even when the flow run is being cancelled.
+
+    A `git worktree add` stopped by a timeout leaves its worktree locked ("initializing"), which
+    `remove --force` and `prune` both skip: unlock it first, and force twice."""
+    _git("worktree", "unlock", worktree, cwd=root, check=False)
+    _git("worktree", "remove", "--force", "--force", worktree, cwd=root, check=False)
     shutil.rmtree(worktree, ignore_errors=True)
     _git("worktree", "prune", cwd=root, check=False)
 

@@ -1,4 +1,5 @@
 """gancls.runs: DVC status and metrics diff read into plain data, the regression rule, the run lock."""
+import shutil
 import subprocess
 import sys
 
@@ -6,6 +7,8 @@ import pytest
 
 from gancls import runs
 from gancls.config import RegressionRule
+
+from conftest import sh
 
 STEPS = {"validate": ["make-sample", "validate"], "prepare": ["prepare"], "references": ["train-scorer", "real-features"],
          "train": ["train"], "generate": ["generate"], "evaluate": ["evaluate"]}
@@ -66,3 +69,22 @@ def test_run_lock_refuses_a_second_holder_with_one_line(tmp_path):
         holder.wait()
     with runs.run_lock(tmp_path) as path:  # released when its holder died
         assert path.is_file()
+
+
+def test_a_worktree_left_locked_by_an_interrupted_add_is_removed(tmp_path):
+    """A timeout that stops `git worktree add` half-way leaves the worktree locked ("initializing"):
+    the flow's clean-up still removes it, with or without its folder."""
+    from flows.scheduled import remove_worktree
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for cmd in (["init", "-q"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "x"]):
+        sh(["git", *cmd], repo)
+    for keep_folder in (True, False):
+        worktree = tmp_path / "run"
+        sh(["git", "worktree", "add", "-q", "--detach", "--lock", "--reason", "initializing", str(worktree), "HEAD"], repo)
+        if not keep_folder:
+            shutil.rmtree(worktree)
+        remove_worktree(str(repo), str(worktree))
+        assert sh(["git", "worktree", "list", "--porcelain"], repo).stdout.count("worktree ") == 1
+        assert not worktree.exists()
