@@ -3,7 +3,7 @@ import pytest
 import yaml
 
 from gancls.cli import main
-from gancls.config import ConfigError, load_params
+from gancls.config import ConfigError, TrainParams, load_params
 
 from conftest import ROOT
 
@@ -48,3 +48,14 @@ def test_bad_value_is_one_line_naming_the_key(tmp_path, capsys, edit, key, words
 def test_missing_params_file(tmp_path, capsys):
     rc = main(["--params", str(tmp_path / "nope.yaml"), "train"])
     assert rc == 1 and "nope.yaml: params file not found" in capsys.readouterr().err
+
+
+def test_the_train_stage_depends_on_what_changes_the_model_only():
+    """dvc.yaml lists the train keys that change the model (TrainParams.model_keys), so that changing how a
+    run is watched or placed (TrainParams.RUN_KEYS: log_every, checkpoint_every, device, ...) retrains nothing
+    (the end-to-end check: test_pipeline.py::test_dvc_repro_end_to_end); no stage after it reads train.*."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert stages["train"]["params"] == ["seed", "model", *(f"train.{k}" for k in TrainParams.model_keys())]
+    assert set(TrainParams.model_keys()) | TrainParams.RUN_KEYS == set(TrainParams.model_fields)
+    assert {"log_every", "checkpoint_every", "checkpoint_dir", "device", "processes"} <= TrainParams.RUN_KEYS
+    assert not [p for p in stages["generate"]["params"] if str(p).startswith("train")]

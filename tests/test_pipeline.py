@@ -97,6 +97,11 @@ def test_dvc_repro_end_to_end(project_clone):
     shown = dvc("metrics", "show", "--json", cwd=repo).stdout
     assert '"text_match"' in shown and '"mismatched_accuracy"' in shown and '"test_top1"' in shown
 
+    # how a run is watched or placed is not what it computes: changing it reruns no stage
+    watched = dvc("exp", "run", "-S", "train.log_every=10", "-S", "train.checkpoint_every=3", "-S", "train.device=cpu",
+                  "-S", "train.sample_every=2", "-S", "train.checkpoint_dir=build/other_checkpoints", cwd=repo).stdout
+    assert "Running stage" not in watched, watched
+
 
 def readme_block(containing: str) -> str:
     """The README's fenced bash block that holds ``containing``."""

@@ -17,15 +17,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import ModelParams, Params, atomic_path, save_torch
+from .config import ModelParams, Params, TrainParams, atomic_path, save_torch
 from .model import build_generator
 
 FORMAT = 1
-# train: keys that may differ between a checkpoint and the run that resumes it: how long, where and
-# how fast the run goes, never what it computes.
-RESUMABLE = frozenset({"epochs", "device", "precision", "compile", "tf32", "channels_last", "log_every",
-                       "checkpoint_every", "checkpoint_dir", "resume", "sample_every", "bn_stat_batches",
-                       "out_dir", "grid", "progress_gif", "live_dir"})
+# train: keys that may differ between a checkpoint and the run that resumes it: how a run is watched
+# and placed (TrainParams.RUN_KEYS) but for the number of processes (one RNG state each), CUDA graphs
+# and the grid's size (the fixed grid noise is part of the state); and how long it goes, and the
+# BatchNorm re-estimation done after the last epoch.
+RESUMABLE = (TrainParams.RUN_KEYS - {"processes", "cuda_graph", "grid_size"}) | {"epochs", "bn_stat_batches"}
 
 
 class CheckpointError(ValueError):

@@ -11,7 +11,7 @@ import socket
 import tempfile
 from pathlib import Path
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -223,6 +223,14 @@ class ModelParams(Section):
 
 
 class TrainParams(Section):
+    # How a run is watched (console, grids, checkpoints) and placed (device, processes, speed switches,
+    # folders), never what it computes: dvc.yaml's train stage does not depend on these, so changing
+    # one retrains nothing (its list there is MODEL_KEYS; test_config checks the two agree).
+    RUN_KEYS: ClassVar[frozenset[str]] = frozenset({
+        "device", "processes", "precision", "tf32", "channels_last", "compile", "cuda_graph", "log_every",
+        "checkpoint_every", "checkpoint_dir", "resume", "sample_every", "grid_size", "out_dir", "live_dir", "grid",
+        "progress_gif"})
+
     epochs: PositiveInt
     batch_size: Annotated[int, Field(ge=2)]
     lr: PositiveFloat
@@ -253,6 +261,11 @@ class TrainParams(Section):
     live_dir: str
     grid: str
     progress_gif: str
+
+    @classmethod
+    def model_keys(cls) -> list[str]:
+        """The keys that change the trained model: what dvc.yaml's train stage depends on."""
+        return [k for k in cls.model_fields if k not in cls.RUN_KEYS]
 
     @property
     def metrics(self) -> str:
