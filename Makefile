@@ -33,6 +33,7 @@ run: $(STAMP)
 	@echo "your own sentence: .venv/bin/gancls sample --text \"a small bird with a red body and a blue head\""
 
 test: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 # Reed's configuration on the real data in data/ (configs/reed_cub.yaml): stops at once, changing nothing,

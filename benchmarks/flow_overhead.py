@@ -35,11 +35,12 @@ sys.exit(rc)
 
 
 def main() -> None:
-    import gancls  # noqa: F401  (telemetry off)
-    from conftest import clone_project, sh
     from prefect.testing.utilities import prefect_test_harness
 
+    import gancls  # noqa: F401  (telemetry off)
     from flows.scheduled import scheduled
+
+    from conftest import clone_project, sh
 
     with tempfile.TemporaryDirectory(prefix="flow-overhead-") as tmp:
         tmp = Path(tmp)

@@ -32,8 +32,9 @@ DEFAULT = {f"beta1_{b}_seed{s}": {"seed": s, "train": {"beta1": b, "epochs": 55}
 
 
 def base_params(out: Path, name: str, over: dict, device: str, cuda_graph: bool):
-    from conftest import merge
     from gancls.config import parse_params
+
+    from conftest import merge
 
     run = out / "runs" / name
     raw = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), over)

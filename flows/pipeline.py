@@ -12,9 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import gancls  # noqa: F401  (first: turns DVC, Prefect and GX telemetry off)
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+import gancls  # noqa: F401  (first: turns DVC, Prefect and GX telemetry off)
 
 # Orchestrated steps: each drives the named DVC stages (with whatever upstream stages are stale).
 STEPS = {

@@ -29,14 +29,14 @@ import threading
 import time
 from pathlib import Path
 
-import gancls  # noqa: F401  (first: turns DVC, Prefect and GX telemetry off)
-from gancls import runs
-from gancls.config import load_params
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.tasks import exponential_backoff
 
+import gancls  # noqa: F401  (first: turns DVC, Prefect and GX telemetry off)
 from flows.pipeline import STEPS, _env, publish_metrics
+from gancls import runs
+from gancls.config import load_params
 
 GRIDS = {"training grid": ("train", "grid"), "training progress": ("train", "progress_gif"),
          "generated grid": ("generate", "grid"), "text interpolation": ("generate", "interp_grid"),

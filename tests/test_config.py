@@ -1,6 +1,7 @@
 """Checked params: every bad value stops with one line naming the key, before any work."""
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from gancls.cli import main
 from gancls.config import ConfigError, TrainParams, load_params
@@ -19,7 +20,7 @@ def write(tmp_path, edit):
 def test_defaults_load_as_typed_sections():
     p = load_params(ROOT / "params.yaml")
     assert isinstance(p.train.epochs, int) and p.model.image_size == 64 and p.validation.min_side > 0
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         p.train.epochs = 3  # frozen: nothing changes settings behind the file's back
 
 

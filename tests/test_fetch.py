@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, TINY, dvc, merge, sh
 
 from gancls.config import parse_params
 from gancls.fetch import FetchError, fetch, safe_extract
+
+from conftest import ROOT, TINY, dvc, merge, sh
 
 # --- helpers ------------------------------------------------------------------------------------
 

@@ -15,14 +15,14 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import TINY, tiny_run_params
-
 from gancls import cub
 from gancls.config import parse_params
 from gancls.layouts import REED_ALPHABET, decode_reed_chars, detect_layout
 from gancls.prepare import prepare
 from gancls.sample import make_sample
 from gancls.validate import ValidationFailed, validate_prepared, validate_raw
+
+from conftest import TINY, tiny_run_params
 
 # --- a minimal Torch7 binary writer (the subset Reed's files use) ---------------------------------
 
@@ -178,6 +178,7 @@ def layouts(tmp_path_factory):
 
 def parse_params_tiny():
     import yaml
+
     from conftest import ROOT, merge
 
     return parse_params(merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY))

@@ -1,11 +1,11 @@
+from pathlib import Path
+
 import pytest
 import torch
-from pathlib import Path
 
 from gancls.model import Discriminator, Generator, ResidualBlock, build_models
 
 from conftest import section
-
 
 
 def count(m):

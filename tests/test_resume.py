@@ -178,7 +178,7 @@ def test_training_split_of_one_class_is_one_line(tmp_path, monkeypatch, capsys):
     import h5py
     import numpy as np
 
-    from conftest import TINY, merge, ROOT
+    from conftest import ROOT, TINY, merge
 
     path = tmp_path / "birds.h5"
     with h5py.File(path, "w") as h5:

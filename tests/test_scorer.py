@@ -4,8 +4,16 @@ import pytest
 import torch
 
 from gancls import sample, scorer
-from gancls.scorer import (Scorer, caption_labels, chance_level, heldout_mask, image_targets,
-                           mismatched_partners, text_match, vocabulary)
+from gancls.scorer import (
+    Scorer,
+    caption_labels,
+    chance_level,
+    heldout_mask,
+    image_targets,
+    mismatched_partners,
+    text_match,
+    vocabulary,
+)
 
 KINDS = ["body", "wing", "head", "beak"]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, dvc, env, clone_project, sh
+from conftest import ROOT, clone_project, dvc, env, sh
 
 DEPLOYMENT = "gancls-scheduled/nightly"
 INTERVAL = 15  # seconds between scheduled runs
@@ -49,7 +49,7 @@ def stop_group(proc: subprocess.Popen, sig=signal.SIGINT, wait: float = 60) -> N
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
-            raise AssertionError(f"{proc.args} did not stop within {wait} s of {sig!r}")
+            raise AssertionError(f"{proc.args} did not stop within {wait} s of {sig!r}") from None
 
 
 @pytest.fixture(scope="module")

@@ -116,10 +116,10 @@ def test_text_the_encoder_cannot_see_is_one_line(with_encoder, tmp_path, capsys,
 
 
 def test_import_encoder_command_writes_weights_or_refuses_in_one_line(learned, tmp_path, capsys):
-    from test_text_encoder import bare_encoder, random_weights, write_t7
-
     from gancls.reed_t7 import import_reed_t7
     from gancls.text_encoder import load_encoder
+
+    from test_text_encoder import bare_encoder, random_weights, write_t7
 
     t7, out = tmp_path / "reed.t7", tmp_path / "encoder.pt"
     write_t7(t7, bare_encoder(random_weights()))

@@ -15,8 +15,19 @@ import pytest
 import torch
 
 from gancls.reed_t7 import import_reed_t7
-from gancls.text_encoder import (ALPHABET, MAX_LEN, REED_SIZES, CharCNNRNN, EncoderImportError, check_text, encode,
-                                 encode_text, load_encoder, save_encoder, seq_len)
+from gancls.text_encoder import (
+    ALPHABET,
+    MAX_LEN,
+    REED_SIZES,
+    CharCNNRNN,
+    EncoderImportError,
+    check_text,
+    encode,
+    encode_text,
+    load_encoder,
+    save_encoder,
+    seq_len,
+)
 from gancls.train_text_encoder import fit_encoder, score_encoder
 
 TEXTS = ["this bird has a red belly, black wings and a short beak.",

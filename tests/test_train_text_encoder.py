@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import ROOT, TINY, merge
 
 from gancls.cli import main
 from gancls.config import ConfigError, parse_params
 from gancls.prepared import read_split
 from gancls.text_encoder import encode, load_encoder
 from gancls.train_text_encoder import caption_pairs, train_text_encoder
+
+from conftest import ROOT, TINY, merge
 
 
 def stage_params(prepared, tmp_path, **text_encoder):

@@ -241,6 +241,7 @@ def test_cmyk_jpeg_and_class_subset_pass_and_prepare_converts(raw, tmp_path):
     from PIL import Image
 
     from gancls.prepare import prepare
+
     from conftest import section as sec
 
     victim = sorted((raw / "CUB_200_2011/images").rglob("*.jpg"))[5]

@@ -229,9 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .cub import LayoutError
-
     from .checkpoint import CheckpointError
+    from .cub import LayoutError
     from .fetch import FetchError
     from .prepared import PreparedFileError
     from .synthesize import NoMatch, SentenceError

@@ -10,7 +10,6 @@ import shutil
 import socket
 import tempfile
 from pathlib import Path
-
 from typing import Annotated, ClassVar, Literal
 
 import yaml
@@ -23,7 +22,7 @@ class ConfigError(ValueError):
     """params.yaml is missing or holds a bad value; the message names the file and key."""
 
 
-def load_params(path: str | Path = DEFAULT_PARAMS) -> "Params":
+def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
     """params.yaml checked against the schema below; a bad file or value is one ConfigError line."""
     path = Path(path)
     if not path.is_file():
@@ -37,7 +36,7 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> "Params":
     return parse_params(raw, path)
 
 
-def parse_params(raw: dict, source: str | Path = DEFAULT_PARAMS) -> "Params":
+def parse_params(raw: dict, source: str | Path = DEFAULT_PARAMS) -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:

@@ -33,7 +33,7 @@ class Dist:
         return self.world > 1
 
     @classmethod
-    def setup(cls, device_name: str) -> "Dist":
+    def setup(cls, device_name: str) -> Dist:
         """Join the process group when started by torchrun; else a single process on ``device_name``."""
         world = int(os.environ.get("WORLD_SIZE", "1"))
         device = resolve_device(device_name)

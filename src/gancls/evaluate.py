@@ -29,8 +29,16 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from .config import (ConfigError, EvaluateParams, Params, atomic_path, file_digest, resolve_device, seed_everything,
-                     write_json)
+from .config import (
+    ConfigError,
+    EvaluateParams,
+    Params,
+    atomic_path,
+    file_digest,
+    resolve_device,
+    seed_everything,
+    write_json,
+)
 from .prepared import center_crop, read_split
 from .report import write_report
 from .scorer import score_generated
@@ -105,7 +113,7 @@ def extract(images: np.ndarray, extractor: nn.Module, batch_size: int, device) -
 
 
 @torch.no_grad()
-def score_features(real: torch.Tensor, fake: torch.Tensor, cfg: "EvaluateParams", device) -> dict:
+def score_features(real: torch.Tensor, fake: torch.Tensor, cfg: EvaluateParams, device) -> dict:
     """FID and KID (torchmetrics) of two feature sets."""
     n_real, n_fake = len(real), len(fake)
     subset = min(int(cfg.kid_subset_size), n_real, n_fake)
@@ -123,7 +131,7 @@ def score_features(real: torch.Tensor, fake: torch.Tensor, cfg: "EvaluateParams"
             "kid_subset_size": subset, "n_real": n_real, "n_fake": n_fake}
 
 
-def score(real: np.ndarray, fake: np.ndarray, extractor: nn.Module, cfg: "EvaluateParams", device) -> dict:
+def score(real: np.ndarray, fake: np.ndarray, extractor: nn.Module, cfg: EvaluateParams, device) -> dict:
     """FID and KID of uint8 NHWC image sets; each image goes through the extractor once."""
     bs = int(cfg.batch_size)
     return score_features(extract(real, extractor, bs, device), extract(fake, extractor, bs, device),
@@ -131,7 +139,7 @@ def score(real: np.ndarray, fake: np.ndarray, extractor: nn.Module, cfg: "Evalua
 
 
 @torch.no_grad()
-def inception_score(fake: np.ndarray, classifier: nn.Module, cfg: "EvaluateParams", device) -> dict:
+def inception_score(fake: np.ndarray, classifier: nn.Module, cfg: EvaluateParams, device) -> dict:
     """IS (torchmetrics) with a classifier mapping uint8 NCHW images to logits."""
     metric = InceptionScore(feature=classifier, splits=int(cfg.is_splits), normalize=False).to(device)
     for batch in _batches(fake, int(cfg.batch_size), device):

@@ -17,7 +17,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-
 DATASETS = ("images", "embeddings", "class_ids", "keys", "captions")
 
 

@@ -29,9 +29,17 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
-from .checkpoint import (check_resumable, clear_checkpoints, latest_checkpoint, load_checkpoint,
-                         rng_state, save_checkpoint, set_rng_state, trained_with)
-from .config import atomic_path, ConfigError, file_digest, Params, save_torch, seed_everything
+from .checkpoint import (
+    check_resumable,
+    clear_checkpoints,
+    latest_checkpoint,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    trained_with,
+)
+from .config import ConfigError, Params, atomic_path, file_digest, save_torch, seed_everything
 from .distributed import Dist, no_sync
 from .grids import captioned_image, save_gif, save_png
 from .model import build_models
@@ -225,7 +233,7 @@ class EMA:
             torch._foreach_lerp_(list(self.avg.parameters()), list(g.parameters()), 1.0 - self.decay)
 
     @torch.no_grad()
-    def shipped(self, g: nn.Module, data: "Batches", z_dim: int, bn_batches: int, batch_size: int,
+    def shipped(self, g: nn.Module, data: Batches, z_dim: int, bn_batches: int, batch_size: int,
                 seed: int) -> nn.Module:
         """The generator to ship: the live G when EMA is off, else the EMA G with standing stats."""
         if self.avg is None:

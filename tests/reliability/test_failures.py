@@ -66,8 +66,9 @@ def test_disk_full_during_train_keeps_the_earlier_model(run, tmp_path, capsys):
 
 def test_disk_full_during_prepare_keeps_the_earlier_file(tiny_prepared, tmp_path, monkeypatch, capsys):
     """A simulated full disk: every HDF5 block write fails with ENOSPC."""
-    from conftest import ROOT, TINY, merge
     from gancls.sample import make_sample
+
+    from conftest import ROOT, TINY, merge
 
     raw = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
     make_sample(section("sample", **TINY["sample"]), tmp_path / "raw")
