@@ -28,10 +28,11 @@ for _var, _value in (("DVC_NO_ANALYTICS", "1"), ("PREFECT_SERVER_ANALYTICS_ENABL
 
 import torch  # noqa: E402
 
+from gancls.batches import Batches  # noqa: E402
 from gancls.config import parse_params, resolve_device  # noqa: E402
 from gancls.experiment import params_with, settings_file  # noqa: E402
 from gancls.prepared import read_split  # noqa: E402
-from gancls.train import Batches, GraphedStep, build_training, train, train_step  # noqa: E402
+from gancls.train import build_training, make_step, train  # noqa: E402
 
 
 def ensure_prepared(params) -> Path:
@@ -65,14 +66,7 @@ def bare(params, prepared: Path, steps: int, warmup: int = 3) -> float:
     batches = [b for _, b in zip(range(4), data.epoch(t.batch_size, gen))]
     del data
     graphed = t.cuda_graph and device.type == "cuda"
-    g, d, opt_g, opt_d = build_training(m, t, device, graphed)
-    g_run, d_run = (torch.compile(g), torch.compile(d)) if t.compile else (g, d)
-
-    def step(real, text, wrong):
-        return train_step(g_run, d_run, opt_g, opt_d, real, text, wrong, m.z_dim, t.int_weight,
-                          t.int_beta, t.precision, cast_cache=not graphed)
-
-    run_step = GraphedStep(step) if graphed else step
+    run_step = make_step(*build_training(m, t, device, graphed), m, t, graphed)  # the loop's own step
 
     def run(n):
         last = None

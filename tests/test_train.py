@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gancls.train import STATS, Batches, train_step
+from gancls.batches import Batches
+from gancls.train import STATS, train_step
 
 
 def fake_data(n=12, classes=3, size=76):
@@ -118,8 +119,8 @@ def test_shared_image_tower_gives_the_same_d_gradients():
 
 
 def test_ema_averages_weights_and_reestimates_batchnorm():
+    from gancls.ema import EMA
     from gancls.model import Generator
-    from gancls.train import EMA
 
     torch.manual_seed(0)
     g = Generator(ngf=4)
