@@ -28,7 +28,7 @@ import h5py
 import numpy as np
 
 from gancls.config import load_params
-from gancls.scorer import load_scorer
+from gancls.scorer import _hits, load_scorer
 from gancls.synthesize import draw_sentences
 
 
@@ -46,16 +46,17 @@ def read_sentences(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     return texts, stated
 
 
+def check_labels(stated: list[dict[str, str]], vocab: dict[str, list[str]]) -> None:
+    for labels in stated:
+        for kind, value in labels.items():
+            if kind not in vocab or value not in vocab[kind]:
+                sys.exit(f"'{kind}={value}' is not a label of the scorer ({', '.join(vocab)})")
+
+
 def hit_rate(pred: np.ndarray, stated: dict[str, str], vocab: dict[str, list[str]]) -> tuple[int, int]:
-    """(hits, statements) of the images ``pred`` (N, kinds) against one sentence's statements."""
-    kinds = list(vocab)
-    hits = total = 0
-    for kind, value in stated.items():
-        if kind not in vocab or value not in vocab[kind]:
-            sys.exit(f"'{kind}={value}' is not a label of the scorer ({', '.join(kinds)})")
-        hits += int((pred[:, kinds.index(kind)] == vocab[kind].index(value)).sum())
-        total += len(pred)
-    return hits, total
+    """(hits, statements) of the images ``pred`` (N, kinds) against one sentence's statements (scorer._hits)."""
+    hits = _hits(pred, [stated] * len(pred), vocab)
+    return int((hits == 1).sum()), int((hits >= 0).sum())
 
 
 def main() -> None:
@@ -76,6 +77,7 @@ def main() -> None:
         images = f["images"][()]
     scorer, state = load_scorer(params.scorer.out)
     vocab = state["vocab"]
+    check_labels(stated, vocab)
     preds = [scorer.predict(images[i]) for i in range(len(texts))]
     own = [hit_rate(p, s, vocab) for p, s in zip(preds, stated)]
     other = [hit_rate(p, stated[(i + 1) % len(stated)], vocab) for i, p in enumerate(preds)]
