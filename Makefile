@@ -34,6 +34,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
 # Reed's configuration on the real data in data/ (configs/reed_cub.yaml): stops at once, changing nothing,

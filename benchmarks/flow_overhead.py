@@ -11,6 +11,7 @@ nothing changed.  Prints one JSON line:
 ``dvc checkout``/``status``, one ``dvc repro`` per step, ``dvc exp save``, ``dvc metrics diff``,
 artifacts and Prefect's own bookkeeping.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,13 +26,13 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-TIMER = '''import json, subprocess, sys, time
+TIMER = """import json, subprocess, sys, time
 t = time.perf_counter()
 rc = subprocess.call(sys.argv[2:])
 with open(sys.argv[1], "a") as f:
     f.write(json.dumps({"cmd": " ".join(sys.argv[2:]), "seconds": time.perf_counter() - t}) + "\\n")
 sys.exit(rc)
-'''
+"""
 
 
 def main() -> None:
@@ -66,12 +67,22 @@ def main() -> None:
         rows = [json.loads(line) for line in times.read_text().splitlines()]
         stage_s = sum(r["seconds"] for r in rows)
         assert first["changed"] and not second["changed"], (first, second)
-    print(json.dumps({
-        "benchmark": "flow_overhead", "config": "tiny (tests/conftest.py TINY)", "stages_run": len(rows),
-        "flow_wall_s": round(wall, 2), "stages_s": round(stage_s, 2), "overhead_s": round(wall - stage_s, 2),
-        "nothing_changed_wall_s": round(nothing, 2), "steps": first["steps"], "task_s": tasks,
-        "stage_s": {r["cmd"].split()[-1]: round(r["seconds"], 2) for r in rows},
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "flow_overhead",
+                "config": "tiny (tests/conftest.py TINY)",
+                "stages_run": len(rows),
+                "flow_wall_s": round(wall, 2),
+                "stages_s": round(stage_s, 2),
+                "overhead_s": round(wall - stage_s, 2),
+                "nothing_changed_wall_s": round(nothing, 2),
+                "steps": first["steps"],
+                "task_s": tasks,
+                "stage_s": {r["cmd"].split()[-1]: round(r["seconds"], 2) for r in rows},
+            }
+        )
+    )
 
 
 def task_times(flow_run_id) -> dict:

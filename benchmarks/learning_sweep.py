@@ -13,6 +13,7 @@ A configuration file maps run names to overrides in params.yaml's shape, e.g.
 ``{"b0_s1": {"seed": 1, "train": {"beta1": 0.0}}}``.  GPU runs are not bitwise the CPU's (and
 neither are two CPU runs with several threads): compare settings by the mean of several seeds.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests")]
-DEFAULT = {f"beta1_{b}_seed{s}": {"seed": s, "train": {"beta1": b, "epochs": 55}}
-           for b in (0.0, 0.5) for s in (0, 1, 2)}
+DEFAULT = {
+    f"beta1_{b}_seed{s}": {"seed": s, "train": {"beta1": b, "epochs": 55}} for b in (0.0, 0.5) for s in (0, 1, 2)
+}
 
 
 def base_params(out: Path, name: str, over: dict, device: str, cuda_graph: bool):
@@ -38,11 +40,22 @@ def base_params(out: Path, name: str, over: dict, device: str, cuda_graph: bool)
 
     run = out / "runs" / name
     raw = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), over)
-    raw["train"].update(out_dir=str(run / "model"), live_dir=str(run / "live"), checkpoint_dir=str(run / "ckpt"),
-                        grid=str(run / "train_samples.png"), progress_gif=str(run / "train_progress.gif"),
-                        resume=False, device=device, cuda_graph=cuda_graph)
-    raw["generate"].update(out_dir=str(run / "generated"), grid=str(run / "generated_grid.png"),
-                           interp_grid=str(run / "interp_text.png"), noise_grid=str(run / "interp_noise.png"))
+    raw["train"].update(
+        out_dir=str(run / "model"),
+        live_dir=str(run / "live"),
+        checkpoint_dir=str(run / "ckpt"),
+        grid=str(run / "train_samples.png"),
+        progress_gif=str(run / "train_progress.gif"),
+        resume=False,
+        device=device,
+        cuda_graph=cuda_graph,
+    )
+    raw["generate"].update(
+        out_dir=str(run / "generated"),
+        grid=str(run / "generated_grid.png"),
+        interp_grid=str(run / "interp_text.png"),
+        noise_grid=str(run / "interp_noise.png"),
+    )
     return parse_params(raw), run
 
 
@@ -82,9 +95,16 @@ def one(args) -> None:
     seconds = time.perf_counter() - t
     generate(run / "model" / "generator.pt", args.prepared, params)
     match = score_generated(run / "generated" / "images.h5", args.prepared, args.scorer, params.seed)
-    row = {"name": args.name, "overrides": json.loads(args.overrides), "train_s": round(seconds, 1),
-           "steps": summary["steps"], "device": summary["device"], **{k: match[k] for k in (
-               "accuracy", "mismatched_accuracy", "real_ceiling", "chance", "of_ceiling", "per_kind")}}
+    row = {
+        "name": args.name,
+        "overrides": json.loads(args.overrides),
+        "train_s": round(seconds, 1),
+        "steps": summary["steps"],
+        "device": summary["device"],
+        **{
+            k: match[k] for k in ("accuracy", "mismatched_accuracy", "real_ceiling", "chance", "of_ceiling", "per_kind")
+        },
+    }
     with open(args.out / "results.jsonl", "a") as f:
         f.write(json.dumps(row) + "\n")
 
@@ -117,23 +137,42 @@ def main() -> None:
     while pending or running:
         while pending and len(running) < args.parallel:
             name, over = pending.pop(0)
-            cmd = [sys.executable, __file__, "--out", str(args.out), "--prepared", str(args.prepared),
-                   "--scorer", str(args.scorer), "--device", args.device, "--threads", str(args.threads),
-                   *(["--cuda-graph"] if args.cuda_graph else []), "--one", name, json.dumps(over)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--out",
+                str(args.out),
+                "--prepared",
+                str(args.prepared),
+                "--scorer",
+                str(args.scorer),
+                "--device",
+                args.device,
+                "--threads",
+                str(args.threads),
+                *(["--cuda-graph"] if args.cuda_graph else []),
+                "--one",
+                name,
+                json.dumps(over),
+            ]
             log = open(args.out / "logs" / f"{name}.log", "w")
             running[name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log)
         for name, (proc, log) in list(running.items()):
             if proc.poll() is not None:
                 log.close()
                 del running[name]
-                print(f"{name}: {'done' if proc.returncode == 0 else f'failed ({proc.returncode}), see logs/'}",
-                      flush=True)
+                print(
+                    f"{name}: {'done' if proc.returncode == 0 else f'failed ({proc.returncode}), see logs/'}",
+                    flush=True,
+                )
         time.sleep(2)
     rows = [json.loads(line) for line in (args.out / "results.jsonl").read_text().splitlines()]
     rows = [r for r in rows if r["name"] in configs]
     for r in sorted(rows, key=lambda r: -r["accuracy"]):
-        print(f"{r['name']:24s} accuracy {r['accuracy']:.3f}  of ceiling {r['of_ceiling']:.2f}  "
-              f"mismatched {r['mismatched_accuracy']:.3f}  steps {r['steps']}  train {r['train_s']:.0f} s")
+        print(
+            f"{r['name']:24s} accuracy {r['accuracy']:.3f}  of ceiling {r['of_ceiling']:.2f}  "
+            f"mismatched {r['mismatched_accuracy']:.3f}  steps {r['steps']}  train {r['train_s']:.0f} s"
+        )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ each, in the StackGAN layout.  It is built once and reused.  ``prepare`` then ru
 params.yaml's ``prepare`` section (or ``--workers``).  Prints one JSON line: images_per_s, peak_rss_mb
 (this process plus its largest worker), seconds, images, workers, cores.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,11 @@ import tempfile
 import time
 from pathlib import Path
 
-for _var, _value in (("DVC_NO_ANALYTICS", "1"), ("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
-                     ("GX_ANALYTICS_ENABLED", "false")):
+for _var, _value in (
+    ("DVC_NO_ANALYTICS", "1"),
+    ("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
+    ("GX_ANALYTICS_ENABLED", "false"),
+):
     os.environ.setdefault(_var, _value)
 
 from gancls.config import load_params, parse_params  # noqa: E402
@@ -57,12 +61,20 @@ def main(argv=None) -> int:
     n = sum(int(v) for v in counts.values() if isinstance(v, int))
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(json.dumps({
-        "images_per_s": round(n / seconds, 1), "peak_rss_mb": round(own + worker, 1),
-        "main_rss_mb": round(own, 1), "largest_worker_rss_mb": round(worker, 1),
-        "seconds": round(seconds, 2), "images": n, "workers": params.prepare.workers,
-        "cores": os.cpu_count(),
-    }))
+    print(
+        json.dumps(
+            {
+                "images_per_s": round(n / seconds, 1),
+                "peak_rss_mb": round(own + worker, 1),
+                "main_rss_mb": round(own, 1),
+                "largest_worker_rss_mb": round(worker, 1),
+                "seconds": round(seconds, 2),
+                "images": n,
+                "workers": params.prepare.workers,
+                "cores": os.cpu_count(),
+            }
+        )
+    )
     return 0
 
 

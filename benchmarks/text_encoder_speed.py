@@ -11,6 +11,7 @@ of the narrow encoder (forward, loss, backward, Adam) as fitted by ``gancls trai
 Reed's FixedGRU and with ``torch.nn.GRU`` in its place: what his GRU costs.  One thread by default: on two
 busy shared cores, two threads measured 3.5 times slower (the GRU's small steps wait on each other).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -90,15 +91,25 @@ def main() -> None:
     torch.manual_seed(0)
     texts = sentences(args.n)
     narrow = {**REED_SIZES, **NARROW_SIZES}
-    print(json.dumps({
-        "narrow_sentences_per_s": round(sentences_per_s(narrow, texts, args.batch_size), 1),
-        "reed_sentences_per_s": round(sentences_per_s(dict(REED_SIZES), texts, args.batch_size), 1),
-        "narrow_train_steps_per_s": round(training_steps_per_s(narrow, texts, args.train_batch, args.train_steps), 2),
-        "narrow_train_steps_per_s_torch_gru": round(training_steps_per_s(narrow, texts, args.train_batch,
-                                                                         args.train_steps, TorchGRU), 2),
-        "sentences": args.n, "batch_size": args.batch_size, "threads": torch.get_num_threads(),
-        "narrow_sizes": narrow, "mean_chars": round(float(np.mean([len(t) for t in texts])), 1),
-    }))
+    print(
+        json.dumps(
+            {
+                "narrow_sentences_per_s": round(sentences_per_s(narrow, texts, args.batch_size), 1),
+                "reed_sentences_per_s": round(sentences_per_s(dict(REED_SIZES), texts, args.batch_size), 1),
+                "narrow_train_steps_per_s": round(
+                    training_steps_per_s(narrow, texts, args.train_batch, args.train_steps), 2
+                ),
+                "narrow_train_steps_per_s_torch_gru": round(
+                    training_steps_per_s(narrow, texts, args.train_batch, args.train_steps, TorchGRU), 2
+                ),
+                "sentences": args.n,
+                "batch_size": args.batch_size,
+                "threads": torch.get_num_threads(),
+                "narrow_sizes": narrow,
+                "mean_chars": round(float(np.mean([len(t) for t in texts])), 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

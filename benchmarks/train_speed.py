@@ -10,6 +10,7 @@ the seed's full sizes and Reed's settings (as ``make run-cub``), it measures ima
     DVCLive, sample grids, checkpoints and the final shipped model, timed from the call to its return,
 and prints one JSON line: bare_images_per_s, loop_images_per_s, ratio (b / a), peak_rss_mb, device, ...
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,11 @@ import tempfile
 import time
 from pathlib import Path
 
-for _var, _value in (("DVC_NO_ANALYTICS", "1"), ("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
-                     ("GX_ANALYTICS_ENABLED", "false")):
+for _var, _value in (
+    ("DVC_NO_ANALYTICS", "1"),
+    ("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
+    ("GX_ANALYTICS_ENABLED", "false"),
+):
     os.environ.setdefault(_var, _value)
 
 import torch  # noqa: E402
@@ -61,8 +65,7 @@ def bare(params, prepared: Path, steps: int, warmup: int = 3) -> float:
     device = resolve_device(t.device)
     torch.manual_seed(params.seed)
     gen = torch.Generator(device=device).manual_seed(params.seed)
-    data = Batches(read_split(prepared, "train"), m.image_size, t.captions_per_sample, t.flip, device,
-                   t.channels_last)
+    data = Batches(read_split(prepared, "train"), m.image_size, t.captions_per_sample, t.flip, device, t.channels_last)
     batches = [b for _, b in zip(range(4), data.epoch(t.batch_size, gen))]
     del data
     graphed = t.cuda_graph and device.type == "cuda"
@@ -86,8 +89,12 @@ def bare(params, prepared: Path, steps: int, warmup: int = 3) -> float:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--epochs", type=int, default=1, help="epochs of the loop (default 1); the bare run "
-                    "takes the same number of steps")
+    ap.add_argument(
+        "--epochs",
+        type=int,
+        default=1,
+        help="epochs of the loop (default 1); the bare run takes the same number of steps",
+    )
     ap.add_argument("--device", default=None, help="auto | cpu | cuda (default: train.device)")
     ap.add_argument("--precision", choices=["fp32", "bf16"], default=None)
     ap.add_argument("--compile", action="store_true")
@@ -98,8 +105,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     # make run-cub's model and training settings (configs/reed_cub.yaml), on the prepared file of params.yaml
-    reed = [s for s in settings_file(Path(__file__).parents[1] / "configs" / "reed_cub.yaml")
-            if s.startswith(("model.", "train."))]
+    reed = [
+        s
+        for s in settings_file(Path(__file__).parents[1] / "configs" / "reed_cub.yaml")
+        if s.startswith(("model.", "train."))
+    ]
     raw = params_with(reed, args.params).model_dump(by_alias=True)
     raw["model"].update(ngf=args.ngf, ndf=args.ndf)
     raw["train"].update(batch_size=args.batch_size, epochs=args.epochs, resume=False)
@@ -113,9 +123,13 @@ def main(argv=None) -> int:
         raw["train"]["cuda_graph"] = True
     with tempfile.TemporaryDirectory(prefix="train_speed.") as tmp:
         out = Path(tmp)
-        raw["train"].update(out_dir=str(out / "model"), live_dir=str(out / "live"),
-                            checkpoint_dir=str(out / "checkpoints"), grid=str(out / "grid.png"),
-                            progress_gif=str(out / "progress.gif"))
+        raw["train"].update(
+            out_dir=str(out / "model"),
+            live_dir=str(out / "live"),
+            checkpoint_dir=str(out / "checkpoints"),
+            grid=str(out / "grid.png"),
+            progress_gif=str(out / "progress.gif"),
+        )
         params = parse_params(raw, args.params)
         prepared = ensure_prepared(params)
         n = len(read_split(prepared, "train")["class_ids"])
@@ -129,14 +143,21 @@ def main(argv=None) -> int:
     device = resolve_device(params.train.device)
     loop_ips = steps * args.batch_size / loop_s
     result = {
-        "bare_images_per_s": round(bare_ips, 2), "loop_images_per_s": round(loop_ips, 2),
+        "bare_images_per_s": round(bare_ips, 2),
+        "loop_images_per_s": round(loop_ips, 2),
         "ratio": round(loop_ips / bare_ips, 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)",
-        "precision": params.train.precision, "compile": params.train.compile,
-        "cuda_graph": params.train.cuda_graph, "steps": steps,
-        "batch_size": args.batch_size, "ngf": args.ngf, "ndf": args.ndf, "loop_seconds": round(loop_s, 2),
-        "loop_steps_checked": summary["steps"], "torch": torch.__version__,
+        "precision": params.train.precision,
+        "compile": params.train.compile,
+        "cuda_graph": params.train.cuda_graph,
+        "steps": steps,
+        "batch_size": args.batch_size,
+        "ngf": args.ngf,
+        "ndf": args.ndf,
+        "loop_seconds": round(loop_s, 2),
+        "loop_steps_checked": summary["steps"],
+        "torch": torch.__version__,
     }
     print(json.dumps(result))
     return 0

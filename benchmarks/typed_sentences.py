@@ -17,6 +17,7 @@ generator of params.yaml), writes the grid, and applies the run's text-condition
 The sentences' statements are written by hand in the TSV, so the score does not depend on parsing
 them; only the sample's scorer (colours of body, wing, head, beak) can score them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -71,8 +72,16 @@ def main() -> None:
     params = load_params(args.params)
     texts, stated = read_sentences(args.sentences)
     h5 = Path(args.out).with_suffix(".h5")
-    draw_sentences(Path(params.train.out_dir) / "generator.pt", params.text_encoder.weights, texts, args.out,
-                   per_sentence=args.n, seed=args.seed, device=params.train.device, h5=h5)
+    draw_sentences(
+        Path(params.train.out_dir) / "generator.pt",
+        params.text_encoder.weights,
+        texts,
+        args.out,
+        per_sentence=args.n,
+        seed=args.seed,
+        device=params.train.device,
+        h5=h5,
+    )
     with h5py.File(h5) as f:
         images = f["images"][()]
     scorer, state = load_scorer(params.scorer.out)
@@ -82,12 +91,21 @@ def main() -> None:
     own = [hit_rate(p, s, vocab) for p, s in zip(preds, stated)]
     other = [hit_rate(p, stated[(i + 1) % len(stated)], vocab) for i, p in enumerate(preds)]
     rate = lambda rows: sum(h for h, _ in rows) / sum(t for _, t in rows)
-    print(json.dumps({
-        "accuracy": round(rate(own), 4), "mismatched_accuracy": round(rate(other), 4),
-        "per_sentence": {t: round(h / n, 3) for t, (h, n) in zip(texts, own)},
-        "sentences": len(texts), "images_per_sentence": args.n, "grid": args.out, "h5": str(h5),
-        "encoder": params.text_encoder.weights, "scorer": params.scorer.out,
-    }))
+    print(
+        json.dumps(
+            {
+                "accuracy": round(rate(own), 4),
+                "mismatched_accuracy": round(rate(other), 4),
+                "per_sentence": {t: round(h / n, 3) for t, (h, n) in zip(texts, own)},
+                "sentences": len(texts),
+                "images_per_sentence": args.n,
+                "grid": args.out,
+                "h5": str(h5),
+                "encoder": params.text_encoder.weights,
+                "scorer": params.scorer.out,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

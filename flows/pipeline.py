@@ -4,6 +4,7 @@ The tasks call ``dvc repro <stage>``, so DVC's cache and lineage hold: a stage w
 change is skipped, and a run through Prefect is the same as ``dvc repro``.  The final scores are
 published as a table artifact.  Run it with ``python -m flows.pipeline`` (or ``make flow``).
 """
+
 from __future__ import annotations
 
 import json
@@ -76,8 +77,9 @@ def publish_metrics(root: str) -> list[dict]:
     create_table_artifact(key="gancls-metrics", table=rows, description="gancls scores of this run")
     report = Path(root) / REPORT
     if report.is_file():
-        create_markdown_artifact(key="gancls-report", markdown=report.read_text(encoding="utf-8"),
-                                 description="gancls run report")
+        create_markdown_artifact(
+            key="gancls-report", markdown=report.read_text(encoding="utf-8"), description="gancls run report"
+        )
     get_run_logger().info("metrics: %s", json.dumps(rows))
     return rows
 

@@ -16,6 +16,7 @@ Each run, holding the repository's run lock (``.dvc/tmp/gancls-flow.lock``):
    last run's files are compared (no stage runs, nothing is recorded).
 4. The worktree is removed, whatever happened: the user's workspace is never touched.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,16 +39,22 @@ from flows.pipeline import STEPS, _env, publish_metrics
 from gancls import runs
 from gancls.config import load_params
 
-GRIDS = {"training grid": ("train", "grid"), "training progress": ("train", "progress_gif"),
-         "generated grid": ("generate", "grid"), "text interpolation": ("generate", "interp_grid"),
-         "noise interpolation": ("generate", "noise_grid")}
+GRIDS = {
+    "training grid": ("train", "grid"),
+    "training progress": ("train", "progress_gif"),
+    "generated grid": ("generate", "grid"),
+    "text interpolation": ("generate", "interp_grid"),
+    "noise interpolation": ("generate", "noise_grid"),
+}
 
 
 def _run(cmd: list[str], cwd: str | Path, check: bool = True) -> subprocess.CompletedProcess:
     proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True)
     if check and proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd[2:] if cmd[0] == sys.executable else cmd)} failed in {cwd} "
-                           f"(exit {proc.returncode}): {(proc.stderr or proc.stdout).strip()[-2000:]}")
+        raise RuntimeError(
+            f"{' '.join(cmd[2:] if cmd[0] == sys.executable else cmd)} failed in {cwd} "
+            f"(exit {proc.returncode}): {(proc.stderr or proc.stdout).strip()[-2000:]}"
+        )
     return proc
 
 
@@ -70,8 +77,11 @@ def open_worktree(root: str, worktree: str) -> dict:
     _git("worktree", "add", "--detach", str(worktree), head, cwd=root)
     start, experiment = f"commit {head[:12]}", None
     last = runs.last_run(root)
-    if last and last.get("head") == head and _run(["git", "cat-file", "-e", f"{last['rev']}^{{commit}}"], root,
-                                                  check=False).returncode == 0:
+    if (
+        last
+        and last.get("head") == head
+        and _run(["git", "cat-file", "-e", f"{last['rev']}^{{commit}}"], root, check=False).returncode == 0
+    ):
         # the last run of this commit: its dvc.lock and metrics, so that status says "since then"
         _git("checkout", last["rev"], "--", ".", cwd=worktree)
         start, experiment = f"experiment {last['experiment']}", last["experiment"]
@@ -80,8 +90,11 @@ def open_worktree(root: str, worktree: str) -> dict:
     data = runs.tracked_data(worktree)
     out = _dvc("checkout", "dvc.yaml", *[name for name, d in data.items() if d["hashed"]], cwd=worktree, check=False)
     if out.returncode != 0:  # e.g. the first run after a clone: README "Scheduled runs" (a DVC remote avoids it)
-        logger.warning("dvc checkout: some outputs are not in the cache and will be rebuilt (`dvc pull` from a "
-                       "DVC remote fills the cache): %s", out.stderr.strip()[-500:])
+        logger.warning(
+            "dvc checkout: some outputs are not in the cache and will be rebuilt (`dvc pull` from a "
+            "DVC remote fills the cache): %s",
+            out.stderr.strip()[-500:],
+        )
     for dvcfile, d in runs.tracked_data(worktree).items():  # again: after the checkout
         for path in d["missing"]:
             if d["hashed"]:
@@ -144,11 +157,19 @@ def repro(step: str, worktree: str, progress_every: float = 5.0) -> str:
     progress = None
     if step == "train":
         epochs, live = params.train.epochs, Path(worktree) / params.train.metrics
-        progress = create_progress_artifact(progress=0.0, key="gancls-train-progress",
-                                            description=f"training: epoch 0 of {epochs}")
+        progress = create_progress_artifact(
+            progress=0.0, key="gancls-train-progress", description=f"training: epoch 0 of {epochs}"
+        )
     started, last_poll, output = time.time(), 0.0, []
-    proc = subprocess.Popen(cmd, cwd=worktree, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)  # its own group: a timeout ends all of it
+    proc = subprocess.Popen(
+        cmd,
+        cwd=worktree,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )  # its own group: a timeout ends all of it
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=_reader, args=(proc.stdout, lines), daemon=True).start()
     try:
@@ -163,8 +184,11 @@ def repro(step: str, worktree: str, progress_every: float = 5.0) -> str:
                 last_poll = time.monotonic()
                 epoch = _epoch(live, started)
                 if epoch is not None:
-                    update_progress_artifact(progress, progress=min(100.0, 100.0 * epoch / epochs),
-                                             description=f"training: epoch {min(epoch, epochs)} of {epochs}")
+                    update_progress_artifact(
+                        progress,
+                        progress=min(100.0, 100.0 * epoch / epochs),
+                        description=f"training: epoch {min(epoch, epochs)} of {epochs}",
+                    )
             if done and lines.empty():
                 break
             time.sleep(0.2)
@@ -176,8 +200,11 @@ def repro(step: str, worktree: str, progress_every: float = 5.0) -> str:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
     if progress is not None:
-        update_progress_artifact(progress, progress=100.0 if proc.returncode == 0 else 0.0,
-                                 description=f"training: {'done' if proc.returncode == 0 else 'failed'}")
+        update_progress_artifact(
+            progress,
+            progress=100.0 if proc.returncode == 0 else 0.0,
+            description=f"training: {'done' if proc.returncode == 0 else 'failed'}",
+        )
     text = "\n".join(output)
     if proc.returncode != 0:
         message = f"dvc repro {' '.join(STEPS[step])} failed (exit {proc.returncode})"
@@ -198,8 +225,16 @@ def record(root: str, worktree: str, experiment: str) -> str:
     """
     untracked = _git("ls-files", "--others", "--exclude-standard", "--directory", cwd=worktree).splitlines()
     present = [name for name, d in runs.tracked_data(worktree).items() if not d["missing"]]
-    _dvc("exp", "save", "--name", experiment, *[a for p in untracked for a in ("-I", p)], "dvc.yaml", *present,
-         cwd=worktree)
+    _dvc(
+        "exp",
+        "save",
+        "--name",
+        experiment,
+        *[a for p in untracked for a in ("-I", p)],
+        "dvc.yaml",
+        *present,
+        cwd=worktree,
+    )
     refs = _git("for-each-ref", "--format=%(objectname) %(refname)", "refs/exps/", cwd=root).splitlines()
     rev = next(line.split()[0] for line in refs if line.endswith(f"/{experiment}"))
     get_run_logger().info("recorded as experiment %s (%s): `dvc exp show` lists it", experiment, rev[:12])
@@ -207,8 +242,9 @@ def record(root: str, worktree: str, experiment: str) -> str:
 
 
 @task(task_run_name="compare")
-def compare(root: str, worktree: str, experiment: str | None, baseline: str, changes: dict, ran: list[str],
-            note: str = "") -> list[str]:
+def compare(
+    root: str, worktree: str, experiment: str | None, baseline: str, changes: dict, ran: list[str], note: str = ""
+) -> list[str]:
     """``dvc metrics diff <baseline>`` of the worktree, judged by ``flow.regression``; the summary artifact.
 
     Returns the regressions, one line each.
@@ -225,10 +261,20 @@ def compare(root: str, worktree: str, experiment: str | None, baseline: str, cha
     result = Path(worktree) / params.validation.report_dir / "result.json"
     validation = runs.validation_summary(json.loads(result.read_text(encoding="utf-8"))) if result.is_file() else None
     grids = {what: getattr(getattr(params, section), key) for what, (section, key) in GRIDS.items()}
-    markdown = runs.summary_markdown(experiment=experiment, baseline=baseline, rows=rows, failed=failed,
-                                     ran=ran, changes=changes, validation=validation, grids=grids, note=note)
-    create_markdown_artifact(key="gancls-diff", markdown=markdown,
-                             description=f"metrics of {experiment or 'HEAD'} against {baseline}")
+    markdown = runs.summary_markdown(
+        experiment=experiment,
+        baseline=baseline,
+        rows=rows,
+        failed=failed,
+        ran=ran,
+        changes=changes,
+        validation=validation,
+        grids=grids,
+        note=note,
+    )
+    create_markdown_artifact(
+        key="gancls-diff", markdown=markdown, description=f"metrics of {experiment or 'HEAD'} against {baseline}"
+    )
     if validation:
         logger.info("%s", validation)
     for line in failed:
@@ -268,9 +314,11 @@ def scheduled(root: str = ".", baseline: str | None = None) -> dict:
         try:
             tree = open_worktree.with_options(timeout_seconds=timeouts.check)(root, worktree)
             if cfg.fetch:
-                fetch.with_options(timeout_seconds=timeouts.fetch, retries=cfg.fetch_retries,
-                                   retry_delay_seconds=exponential_backoff(backoff_factor=cfg.fetch_backoff)
-                                   )(worktree)
+                fetch.with_options(
+                    timeout_seconds=timeouts.fetch,
+                    retries=cfg.fetch_retries,
+                    retry_delay_seconds=exponential_backoff(backoff_factor=cfg.fetch_backoff),
+                )(worktree)
             changes = what_changed.with_options(timeout_seconds=timeouts.check)(worktree)
             steps = runs.steps_to_run(changes, STEPS)
             judge = compare.with_options(timeout_seconds=timeouts.record)
@@ -282,8 +330,7 @@ def scheduled(root: str = ".", baseline: str | None = None) -> dict:
                 result = {"changed": False, "message": note, "regressions": failed}
             else:
                 for step in steps:  # training and validation are never retried
-                    repro.with_options(timeout_seconds=timeouts.of(step), retries=0)(step, worktree,
-                                                                                    cfg.progress_every)
+                    repro.with_options(timeout_seconds=timeouts.of(step), retries=0)(step, worktree, cfg.progress_every)
                 publish_metrics.with_options(timeout_seconds=timeouts.record)(worktree)
                 rev = record.with_options(timeout_seconds=timeouts.record)(root, worktree, name)
                 failed = judge(root, worktree, name, baseline, changes, steps)

@@ -8,6 +8,7 @@ stops serving and then the server it started; no process is left behind.
 
     python -m flows.serve [--root .] [--interval SECONDS | --cron "0 2 * * *"]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,8 +55,13 @@ def start_server(host: str, port: int, home: Path, timeout: float) -> tuple[subp
     env = dict(os.environ, PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
     env.pop("PREFECT_API_URL", None)
     log = open(home / "server.log", "ab")
-    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)],
-                              env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     api = f"http://{host}:{port}/api"
     try:
         wait_healthy(api, timeout, server)
@@ -119,13 +125,22 @@ def main(argv: list[str] | None = None) -> int:
         api = os.environ["PREFECT_API_URL"].rstrip("/")
         ui = api[: -len("/api")] if api.endswith("/api") else api
         schedule = {"interval": args.interval} if args.interval else {"cron": args.cron or params.flow.cron}
-        print(f"Prefect UI: {ui}  (deployment gancls-scheduled/{params.flow.name}, "
-              f"{schedule}, one run at a time)\nstart a run by hand (another shell, in {root}): "
-              f"PREFECT_API_URL={api} .venv/bin/prefect deployment run gancls-scheduled/{params.flow.name}",
-              flush=True)
-        limit = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy[params.flow.collision.upper()])
-        scheduled.serve(name=params.flow.name, parameters={"root": str(root)}, global_limit=limit,
-                        print_starting_message=False, **schedule)
+        print(
+            f"Prefect UI: {ui}  (deployment gancls-scheduled/{params.flow.name}, "
+            f"{schedule}, one run at a time)\nstart a run by hand (another shell, in {root}): "
+            f"PREFECT_API_URL={api} .venv/bin/prefect deployment run gancls-scheduled/{params.flow.name}",
+            flush=True,
+        )
+        limit = ConcurrencyLimitConfig(
+            limit=1, collision_strategy=ConcurrencyLimitStrategy[params.flow.collision.upper()]
+        )
+        scheduled.serve(
+            name=params.flow.name,
+            parameters={"root": str(root)},
+            global_limit=limit,
+            print_starting_message=False,
+            **schedule,
+        )
     except KeyboardInterrupt:
         pass
     finally:

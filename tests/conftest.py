@@ -1,4 +1,5 @@
 """Shared fixtures: telemetry off, and a clone of this project with tiny params for end-to-end tests."""
+
 import copy
 import os
 import shutil
@@ -9,8 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-for _var, _value in (("DVC_NO_ANALYTICS", "1"), ("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
-                     ("GX_ANALYTICS_ENABLED", "false")):
+for _var, _value in (
+    ("DVC_NO_ANALYTICS", "1"),
+    ("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
+    ("GX_ANALYTICS_ENABLED", "false"),
+):
     os.environ[_var] = _value
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,8 +25,14 @@ TINY = {
     "scorer": {"epochs": 2, "width": 8},
     "model": {"ngf": 8, "ndf": 8},
     "train": {"epochs": 2, "batch_size": 8, "grid_size": 3, "sample_every": 1},
-    "generate": {"num_samples": 12, "batch_size": 12, "grid_captions": 3, "grid_noise": 3, "interp_pairs": 2,
-                 "interp_steps": 3},
+    "generate": {
+        "num_samples": 12,
+        "batch_size": 12,
+        "grid_captions": 3,
+        "grid_noise": 3,
+        "interp_pairs": 2,
+        "interp_steps": 3,
+    },
     "evaluate": {"kid_subset_size": 6, "kid_subsets": 5, "batch_size": 12},
 }
 
@@ -73,8 +83,9 @@ def clone_project(repo: Path, overrides: dict | None = None) -> Path:
         return [name for name in sh(["git", *cmd, "-z"], ROOT).stdout.split("\0") if name]
 
     deleted = set(listed("diff", "HEAD", "--name-only", "--no-renames", "--diff-filter=D"))
-    for name in listed("diff", "HEAD", "--name-only", "--no-renames") + listed("ls-files", "--others",
-                                                                              "--exclude-standard"):
+    for name in listed("diff", "HEAD", "--name-only", "--no-renames") + listed(
+        "ls-files", "--others", "--exclude-standard"
+    ):
         if name not in deleted:
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
             (repo / name).unlink(missing_ok=True)
@@ -127,20 +138,30 @@ def learned(tmp_path_factory):
     root = tmp_path_factory.mktemp("learned")
     raw = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), LEARN)
     out = {
-        "sample": root / "sample", "prepared": root / "birds.h5", "scorer": root / "scorer.pt",
-        "model": root / "model", "reports": root / "reports",
+        "sample": root / "sample",
+        "prepared": root / "birds.h5",
+        "scorer": root / "scorer.pt",
+        "model": root / "model",
+        "reports": root / "reports",
     }
     raw["data"]["raw_dir"] = str(out["sample"])
     raw["prepare"]["out"] = str(out["prepared"])
     raw["scorer"].update(out=str(out["scorer"]), metrics=str(root / "scorer.json"))
     raw["text_encoder"].update(weights=str(root / "text_encoder.pt"), metrics=str(root / "text_encoder.json"))
-    raw["train"].update(out_dir=str(out["model"]), live_dir=str(root / "live"),
-                        checkpoint_dir=str(root / "checkpoints"),
-                        grid=str(out["reports"] / "train.png"), progress_gif=str(out["reports"] / "train.gif"))
-    raw["generate"].update(out_dir=str(root / "generated"), grid=str(out["reports"] / "generated.png"),
-                           interp_grid=str(out["reports"] / "interp_text.png"),
-                           noise_grid=str(out["reports"] / "interp_noise.png"),
-                           sentences_grid=str(out["reports"] / "typed_sentences.png"))
+    raw["train"].update(
+        out_dir=str(out["model"]),
+        live_dir=str(root / "live"),
+        checkpoint_dir=str(root / "checkpoints"),
+        grid=str(out["reports"] / "train.png"),
+        progress_gif=str(out["reports"] / "train.gif"),
+    )
+    raw["generate"].update(
+        out_dir=str(root / "generated"),
+        grid=str(out["reports"] / "generated.png"),
+        interp_grid=str(out["reports"] / "interp_text.png"),
+        noise_grid=str(out["reports"] / "interp_noise.png"),
+        sentences_grid=str(out["reports"] / "typed_sentences.png"),
+    )
     params = parse_params(raw)
     make_sample(params.sample, out["sample"])
     prepare(out["sample"], out["prepared"], params.prepare, "sample")
@@ -161,6 +182,7 @@ def tiny_scorer(learned):
 
 # --- the tiny prepared data, for the training-run tests (resume, NaN guard, DDP) ------------------
 
+
 @pytest.fixture(scope="session")
 def tiny_prepared(tmp_path_factory) -> Path:
     from gancls.config import parse_params
@@ -180,8 +202,13 @@ def tiny_run_params(prepared: Path, run_dir: Path, **train):
 
     raw = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
     raw["prepare"]["out"] = str(prepared)
-    raw["train"].update(out_dir=str(run_dir / "model"), live_dir=str(run_dir / "live"),
-                        checkpoint_dir=str(run_dir / "checkpoints"), grid=str(run_dir / "train.png"),
-                        progress_gif=str(run_dir / "train.gif"), device="cpu")
+    raw["train"].update(
+        out_dir=str(run_dir / "model"),
+        live_dir=str(run_dir / "live"),
+        checkpoint_dir=str(run_dir / "checkpoints"),
+        grid=str(run_dir / "train.png"),
+        progress_gif=str(run_dir / "train.gif"),
+        device="cpu",
+    )
     raw["train"].update(train)
     return parse_params(raw), raw

@@ -1,4 +1,5 @@
 """Checked params: every bad value stops with one line naming the key, before any work."""
+
 import pytest
 import yaml
 from pydantic import ValidationError
@@ -24,17 +25,20 @@ def test_defaults_load_as_typed_sections():
         p.train.epochs = 3  # frozen: nothing changes settings behind the file's back
 
 
-@pytest.mark.parametrize("edit, key, words", [
-    (lambda r: r["train"].update(epoch=3), "train.epoch", "unknown key"),
-    (lambda r: r["train"].update(epochs="ten"), "train.epochs", "valid integer"),
-    (lambda r: r["train"].update(epochs=-1), "train.epochs", "greater than 0"),
-    (lambda r: r["train"].update(batch_size=0), "train.batch_size", "greater than or equal to 2"),
-    (lambda r: r["model"].update(image_size=128), "model.image_size", "64"),
-    (lambda r: r["data"].update(source="flickr"), "data.source", "'sample' or 'cub'"),
-    (lambda r: r["train"].pop("lr"), "train.lr", "Field required"),
-    (lambda r: r.update(extra_section={}), "extra_section", "unknown key"),
-    (lambda r: r["validate"].update(min_side="big"), "validate.min_side", "valid integer"),
-])
+@pytest.mark.parametrize(
+    "edit, key, words",
+    [
+        (lambda r: r["train"].update(epoch=3), "train.epoch", "unknown key"),
+        (lambda r: r["train"].update(epochs="ten"), "train.epochs", "valid integer"),
+        (lambda r: r["train"].update(epochs=-1), "train.epochs", "greater than 0"),
+        (lambda r: r["train"].update(batch_size=0), "train.batch_size", "greater than or equal to 2"),
+        (lambda r: r["model"].update(image_size=128), "model.image_size", "64"),
+        (lambda r: r["data"].update(source="flickr"), "data.source", "'sample' or 'cub'"),
+        (lambda r: r["train"].pop("lr"), "train.lr", "Field required"),
+        (lambda r: r.update(extra_section={}), "extra_section", "unknown key"),
+        (lambda r: r["validate"].update(min_side="big"), "validate.min_side", "valid integer"),
+    ],
+)
 def test_bad_value_is_one_line_naming_the_key(tmp_path, capsys, edit, key, words):
     path = write(tmp_path, edit)
     with pytest.raises(ConfigError, match=key):

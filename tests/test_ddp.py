@@ -1,5 +1,6 @@
 """Several processes: `gancls train` with train.processes 2 starts `torchrun --nproc_per_node=2 -m gancls.cli
 train`, DDP over gloo on the CPU."""
+
 import json
 import subprocess
 import sys
@@ -26,18 +27,28 @@ def test_two_process_ddp_run(tiny_prepared, tmp_path):
     # one model, in the same layout as one process writes; the resume checkpoints are gone
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["checkpoint.pt", "generator.pt"]
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.pt")) == [
-        "model/checkpoint.pt", "model/generator.pt"]
+        "model/checkpoint.pt",
+        "model/generator.pt",
+    ]
     state = torch.load(tmp_path / "model/checkpoint.pt", weights_only=True)
-    assert state["epoch"] == 2 and all(torch.isfinite(v).all() for v in state["generator"].values()
-                                       if v.is_floating_point())
+    assert state["epoch"] == 2 and all(
+        torch.isfinite(v).all() for v in state["generator"].values() if v.is_floating_point()
+    )
 
 
 def test_processes_must_divide_the_batch(tiny_prepared, tmp_path):
     _, raw = tiny_run_params(tiny_prepared, tmp_path, epochs=1, processes=3)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    proc = subprocess.run([sys.executable, "-m", "gancls.cli", "train"], cwd=tmp_path, env=env(),
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "gancls.cli", "train"],
+        cwd=tmp_path,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
-        "gancls train: error: params.yaml: train.batch_size 8 is not divisible by train.processes 3"]
+        "gancls train: error: params.yaml: train.batch_size 8 is not divisible by train.processes 3"
+    ]
     assert not (tmp_path / "model").exists()

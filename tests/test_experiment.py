@@ -1,5 +1,6 @@
 """gancls experiment: settings files, the settings checked as DVC applies them, the raw-data check and
 the restore (the end-to-end runs of `make run-cub` are in test_pipeline.py)."""
+
 import pytest
 import yaml
 
@@ -21,8 +22,15 @@ def test_settings_file_round_trips_through_dvcs_override_grammar(tmp_path):
         settings_file(tmp_path / "list.yaml")
 
 
-@pytest.mark.parametrize("bad, says", [("train.epochz=3", "train.epochz"), ("train.epochs=ten", "train.epochs"),
-                                       ("model.ngf", "model.ngf"), ("other.yaml:train.epochs=3", "another file")])
+@pytest.mark.parametrize(
+    "bad, says",
+    [
+        ("train.epochz=3", "train.epochz"),
+        ("train.epochs=ten", "train.epochs"),
+        ("model.ngf", "model.ngf"),
+        ("other.yaml:train.epochs=3", "another file"),
+    ],
+)
 def test_bad_settings_are_one_line_naming_the_key(bad, says):
     with pytest.raises(ConfigError, match=says) as info:
         params_with([bad], ROOT / "params.yaml")

@@ -1,4 +1,5 @@
 """`gancls fetch`: safe extraction, checksums, the offline failure, and a whole fetch from a local server."""
+
 import hashlib
 import http.server
 import io
@@ -20,6 +21,7 @@ from gancls.fetch import FetchError, fetch, safe_extract
 from conftest import ROOT, TINY, dvc, merge, sh
 
 # --- helpers ------------------------------------------------------------------------------------
+
 
 def _tar_with(path: Path, *members: tarfile.TarInfo) -> Path:
     with tarfile.open(path, "w:gz") as tar:
@@ -43,11 +45,18 @@ def _link(name: str, target: str) -> tarfile.TarInfo:
 
 def _fetch_params(tmp: Path, base_url: str, **fetch_over):
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    over = {"data_dir": str(tmp / "data"), "download_dir": str(tmp / "downloads"),
-            "checksums": str(tmp / "data.sha256.json"), "connect_timeout": 3, "retries": 0, "dvc_add": False,
-            "cub": {"url": f"{base_url}/CUB_200_2011.tgz"}, "embeddings": {"url": f"{base_url}/birds.zip"},
-            "captions": {"url": f"{base_url}/captions.tar.gz", "file": "captions.tar.gz"},
-            "text_encoder": {"url": f"{base_url}/reed.t7", "file": "reed.t7"}}
+    over = {
+        "data_dir": str(tmp / "data"),
+        "download_dir": str(tmp / "downloads"),
+        "checksums": str(tmp / "data.sha256.json"),
+        "connect_timeout": 3,
+        "retries": 0,
+        "dvc_add": False,
+        "cub": {"url": f"{base_url}/CUB_200_2011.tgz"},
+        "embeddings": {"url": f"{base_url}/birds.zip"},
+        "captions": {"url": f"{base_url}/captions.tar.gz", "file": "captions.tar.gz"},
+        "text_encoder": {"url": f"{base_url}/reed.t7", "file": "reed.t7"},
+    }
     raw = merge(raw, {"fetch": merge(over, fetch_over)})
     return parse_params(raw).fetch, raw
 
@@ -128,6 +137,7 @@ def _closed_port() -> int:
 
 # --- (a) safe extraction --------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("kind", ["parent", "absolute", "symlink", "zip-parent"])
 def test_extraction_refuses_members_that_leave_the_target(tmp_path, kind):
     target, outside = tmp_path / "box" / "target", tmp_path / "box" / "evil"
@@ -154,8 +164,9 @@ def test_extraction_refuses_members_that_leave_the_target(tmp_path, kind):
     else:
         assert not outside.exists()
     # nothing anywhere outside the target folder
-    assert sorted(p.name for p in target.parent.iterdir()) == sorted(["target"] + (["evil"] if kind == "symlink"
-                                                                                   else []))
+    assert sorted(p.name for p in target.parent.iterdir()) == sorted(
+        ["target"] + (["evil"] if kind == "symlink" else [])
+    )
 
 
 def test_extraction_of_a_good_archive(tmp_path):
@@ -167,6 +178,7 @@ def test_extraction_of_a_good_archive(tmp_path):
 
 
 # --- (b) checksums --------------------------------------------------------------------------------
+
 
 def test_checksum_mismatch_is_refused_and_the_file_removed(tmp_path, archives, server):
     cfg, _ = _fetch_params(tmp_path, server["url"], cub={"md5": "0" * 32})
@@ -221,13 +233,13 @@ def test_reed_encoder_is_placed_checked_or_skipped(tmp_path, archives, server):
         fetch(cfg, "text_encoder/other.t7")
     assert not (tmp_path / "downloads/other.t7").exists() and not (tmp_path / "data/text_encoder/other.t7").exists()
 
-    cfg, _ = _fetch_params(tmp_path, server["url"], text_encoder={"url": f"{server['url']}/gone.t7",
-                                                                  "file": "gone.t7"})
+    cfg, _ = _fetch_params(tmp_path, server["url"], text_encoder={"url": f"{server['url']}/gone.t7", "file": "gone.t7"})
     summary = fetch(cfg, "text_encoder/gone.t7")
     assert summary["skipped"] == ["text_encoder/gone.t7"] and not (tmp_path / "data/text_encoder/gone.t7").exists()
 
 
 # --- (c) offline ----------------------------------------------------------------------------------
+
 
 def test_offline_fetch_fails_fast_naming_the_archives(tmp_path):
     _, raw = _fetch_params(tmp_path, f"http://127.0.0.1:{_closed_port()}", retries=2, download_dir="downloads")
@@ -248,14 +260,22 @@ def test_offline_fetch_fails_fast_naming_the_archives(tmp_path):
 
 # --- (d) a whole fetch, dvc add, then validate + prepare --------------------------------------------
 
+
 def test_fetch_from_a_local_server_then_validate_and_prepare(project_clone, archives, server):
     url = server["url"]
-    repo = project_clone({"data": {"raw_dir": "data"}, "fetch": {
-        "retries": 0, "connect_timeout": 3,
-        "cub": {"url": f"{url}/CUB_200_2011.tgz", "md5": archives["cub_md5"]},
-        "embeddings": {"url": f"{url}/birds.zip"},
-        "captions": {"url": f"{url}/captions.tar.gz", "file": "captions.tar.gz"},
-        "text_encoder": {"url": f"{url}/reed.t7", "file": "reed.t7"}}})
+    repo = project_clone(
+        {
+            "data": {"raw_dir": "data"},
+            "fetch": {
+                "retries": 0,
+                "connect_timeout": 3,
+                "cub": {"url": f"{url}/CUB_200_2011.tgz", "md5": archives["cub_md5"]},
+                "embeddings": {"url": f"{url}/birds.zip"},
+                "captions": {"url": f"{url}/captions.tar.gz", "file": "captions.tar.gz"},
+                "text_encoder": {"url": f"{url}/reed.t7", "file": "reed.t7"},
+            },
+        }
+    )
 
     out = sh(["gancls", "fetch"], repo)
     assert sorted(server["requests"]) == ["/CUB_200_2011.tgz", "/birds.zip", "/captions.tar.gz", "/reed.t7"]
@@ -269,8 +289,10 @@ def test_fetch_from_a_local_server_then_validate_and_prepare(project_clone, arch
     assert (data / "CUB_200_2011" / "images.txt").read_bytes() == (sample / "CUB_200_2011" / "images.txt").read_bytes()
     assert not list(repo.glob(".data.fetch-*"))
     sums = json.loads((repo / "data.sha256.json").read_text())
-    assert sums == {f: hashlib.sha256((archives["served"] / f).read_bytes()).hexdigest()
-                    for f in ("CUB_200_2011.tgz", "birds.zip", "captions.tar.gz", "reed.t7")}
+    assert sums == {
+        f: hashlib.sha256((archives["served"] / f).read_bytes()).hexdigest()
+        for f in ("CUB_200_2011.tgz", "birds.zip", "captions.tar.gz", "reed.t7")
+    }
     spec = yaml.safe_load((repo / "data.dvc").read_text())["outs"][0]
     assert spec["path"] == "data" and spec["md5"].endswith(".dir") and spec["nfiles"] > 0
     assert "desc" in spec  # dvc add kept the project's description

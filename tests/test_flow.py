@@ -1,4 +1,5 @@
 """The Prefect flow drives the DVC stages on the tiny configuration and publishes the metrics."""
+
 import json
 
 from prefect.testing.utilities import prefect_test_harness
@@ -15,7 +16,9 @@ def test_flow_runs_pipeline_and_publishes_metrics(project_clone):
 
         with get_client(sync_client=True) as client:
             arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["gancls-metrics"])))
-            reports = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["gancls-report"])))
+            reports = client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["gancls-report"]))
+            )
     scores = json.loads((repo / "metrics/scores.json").read_text())
     by_metric = {(r["file"], r["metric"]): r["value"] for r in rows}
     assert by_metric[("metrics/scores.json", "fid")] == scores["fid"]

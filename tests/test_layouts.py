@@ -5,6 +5,7 @@ Torch7 files with a minimal writer of the Torch7 binary format, and aelnouby's `
 h5py.  Each goes through validate -> prepare -> train (one epoch); mismatches with CUB's files are
 reported by validate naming the file.
 """
+
 import io
 import os
 import pickle
@@ -128,8 +129,11 @@ def write_reed_t7(sample, dest):
     records, emb = _sample_data(sample)
     t7 = dest / "cub_icml"
     for r in records:
-        info = {"char": reed_chars(cub.load_captions(sample, r.key)), "img": f"{r.key}.jpg",
-                "txt": emb[r.split][r.emb_index]}
+        info = {
+            "char": reed_chars(cub.load_captions(sample, r.key)),
+            "img": f"{r.key}.jpg",
+            "txt": emb[r.split][r.emb_index],
+        }
         T7Writer().obj(info).save(t7 / f"{r.key}.t7")
     classes = [line.split()[1] for line in (sample / cub.CUB_DIR / "classes.txt").read_text().splitlines()]
     (t7 / "allclasses.txt").write_text("\n".join(classes) + "\n")
@@ -172,8 +176,11 @@ def layouts(tmp_path_factory):
     base = tmp_path_factory.mktemp("layouts")
     params = parse_params_tiny()
     sample = make_sample(params.sample, base / "stackgan")
-    return {"stackgan": sample, "reed_t7": write_reed_t7(sample, base / "reed_t7"),
-            "hdf5": write_hdf5(sample, base / "hdf5")}
+    return {
+        "stackgan": sample,
+        "reed_t7": write_reed_t7(sample, base / "reed_t7"),
+        "hdf5": write_hdf5(sample, base / "hdf5"),
+    }
 
 
 def parse_params_tiny():
@@ -188,6 +195,7 @@ def parse_params_tiny():
 def copy_of(layouts, tmp_path):
     def make(layout):
         return shutil.copytree(layouts[layout], tmp_path / layout)
+
     return make
 
 
@@ -210,8 +218,7 @@ def test_detects_each_layout_and_refuses_two(layouts, tmp_path):
     with pytest.raises(cub.LayoutError, match="several embedding layouts.*set data.layout"):
         detect_layout(both)
     assert detect_layout(both, "reed_t7") == "reed_t7"
-    assert [r.split for r in cub.load_index(both, "reed_t7")] == [r.split for r in cub.load_index(
-        layouts["stackgan"])]
+    assert [r.split for r in cub.load_index(both, "reed_t7")] == [r.split for r in cub.load_index(layouts["stackgan"])]
     with pytest.raises(cub.LayoutError, match="data.layout must be"):
         detect_layout(both, "lmdb")
 
@@ -225,7 +232,12 @@ def test_every_layout_gives_the_same_records_embeddings_and_captions(layouts):
         for r in recs:
             b = base[r.key]
             assert (r.image_id, r.class_id, r.class_name, r.bbox, r.split) == (
-                b.image_id, b.class_id, b.class_name, b.bbox, b.split)
+                b.image_id,
+                b.class_id,
+                b.class_name,
+                b.bbox,
+                b.split,
+            )
             assert r.path == root / cub.CUB_DIR / "images" / f"{r.key}.jpg"
     t7, ref = layouts["reed_t7"], layouts["stackgan"]
     for split in cub.SPLITS:
@@ -294,8 +306,14 @@ def test_layout_runs_validate_prepare_train(layouts, layout, tmp_path, one_threa
     assert summary["success"] and summary["layout"] == layout
     assert (summary["n_images"], summary["n_train"], summary["n_test"]) == (32, 24, 8)
     out = tmp_path / "birds.h5"
-    counts = prepare(root, out, params.prepare, "sample", layout="auto",
-                     check=lambda p: validate_prepared(p, params.validation, tmp_path / "prepared-report"))
+    counts = prepare(
+        root,
+        out,
+        params.prepare,
+        "sample",
+        layout="auto",
+        check=lambda p: validate_prepared(p, params.validation, tmp_path / "prepared-report"),
+    )
     assert counts == {"train": 24, "test": 8}
     n_cap = 5 if layout == "hdf5" else 10
     with h5py.File(out, "r") as h5:
@@ -326,12 +344,14 @@ def test_reed_t7_mismatches_name_the_t7_file_and_class(copy_of, tmp_path):
     train = [r for r in records if r.split == "train"]
     # an image that CUB does not have
     orphan = t7 / f"{train[0].key}.t7"
-    T7Writer().obj({"img": "nowhere/Nobird_0001.jpg", "txt": np.ones((10, 1024), np.float32),
-                    "char": reed_chars(["x"] * 10)}).save(orphan)
+    T7Writer().obj(
+        {"img": "nowhere/Nobird_0001.jpg", "txt": np.ones((10, 1024), np.float32), "char": reed_chars(["x"] * 10)}
+    ).save(orphan)
     # an embedding of the wrong size
     small = t7 / f"{train[5].key}.t7"
-    T7Writer().obj({"img": f"{train[5].key}.jpg", "txt": np.ones((10, 512), np.float32),
-                    "char": reed_chars(["a bird."] * 10)}).save(small)
+    T7Writer().obj(
+        {"img": f"{train[5].key}.jpg", "txt": np.ones((10, 512), np.float32), "char": reed_chars(["a bird."] * 10)}
+    ).save(small)
     # a test class dropped from the class lists
     test_class = next(r.class_name for r in records if r.split == "test")
     lists = t7 / "testclasses.txt"

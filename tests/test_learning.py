@@ -4,6 +4,7 @@ captions state, clearly more often than chance and than the captions of other cl
 This is the test that fails when the conditioning breaks (text ignored by G or D, wrong pairs,
 wrong labels, a text encoder that does not land in the embedding space G was trained on).  It shares one briefly trained model per session (the ``learned`` fixture).
 """
+
 import json
 
 from gancls.generate import generate
@@ -13,8 +14,9 @@ from gancls.scorer import score_generated
 def test_generated_images_follow_their_captions(learned):
     params = learned["params"]
     generate(learned["model"] / "generator.pt", learned["prepared"], params)
-    match = score_generated(learned["root"] / "generated/images.h5", learned["prepared"], learned["scorer"],
-                            params.seed)
+    match = score_generated(
+        learned["root"] / "generated/images.h5", learned["prepared"], learned["scorer"], params.seed
+    )
     print("learning test:", json.dumps(match))
     assert match["n_pairs"] == params.generate.num_samples
     assert match["real_ceiling"] > 0.6
@@ -23,8 +25,13 @@ def test_generated_images_follow_their_captions(learned):
     assert match["accuracy"] > 1.5 * match["mismatched_accuracy"], match
     # the same captions typed instead of looked up: their text, encoded by the fitted text encoder,
     # still decides what is drawn
-    encoded = score_generated(learned["root"] / "generated/images.h5", learned["prepared"], learned["scorer"],
-                              params.seed, dataset="encoded_images")
+    encoded = score_generated(
+        learned["root"] / "generated/images.h5",
+        learned["prepared"],
+        learned["scorer"],
+        params.seed,
+        dataset="encoded_images",
+    )
     print("encoded captions:", json.dumps(encoded), "encoder:", json.dumps(learned["encoder_metrics"]))
     assert encoded["accuracy"] > encoded["chance"] + 0.05, encoded
     assert encoded["accuracy"] > 1.5 * encoded["mismatched_accuracy"], encoded

@@ -1,4 +1,5 @@
 """End to end: `dvc repro` of the real stages on the tiny configuration, and the bad-input stop."""
+
 import csv
 import json
 import os
@@ -69,8 +70,9 @@ def test_dvc_repro_end_to_end(project_clone):
     assert scores["is"] is None and scores["is_missing_reason"]
     tm = scores["text_match"]
     assert set(tm) >= {"accuracy", "chance", "real_ceiling", "mismatched_accuracy", "encoded_accuracy"}
-    assert all(0 <= tm[k] <= 1 for k in ("accuracy", "chance", "real_ceiling", "mismatched_accuracy",
-                                         "encoded_accuracy"))
+    assert all(
+        0 <= tm[k] <= 1 for k in ("accuracy", "chance", "real_ceiling", "mismatched_accuracy", "encoded_accuracy")
+    )
     report = (repo / "reports/report.md").read_text()
     assert "real held-out images (ceiling)" in report and "generated_grid.png" in report
     assert "typed_sentences.png" in report and "gancls sample --text" in report
@@ -88,8 +90,10 @@ def test_dvc_repro_end_to_end(project_clone):
     block = readme_block("dvc exp run -S train.epochs=")
     out = plain_shell(block, repo)
     # `dvc metrics diff` prints the metrics that changed (the tiny model's text match may stay at its floor)
-    table = out.stdout[out.stdout.index("Path "):]
-    assert re.search(r"metrics/scores\.json\s+fid\s", table) and re.search(r"dvclive/metrics\.json\s+epochs\s", table), table
+    table = out.stdout[out.stdout.index("Path ") :]
+    assert re.search(r"metrics/scores\.json\s+fid\s", table) and re.search(
+        r"dvclive/metrics\.json\s+epochs\s", table
+    ), table
     diff = json.loads(dvc("metrics", "diff", "--json", cwd=repo).stdout)
     assert diff["metrics/scores.json"]["fid"]["diff"] != 0
     epochs = int(re.search(r"train\.epochs=(\d+)", block).group(1))
@@ -98,8 +102,21 @@ def test_dvc_repro_end_to_end(project_clone):
     assert '"text_match"' in shown and '"mismatched_accuracy"' in shown and '"test_top1"' in shown
 
     # how a run is watched or placed is not what it computes: changing it reruns no stage
-    watched = dvc("exp", "run", "-S", "train.log_every=10", "-S", "train.checkpoint_every=3", "-S", "train.device=cpu",
-                  "-S", "train.sample_every=2", "-S", "train.checkpoint_dir=build/other_checkpoints", cwd=repo).stdout
+    watched = dvc(
+        "exp",
+        "run",
+        "-S",
+        "train.log_every=10",
+        "-S",
+        "train.checkpoint_every=3",
+        "-S",
+        "train.device=cpu",
+        "-S",
+        "train.sample_every=2",
+        "-S",
+        "train.checkpoint_dir=build/other_checkpoints",
+        cwd=repo,
+    ).stdout
     assert "Running stage" not in watched, watched
 
 
@@ -160,6 +177,7 @@ def test_wrong_embedding_shape_stops_pipeline(project_clone):
 
 
 # --- make run-cub: without data/, and Reed's settings at tiny sizes on a CUB-layout stand-in --------
+
 
 def test_run_cub_without_data_stops_at_once_and_changes_nothing(project_clone):
     repo = project_clone()

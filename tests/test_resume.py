@@ -1,4 +1,5 @@
 """Training runs that stop and go on: checkpoints, automatic resume, refusals, the non-finite guard."""
+
 import csv
 import json
 import os
@@ -100,11 +101,17 @@ def test_resume_refuses_another_configuration(tiny_prepared, tmp_path, monkeypat
     def changed(section, **kv):
         return parse_params({**raw, section: {**raw[section], **kv}})
 
-    with pytest.raises(CheckpointError, match=r"epoch_00002\.pt: checkpoint of another architecture "
-                                              r"\(model\.ngf 8 -> 16\); set train\.resume: false"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"epoch_00002\.pt: checkpoint of another architecture "
+        r"\(model\.ngf 8 -> 16\); set train\.resume: false",
+    ):
         train(tiny_prepared, changed("model", ngf=16))
-    with pytest.raises(CheckpointError, match=r"epoch_00002\.pt: checkpoint trained with other settings "
-                                              rf"\(train\.lr {re.escape(str(params.train.lr))} -> 0\.001\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"epoch_00002\.pt: checkpoint trained with other settings "
+        rf"\(train\.lr {re.escape(str(params.train.lr))} -> 0\.001\)",
+    ):
         train(tiny_prepared, changed("train", lr=0.001))
     with pytest.raises(CheckpointError, match=r"epoch_00002\.pt: checkpoint is at epoch 2, beyond train\.epochs 1"):
         train(tiny_prepared, changed("train", epochs=1))
@@ -190,8 +197,12 @@ def test_training_split_of_one_class_is_one_line(tmp_path, monkeypatch, capsys):
         g.create_dataset("captions", data=[["a bird"] * 10] * 4, dtype=h5py.string_dtype())
     raw = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
     raw["prepare"]["out"] = str(path)
-    raw["train"].update(out_dir=str(tmp_path / "model"), live_dir=str(tmp_path / "live"),
-                        checkpoint_dir=str(tmp_path / "ck"), device="cpu")
+    raw["train"].update(
+        out_dir=str(tmp_path / "model"),
+        live_dir=str(tmp_path / "live"),
+        checkpoint_dir=str(tmp_path / "ck"),
+        device="cpu",
+    )
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     monkeypatch.chdir(tmp_path)
     assert main(["train"]) == 1

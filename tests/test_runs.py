@@ -1,4 +1,5 @@
 """gancls.runs: DVC status and metrics diff read into plain data, the regression rule, the run lock."""
+
 import shutil
 import subprocess
 import sys
@@ -10,13 +11,21 @@ from gancls.config import RegressionRule
 
 from conftest import sh
 
-STEPS = {"validate": ["make-sample", "validate"], "prepare": ["prepare"], "references": ["train-scorer", "real-features"],
-         "train": ["train"], "generate": ["generate"], "evaluate": ["evaluate"]}
+STEPS = {
+    "validate": ["make-sample", "validate"],
+    "prepare": ["prepare"],
+    "references": ["train-scorer", "real-features"],
+    "train": ["train"],
+    "generate": ["generate"],
+    "evaluate": ["evaluate"],
+}
 
 
 def test_stale_stages_and_the_steps_they_rerun():
-    status = {"train": [{"changed deps": {"params.yaml": "modified"}}, {"changed outs": {"build/model": "deleted"}}],
-              "dvc.yaml:evaluate": ["always changed"]}
+    status = {
+        "train": [{"changed deps": {"params.yaml": "modified"}}, {"changed outs": {"build/model": "deleted"}}],
+        "dvc.yaml:evaluate": ["always changed"],
+    }
     stale = runs.stale_stages(status)
     assert stale == {"train": ["params.yaml (modified)", "build/model (deleted)"], "evaluate": ["always changed"]}
     assert runs.steps_to_run(stale, STEPS) == ["train", "generate", "evaluate"]
@@ -30,35 +39,62 @@ def test_tracked_data_names_the_missing_outputs_of_each_dvc_file(tmp_path):
     (tmp_path / "data.dvc").write_text("outs:\n- path: data\n  md5:\n")
     (tmp_path / "extra.dvc").write_text("outs:\n- path: extra.txt\n  md5: 0123\n")
     (tmp_path / "extra.txt").write_text("here")
-    assert runs.tracked_data(tmp_path) == {"data.dvc": {"missing": ["data"], "hashed": False},
-                                           "extra.dvc": {"missing": [], "hashed": True}}
+    assert runs.tracked_data(tmp_path) == {
+        "data.dvc": {"missing": ["data"], "hashed": False},
+        "extra.dvc": {"missing": [], "hashed": True},
+    }
     (tmp_path / "data").mkdir()
     assert runs.tracked_data(tmp_path)["data.dvc"] == {"missing": [], "hashed": False}
 
 
 def test_regression_rules_judge_the_metrics_diff():
-    diff = {"metrics/scores.json": {"fid": {"old": 50.0, "new": 80.0, "diff": 30.0},
-                                    "text_match.accuracy": {"old": 0.40, "new": 0.37, "diff": -0.03},
-                                    "kid_mean": {"old": None, "new": 0.1},
-                                    "feature_extractor.name": {"old": "a", "new": "a"}}}
+    diff = {
+        "metrics/scores.json": {
+            "fid": {"old": 50.0, "new": 80.0, "diff": 30.0},
+            "text_match.accuracy": {"old": 0.40, "new": 0.37, "diff": -0.03},
+            "kid_mean": {"old": None, "new": 0.1},
+            "feature_extractor.name": {"old": "a", "new": "a"},
+        }
+    }
     rows = runs.diff_rows(diff)
     assert [r["metric"] for r in rows] == ["fid", "kid_mean", "text_match.accuracy"]
-    rules = {"fid": RegressionRule(max_rise=25.0), "text_match.accuracy": RegressionRule(max_drop=0.05),
-             "kid_mean": RegressionRule(max_rise=0.0)}
+    rules = {
+        "fid": RegressionRule(max_rise=25.0),
+        "text_match.accuracy": RegressionRule(max_drop=0.05),
+        "kid_mean": RegressionRule(max_rise=0.0),
+    }
     found = runs.regressions(rows, rules)
     assert len(found) == 1 and found[0].startswith("fid: 50 -> 80, rose by 30")
     assert runs.regressions(rows, {"text_match.accuracy": RegressionRule(max_drop=0.01)})[0].startswith(
-        "text_match.accuracy: 0.4 -> 0.37")
-    md = runs.summary_markdown(experiment="nightly-1", baseline="HEAD", rows=rows, failed=found, ran=["evaluate"],
-                               changes={"evaluate": ["params.yaml (modified)"]}, validation=None, grids={"g": "a.png"})
+        "text_match.accuracy: 0.4 -> 0.37"
+    )
+    md = runs.summary_markdown(
+        experiment="nightly-1",
+        baseline="HEAD",
+        rows=rows,
+        failed=found,
+        ran=["evaluate"],
+        changes={"evaluate": ["params.yaml (modified)"]},
+        validation=None,
+        grids={"g": "a.png"},
+    )
     assert "**REGRESSION** against `HEAD`" in md and "| metrics/scores.json | fid | 50 | 80 | 30 |" in md
 
 
 def test_run_lock_refuses_a_second_holder_with_one_line(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from gancls.runs import run_lock\n"
-        f"with run_lock({str(tmp_path)!r}, owner='flow run first'):\n"
-        "    print('held', flush=True); time.sleep(30)")], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time; from gancls.runs import run_lock\n"
+                f"with run_lock({str(tmp_path)!r}, owner='flow run first'):\n"
+                "    print('held', flush=True); time.sleep(30)"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(runs.RunRefused, match=r"another gancls scheduled run \(pid \d+, flow run first\) holds "):
@@ -78,11 +114,17 @@ def test_a_worktree_left_locked_by_an_interrupted_add_is_removed(tmp_path):
 
     repo = tmp_path / "repo"
     repo.mkdir()
-    for cmd in (["init", "-q"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "x"]):
+    for cmd in (
+        ["init", "-q"],
+        ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "x"],
+    ):
         sh(["git", *cmd], repo)
     for keep_folder in (True, False):
         worktree = tmp_path / "run"
-        sh(["git", "worktree", "add", "-q", "--detach", "--lock", "--reason", "initializing", str(worktree), "HEAD"], repo)
+        sh(
+            ["git", "worktree", "add", "-q", "--detach", "--lock", "--reason", "initializing", str(worktree), "HEAD"],
+            repo,
+        )
         if not keep_folder:
             shutil.rmtree(worktree)
         remove_worktree(str(repo), str(worktree))

@@ -1,5 +1,6 @@
 """The generated sample: deterministic, atomic, in the CUB + StackGAN layout that gancls.cub reads,
 and with images and embeddings that carry what the captions say."""
+
 from __future__ import annotations
 
 import hashlib
@@ -14,14 +15,25 @@ from gancls import cub, sample
 
 from conftest import section
 
-CFG = section("sample", n_classes=8, images_per_class=4, test_fraction=0.25, grayscale_fraction=0.02,
-              image_size=[96, 128], embedding_noise=0.05, seed=0)
+CFG = section(
+    "sample",
+    n_classes=8,
+    images_per_class=4,
+    test_fraction=0.25,
+    grayscale_fraction=0.02,
+    image_size=[96, 128],
+    embedding_noise=0.05,
+    seed=0,
+)
 N_TEST_CLASSES = 2  # round(8 * 0.25)
 
 
 def tree_hashes(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -118,14 +130,13 @@ def test_images_show_named_body_colour(root, records):
     checked = 0
     for rec in records:
         img = Image.open(rec.path)
-        bodies = {v for c in cub.load_captions(root, rec.key) for k, v in sample.mentions(c)
-                  if k == "body"}
+        bodies = {v for c in cub.load_captions(root, rec.key) for k, v in sample.mentions(c) if k == "body"}
         if img.mode != "RGB" or not bodies:
             continue
         x, y, w, h = rec.bbox
         # the belly: below the wing, behind the head (the birds face right; the box spans tail to bill tip)
         cx, cy, d = int(x + 0.38 * w), int(y + 0.72 * h), max(1, int(0.05 * min(w, h)))
-        pixels = np.asarray(img, dtype=float)[cy - d:cy + d + 1, cx - d:cx + d + 1].reshape(-1, 3)
+        pixels = np.asarray(img, dtype=float)[cy - d : cy + d + 1, cx - d : cx + d + 1].reshape(-1, 3)
         nearest = names[int(np.argmin(((palette - np.median(pixels, 0)) ** 2).sum(1)))]
         assert {nearest} == bodies, rec.key
         checked += 1
@@ -134,10 +145,17 @@ def test_images_show_named_body_colour(root, records):
 
 def test_box_is_tight(monkeypatch):
     flat = (10, 200, 10)
-    monkeypatch.setattr(sample, "_background",
-                        lambda rng, kind, w, h: Image.new("RGB", (w, h), flat))
-    attrs = {"body": "red", "wing": "blue", "head": "yellow", "beak": "orange", "size": "medium",
-             "pose": "flying", "facing": "left", "background": "sky"}
+    monkeypatch.setattr(sample, "_background", lambda rng, kind, w, h: Image.new("RGB", (w, h), flat))
+    attrs = {
+        "body": "red",
+        "wing": "blue",
+        "head": "yellow",
+        "beak": "orange",
+        "size": "medium",
+        "pose": "flying",
+        "facing": "left",
+        "background": "sky",
+    }
     img, (x, y, w, h) = sample._render(np.random.default_rng(0), attrs, 120, 100)
     a = np.asarray(img)
     bird = (a != flat).any(axis=-1)

@@ -1,4 +1,5 @@
 """The text-conditioning score: labels, chance, the mismatched control, and that it can fail."""
+
 import numpy as np
 import pytest
 import torch
@@ -27,9 +28,17 @@ def test_caption_labels_are_what_the_caption_states():
 
 def test_image_targets_merge_the_captions_of_an_image():
     vocab = vocabulary(KINDS, "sample", [1])
-    split = {"keys": np.array(["a", "b"]), "class_ids": np.array([1, 2]),
-             "captions": np.array([["a bird with a red body.", "this bird has a green head."],
-                                   ["a bird with blue wings.", "this bird is flying."]], dtype=object)}
+    split = {
+        "keys": np.array(["a", "b"]),
+        "class_ids": np.array([1, 2]),
+        "captions": np.array(
+            [
+                ["a bird with a red body.", "this bird has a green head."],
+                ["a bird with blue wings.", "this bird is flying."],
+            ],
+            dtype=object,
+        ),
+    }
     t = image_targets(split, vocab, "sample")
     red, green, blue = (sample.VOCAB["body"].index(c) for c in ("red", "green", "blue"))
     assert t.tolist() == [[red, -1, green, -1], [-1, blue, -1, -1]]
@@ -40,7 +49,7 @@ def test_image_targets_merge_the_captions_of_an_image():
 def test_chance_is_sum_of_squared_label_frequencies():
     stated = [{"body": "red"}] * 3 + [{"body": "blue"}] + [{"body": "red", "head": "grey"}]
     # body: 5 statements, p(red) = 4/5, p(blue) = 1/5; head: 1 statement, p(grey) = 1
-    expected = 5 / 6 * (0.8 ** 2 + 0.2 ** 2) + 1 / 6 * 1.0
+    expected = 5 / 6 * (0.8**2 + 0.2**2) + 1 / 6 * 1.0
     assert chance_level(stated, ["body", "head"]) == pytest.approx(expected)
     # unbalanced frequencies: not 1 / number of labels
     assert chance_level(stated, ["body", "head"]) != pytest.approx(0.5)

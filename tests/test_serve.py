@@ -4,6 +4,7 @@ One server, one served deployment (``python -m flows.serve --interval``) and one
 the whole module; the tests run in order: the first scheduled run does the real work, later ones
 reuse DVC's cache.
 """
+
 import json
 import os
 import re
@@ -61,13 +62,21 @@ def server(tmp_path_factory):
 
     port = free_port("127.0.0.1")
     api = f"http://127.0.0.1:{port}/api"
-    server_env = dict(env(), PREFECT_HOME=str(home), PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="5",
-                      PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS="5")
+    server_env = dict(
+        env(),
+        PREFECT_HOME=str(home),
+        PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="5",
+        PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS="5",
+    )
     server_env.pop("PREFECT_API_URL", None)
     log = open(home / "server.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                             "--port", str(port)], env=server_env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=server_env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         wait_healthy(api, 180, proc)
         yield {"api": api, "home": home}
@@ -104,22 +113,34 @@ def repo(tmp_path_factory):
 
 def snapshot(repo: Path) -> tuple[str, dict, bytes, bytes]:
     """git status, dvc status, and the bytes of dvc.lock and params.yaml."""
-    return (sh(["git", "status", "--porcelain"], repo).stdout,
-            json.loads(dvc("status", "--json", cwd=repo).stdout),
-            (repo / "dvc.lock").read_bytes(), (repo / "params.yaml").read_bytes())
+    return (
+        sh(["git", "status", "--porcelain"], repo).stdout,
+        json.loads(dvc("status", "--json", cwd=repo).stdout),
+        (repo / "dvc.lock").read_bytes(),
+        (repo / "params.yaml").read_bytes(),
+    )
 
 
 @pytest.fixture(scope="module")
 def served(client_env, repo):
     """``python -m flows.serve --interval 15`` in the clone, against the test server."""
     before = snapshot(repo)
-    serve_env = dict(env(), PREFECT_API_URL=client_env["api"], PREFECT_HOME=str(client_env["home"]),
-                     PREFECT_RUNNER_POLL_FREQUENCY="2")
+    serve_env = dict(
+        env(),
+        PREFECT_API_URL=client_env["api"],
+        PREFECT_HOME=str(client_env["home"]),
+        PREFECT_RUNNER_POLL_FREQUENCY="2",
+    )
     log_path = client_env["home"] / "serve.log"
     # what `make serve` runs, in the clone: its flows/ serve its own repository
-    proc = subprocess.Popen([sys.executable, "-m", "flows.serve", "--interval", str(INTERVAL)],
-                            cwd=repo, env=serve_env, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flows.serve", "--interval", str(INTERVAL)],
+        cwd=repo,
+        env=serve_env,
+        stdout=open(log_path, "wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deployment = wait_for(lambda: _deployment(), 120, "the deployment was never created", proc, log_path)
         yield {"proc": proc, "deployment": deployment, "before": before, "log": log_path}
@@ -164,7 +185,9 @@ def runs_of(deployment_id, **filters):
     with _client() as client:
         return client.read_flow_runs(
             flow_run_filter=FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id])),
-            sort=FlowRunSort.EXPECTED_START_TIME_ASC, limit=200)
+            sort=FlowRunSort.EXPECTED_START_TIME_ASC,
+            limit=200,
+        )
 
 
 def run(run_id):
@@ -262,8 +285,9 @@ def test_regression_fails_the_run_and_a_second_run_waits(served, repo):
     (repo / "params.yaml").write_text(params.replace("kid_subsets: 5", "kid_subsets: 4", 1))
     sh(["git", "commit", "-qam", "kid_subsets 4"], repo)
     first = run_deployment(DEPLOYMENT, parameters={"baseline": "good"}, timeout=0)
-    wait_for(lambda: run(first.id).state.is_running(), 120, "the first run never started",
-             served["proc"], served["log"])
+    wait_for(
+        lambda: run(first.id).state.is_running(), 120, "the first run never started", served["proc"], served["log"]
+    )
     second = run_deployment(DEPLOYMENT, timeout=0)
     seen = set()
     while not run(first.id).state.is_final():
@@ -276,8 +300,13 @@ def test_regression_fails_the_run_and_a_second_run_waits(served, repo):
     diff = artifacts(first.id)["gancls-diff"].data
     assert "**REGRESSION**" in diff and re.search(r"text_match\.accuracy: 1 -> [0-9.]+, dropped by", diff)
     assert "AwaitingConcurrencySlot" in seen, seen
-    second = wait_for(lambda: (r := run(second.id)).state.is_final() and r, 180, "the second run never finished",
-                      served["proc"], served["log"])
+    second = wait_for(
+        lambda: (r := run(second.id)).state.is_final() and r,
+        180,
+        "the second run never finished",
+        served["proc"],
+        served["log"],
+    )
     assert second.state.is_completed(), second.state.message
     assert second.start_time >= first.end_time - timedelta(seconds=1)
     assert sh(["git", "status", "--porcelain"], repo).stdout == ""
@@ -301,11 +330,18 @@ def test_a_task_past_its_timeout_fails_the_run_and_leaves_nothing(client_env, re
 
 def test_prefect_yaml_deploys_to_a_process_pool(client_env, repo, tmp_path):
     project = clone_project(tmp_path / "project")  # `prefect deploy` where a user runs it: the project's root
-    cli_env = dict(env(), PREFECT_API_URL=client_env["api"], PREFECT_HOME=str(client_env["home"]),
-                   GANCLS_ROOT=str(repo), PYTHONPATH=os.pathsep.join([str(project), os.environ.get("PYTHONPATH", "")]))
+    cli_env = dict(
+        env(),
+        PREFECT_API_URL=client_env["api"],
+        PREFECT_HOME=str(client_env["home"]),
+        GANCLS_ROOT=str(repo),
+        PYTHONPATH=os.pathsep.join([str(project), os.environ.get("PYTHONPATH", "")]),
+    )
     prefect = [sys.executable, "-m", "prefect"]
-    for cmd in (["work-pool", "create", "gancls-process", "--type", "process"],
-                ["--no-prompt", "deploy", "--name", "nightly"]):
+    for cmd in (
+        ["work-pool", "create", "gancls-process", "--type", "process"],
+        ["--no-prompt", "deploy", "--name", "nightly"],
+    ):
         proc = subprocess.run(prefect + cmd, cwd=project, env=cli_env, capture_output=True, text=True)
         assert proc.returncode == 0, proc.stdout + proc.stderr
     dep = _deployment()

@@ -1,4 +1,5 @@
 """`gancls sample`: draw images for test captions that match a query, or for sentences of one's own."""
+
 import h5py
 import numpy as np
 import pytest
@@ -8,8 +9,13 @@ from PIL import Image
 from gancls.cli import main
 from gancls.synthesize import NoMatch, find_captions
 
-CAPTIONS = np.array([["a bird with a red body.", "this bird has red wings and a blue body."],
-                     ["a small bird with a Red Body, flying.", "this bird is standing."]], dtype=object)
+CAPTIONS = np.array(
+    [
+        ["a bird with a red body.", "this bird has red wings and a blue body."],
+        ["a small bird with a Red Body, flying.", "this bird is standing."],
+    ],
+    dtype=object,
+)
 KEYS = np.array(["001.A/A_1", "002.B/B_1"], dtype=object)
 
 
@@ -27,8 +33,21 @@ def test_query_is_a_whole_word_phrase():
 
 def test_sample_command_writes_a_captioned_grid(learned, tmp_path, capsys):
     out = tmp_path / "red.png"
-    rc = main(["--params", str(learned["params_file"]), "sample", "--query", "red", "--n", "3",
-               "--max-captions", "2", "--out", str(out)])
+    rc = main(
+        [
+            "--params",
+            str(learned["params_file"]),
+            "sample",
+            "--query",
+            "red",
+            "--n",
+            "3",
+            "--max-captions",
+            "2",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     assert str(out) in capsys.readouterr().out
     img = Image.open(out)
@@ -45,6 +64,7 @@ def test_query_without_match_exits_nonzero(learned, tmp_path, capsys):
 
 # --- sentences of one's own: `gancls sample --text`, `gancls import-encoder` -----------------------
 
+
 @pytest.fixture
 def with_encoder(learned):
     """The learned run's params: text_encoder.weights is the encoder fitted to its training captions."""
@@ -55,8 +75,23 @@ def test_text_command_draws_sentences_of_ones_own(with_encoder, tmp_path, capsys
     out, h5 = tmp_path / "mine.png", tmp_path / "mine.h5"
     long = "a small bird with a bright red body and a blue head " * 5  # 260 characters
     texts = ["this bird is yellow with black wings", long]
-    rc = main(["--params", str(with_encoder), "sample", "--text", texts[0], "--text", long, "--n", "3",
-               "--out", str(out), "--h5", str(h5)])
+    rc = main(
+        [
+            "--params",
+            str(with_encoder),
+            "sample",
+            "--text",
+            texts[0],
+            "--text",
+            long,
+            "--n",
+            "3",
+            "--out",
+            str(out),
+            "--h5",
+            str(h5),
+        ]
+    )
     io = capsys.readouterr()
     assert rc == 0, io.err
     assert str(out) in io.out and f"the {len(long) - 201} past 201 are dropped" in io.err
@@ -91,8 +126,24 @@ def test_a_typed_colour_is_drawn(learned, tmp_path):
     body, colours = list(state["vocab"]).index("body"), state["vocab"]["body"]
     texts = [f"this bird has a {c} body and grey wings." for c in colours]
     h5 = tmp_path / "typed.h5"
-    assert main(["--params", str(learned["params_file"]), "sample", "--file", str(_lines(tmp_path, texts)),
-                 "--n", "8", "--out", str(tmp_path / "typed.png"), "--h5", str(h5)]) == 0
+    assert (
+        main(
+            [
+                "--params",
+                str(learned["params_file"]),
+                "sample",
+                "--file",
+                str(_lines(tmp_path, texts)),
+                "--n",
+                "8",
+                "--out",
+                str(tmp_path / "typed.png"),
+                "--h5",
+                str(h5),
+            ]
+        )
+        == 0
+    )
     with h5py.File(h5) as f:
         seen = np.stack([scorer.predict(images)[:, body] for images in f["images"][()]])  # [colour, image]
     typed = np.arange(len(colours))[:, None]

@@ -4,6 +4,7 @@ Reed's ``.t7`` files are written here with a minimal Torch7 binary writer, in hi
 (``HybridCNNLong`` + the nngraph ``FixedGRU``) with random weights, and the imported encoder is
 checked against a NumPy implementation of his equations that reads the raw Torch7 arrays.
 """
+
 import io
 import itertools
 import re
@@ -30,9 +31,11 @@ from gancls.text_encoder import (
 )
 from gancls.train_text_encoder import fit_encoder, score_encoder
 
-TEXTS = ["this bird has a red belly, black wings and a short beak.",
-         "A small yellow bird -- perched on a branch!",
-         "Ünknown chars; (parens) [brackets] {braces} ~`+=<>|\\/@#$%^&*_"]
+TEXTS = [
+    "this bird has a red belly, black wings and a short beak.",
+    "A small yellow bird -- perched on a branch!",
+    "Ünknown chars; (parens) [brackets] {braces} ~`+=<>|\\/@#$%^&*_",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -45,6 +48,7 @@ def one_thread():
 
 
 # --- encoding --------------------------------------------------------------------------------------
+
 
 def test_alphabet_is_reeds_and_one_based():
     assert ALPHABET == "abcdefghijklmnopqrstuvwxyz0123456789-,;.!?:'\"/\\|_@#$%^&*~`+-=<>()[]{} "
@@ -60,8 +64,9 @@ def test_no_lowercasing_and_unknown_characters_are_blank():
     x = encode_text(["Ab\u00e9c"])[0]
     assert x[0].sum() == 0 and x[2].sum() == 0  # 'A' and 'é' are not in the alphabet
     assert x[1, 1] == 1 and x[3, 2] == 1  # 'b', 'c' keep their places
-    assert check_text("Ab\u00e9c") == [("characters outside Reed's alphabet are left blank: 'A\u00e9' "
-                                         "(it has no capitals)")]
+    assert check_text("Ab\u00e9c") == [
+        ("characters outside Reed's alphabet are left blank: 'A\u00e9' (it has no capitals)")
+    ]
     assert check_text("a plain caption.") == []
 
 
@@ -72,14 +77,16 @@ def test_truncation_at_201_characters():
     assert check_text(text) == [f"text is 250 characters long: the 49 past {MAX_LEN} are dropped"]
 
 
-@pytest.mark.parametrize("text, why", [("", "empty text"),
-                                       ("\u00c9\u00c0\u00ce\u00d4", "no character of Reed's alphabet")])
+@pytest.mark.parametrize(
+    "text, why", [("", "empty text"), ("\u00c9\u00c0\u00ce\u00d4", "no character of Reed's alphabet")]
+)
 def test_texts_the_encoder_cannot_see_are_refused(text, why):
     with pytest.raises(ValueError, match=why):
         check_text(text)
 
 
 # --- the model -------------------------------------------------------------------------------------
+
 
 def test_reed_sizes_parameter_count_and_18_steps():
     model = CharCNNRNN(**REED_SIZES)
@@ -95,6 +102,7 @@ def test_reed_sizes_parameter_count_and_18_steps():
 
 
 # --- a minimal Torch7 writer -----------------------------------------------------------------------
+
 
 class Obj:
     """A Torch7 class instance: torch class name and its fields (a Lua table)."""
@@ -171,10 +179,15 @@ def random_weights(seed=0, out=WIDTHS["out"]) -> dict:
     rng = np.random.default_rng(seed)
     u = lambda *shape: rng.uniform(-0.5, 0.5, shape).astype(np.float32)
     w, h = {**WIDTHS, "out": out}, WIDTHS["hidden"]
-    return {"conv": [(u(w["c1"], 4 * 70), u(w["c1"])), (u(w["c2"], 4 * w["c1"]), u(w["c2"])),
-                     (u(w["c3"], 4 * w["c2"]), u(w["c3"]))],
-            **{role: (u(h, h), u(h)) for role in ROLES},
-            "linear": (u(w["out"], h), u(w["out"]))}
+    return {
+        "conv": [
+            (u(w["c1"], 4 * 70), u(w["c1"])),
+            (u(w["c2"], 4 * w["c1"]), u(w["c2"])),
+            (u(w["c3"], 4 * w["c2"]), u(w["c3"])),
+        ],
+        **{role: (u(h, h), u(h)) for role in ROLES},
+        "linear": (u(w["out"], h), u(w["out"])),
+    }
 
 
 def fixed_gru(weights: dict, steps: int = 18, avg: bool = True, shuffle: bool = False) -> Obj:
@@ -206,10 +219,8 @@ def fixed_gru(weights: dict, steps: int = 18, avg: bool = True, shuffle: bool = 
         r = node(m("nn.Sigmoid"), node(m("nn.CAddTable"), node(linear("x_reset"), x), node(linear("h_reset"), h)))
         gated = node(m("nn.CMulTable"), r, h)
         cand = node(m("nn.Tanh"), node(m("nn.CAddTable"), node(linear("x_cand"), x), node(linear("h_cand"), gated)))
-        one_minus_z = node(m("nn.AddConstant", constant_scalar=1),
-                           node(m("nn.MulConstant", constant_scalar=-1), z))
-        hids.append(node(m("nn.CAddTable"), node(m("nn.CMulTable"), z, cand),
-                         node(m("nn.CMulTable"), one_minus_z, h)))
+        one_minus_z = node(m("nn.AddConstant", constant_scalar=1), node(m("nn.MulConstant", constant_scalar=-1), z))
+        hids.append(node(m("nn.CAddTable"), node(m("nn.CMulTable"), z, cand), node(m("nn.CMulTable"), one_minus_z, h)))
     if avg:
         total = hids[0]
         for h in hids[1:]:
@@ -224,13 +235,34 @@ def fixed_gru(weights: dict, steps: int = 18, avg: bool = True, shuffle: bool = 
 
 
 def encoder_modules(weights: dict, **gru) -> list:
-    convs = [Obj("nn.TemporalConvolution", inputFrameSize=w.shape[1] // 4, outputFrameSize=w.shape[0], kW=4, dW=1,
-                 weight=w, bias=b) for w, b in weights["conv"]]
+    convs = [
+        Obj(
+            "nn.TemporalConvolution",
+            inputFrameSize=w.shape[1] // 4,
+            outputFrameSize=w.shape[0],
+            kW=4,
+            dW=1,
+            weight=w,
+            bias=b,
+        )
+        for w, b in weights["conv"]
+    ]
     relu = lambda: Obj("nn.Threshold", threshold=1e-6, val=0, inplace=False)
     pool = lambda: Obj("nn.TemporalMaxPooling", kW=3, dW=3)
-    return [convs[0], relu(), pool(), convs[1], relu(), pool(), convs[2], relu(), Obj("nn.SplitTable", dimension=2),
-            fixed_gru(weights, **gru), Obj("nn.Dropout", p=0.0),
-            Obj("nn.Linear", weight=weights["linear"][0], bias=weights["linear"][1])]
+    return [
+        convs[0],
+        relu(),
+        pool(),
+        convs[1],
+        relu(),
+        pool(),
+        convs[2],
+        relu(),
+        Obj("nn.SplitTable", dimension=2),
+        fixed_gru(weights, **gru),
+        Obj("nn.Dropout", p=0.0),
+        Obj("nn.Linear", weight=weights["linear"][0], bias=weights["linear"][1]),
+    ]
 
 
 def bare_encoder(weights: dict, **gru) -> Obj:
@@ -245,8 +277,10 @@ def reed_checkpoint(weights: dict) -> dict:
     for a, b in itertools.pairwise(nodes):
         a.fields["children"].update({1: b, b: 1})
     enc = Obj("nn.gModule", forwardnodes=nodes, innode=nodes[0], outnode=nodes[-1])
-    return {"protos": {"enc_doc": enc, "enc_image": Obj("nn.Linear", weight=np.zeros((2, 2), np.float32))},
-            "opt": {"learning_rate": 0.0007, "doc_length": 201}}
+    return {
+        "protos": {"enc_doc": enc, "enc_image": Obj("nn.Linear", weight=np.zeros((2, 2), np.float32))},
+        "opt": {"learning_rate": 0.0007, "doc_length": 201},
+    }
 
 
 def write_t7(path, root):
@@ -264,10 +298,10 @@ def reference(weights: dict, texts: list[str]) -> np.ndarray:
             if ch in code:
                 x[t, code[ch]] = 1
         for i, (w, b) in enumerate(weights["conv"]):
-            frames = np.stack([x[t:t + 4].reshape(-1) for t in range(len(x) - 3)])  # frame-major, as Torch7
+            frames = np.stack([x[t : t + 4].reshape(-1) for t in range(len(x) - 3)])  # frame-major, as Torch7
             x = np.maximum(frames @ w.T.astype(np.float64) + b, 0)
             if i < 2:
-                x = x[:len(x) // 3 * 3].reshape(len(x) // 3, 3, -1).max(1)
+                x = x[: len(x) // 3 * 3].reshape(len(x) // 3, 3, -1).max(1)
         lin = lambda role, v: v @ weights[role][0].T.astype(np.float64) + weights[role][1]
         sig = lambda v: 1 / (1 + np.exp(-v))
         h = np.tanh(lin("x_cand", x[0]))
@@ -298,8 +332,11 @@ def test_reed_t7_import_matches_his_equations(tmp_path):
         import_reed_t7(deep)
     finally:
         sys.setrecursionlimit(limit)
-    for name, root in [("bare.t7", bare_encoder(weights)), ("shuffled.t7", bare_encoder(weights, shuffle=True)),
-                       ("checkpoint.t7", reed_checkpoint(weights))]:
+    for name, root in [
+        ("bare.t7", bare_encoder(weights)),
+        ("shuffled.t7", bare_encoder(weights, shuffle=True)),
+        ("checkpoint.t7", reed_checkpoint(weights)),
+    ]:
         state, sizes = import_reed_t7(write_t7(tmp_path / name, root))
         assert sizes == {**WIDTHS, "alphabet": 70, "kernel": 4, "pool": 3}
         np.testing.assert_allclose(forward(state, sizes, TEXTS), want, rtol=1e-4, atol=1e-5, err_msg=name)
@@ -340,22 +377,30 @@ def test_refusals_name_the_file(tmp_path):
 
     bad = random_weights()
     bad["conv"][1] = (np.zeros((6, 4 * 7 + 1), np.float32), bad["conv"][1][1])
-    _refused(write_t7(tmp_path / "shapes.t7", bare_encoder(bad)),
-             re.escape("TemporalConvolution 2 weight has shape (6, 29), expected (6, 28)"))
+    _refused(
+        write_t7(tmp_path / "shapes.t7", bare_encoder(bad)),
+        re.escape("TemporalConvolution 2 weight has shape (6, 29), expected (6, 28)"),
+    )
 
     bad = random_weights()
     bad["h_reset"] = (np.zeros((5, 4), np.float32), bad["h_reset"][1])
-    _refused(write_t7(tmp_path / "gru_shapes.t7", bare_encoder(bad)),
-             re.escape("FixedGRU h_reset Linear weight has shape (5, 4), expected (5, 5)"))
+    _refused(
+        write_t7(tmp_path / "gru_shapes.t7", bare_encoder(bad)),
+        re.escape("FixedGRU h_reset Linear weight has shape (5, 4), expected (5, 5)"),
+    )
 
     no_gru = bare_encoder(weights)
     no_gru.fields["modules"][9] = Obj("nn.Linear", weight=np.zeros((5, 5), np.float32), bias=np.zeros(5, np.float32))
-    _refused(write_t7(tmp_path / "cnn.t7", no_gru), "another architecture: layers conv, relu, pool, conv, relu, "
-                                                     "pool, conv, relu, linear, linear")
+    _refused(
+        write_t7(tmp_path / "cnn.t7", no_gru),
+        "another architecture: layers conv, relu, pool, conv, relu, pool, conv, relu, linear, linear",
+    )
     _refused(write_t7(tmp_path / "last.t7", bare_encoder(weights, avg=False)), "FixedGRU returns its last hidden")
     _refused(write_t7(tmp_path / "steps.t7", bare_encoder(weights, steps=12)), "FixedGRU runs 12 steps")
-    _refused(write_t7(tmp_path / "table.t7", {"protos": {"enc_image": Obj("nn.Linear")}}),
-             "neither a training checkpoint with protos.enc_doc")
+    _refused(
+        write_t7(tmp_path / "table.t7", {"protos": {"enc_image": Obj("nn.Linear")}}),
+        "neither a training checkpoint with protos.enc_doc",
+    )
     assert not (tmp_path / "pwned").exists()
 
 
@@ -367,12 +412,17 @@ def test_load_encoder_refuses_other_files(tmp_path):
     with pytest.raises(EncoderImportError, match=re.escape(f"{path}: not a loadable gancls text encoder")):
         load_encoder(path)
     with pytest.raises(TypeError):
-        save_encoder(tmp_path / "e.pt", CharCNNRNN(**{**REED_SIZES, **WIDTHS}).state_dict(),
-                     {**REED_SIZES, **WIDTHS}, {"when": object()})
+        save_encoder(
+            tmp_path / "e.pt",
+            CharCNNRNN(**{**REED_SIZES, **WIDTHS}).state_dict(),
+            {**REED_SIZES, **WIDTHS},
+            {"when": object()},
+        )
     assert not (tmp_path / "e.pt").exists()
 
 
 # --- fitting ---------------------------------------------------------------------------------------
+
 
 def test_fit_encoder_learns_text_not_position():
     rng = np.random.default_rng(0)
@@ -383,8 +433,20 @@ def test_fit_encoder_learns_text_not_position():
     texts, targets = [t for t, _ in pairs], np.array([v for _, v in pairs], np.float32)
     groups = np.arange(len(texts))
     narrow = {"c1": 32, "c2": 32, "c3": 32, "hidden": 32}
-    model, history = fit_encoder(texts, targets, groups, sizes=narrow, epochs=40, batch_size=12, lr=1e-2, seed=0,
-                                 device="cpu", contrastive_weight=0.1, temperature=0.1, log=lambda line: None)
+    model, history = fit_encoder(
+        texts,
+        targets,
+        groups,
+        sizes=narrow,
+        epochs=40,
+        batch_size=12,
+        lr=1e-2,
+        seed=0,
+        device="cpu",
+        contrastive_weight=0.1,
+        temperature=0.1,
+        log=lambda line: None,
+    )
     assert len(history) == 40 and history[-1]["loss"] < 0.5 * history[0]["loss"]
     fitted = score_encoder(model, texts, targets, groups)
     shuffled = score_encoder(model, list(np.random.default_rng(1).permutation(texts)), targets, groups)

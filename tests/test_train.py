@@ -31,8 +31,11 @@ def test_batches_augment_text_and_wrong_pairs():
     # each text is the mean of 4 distinct captions of its own image
     emb = torch.from_numpy(data["embeddings"])
     for i in range(12):
-        sums = {tuple(c) for c in torch.combinations(torch.arange(10), 4).tolist()
-                if torch.allclose(emb[i, list(c)].mean(0), text[i], atol=1e-5)}
+        sums = {
+            tuple(c)
+            for c in torch.combinations(torch.arange(10), 4).tolist()
+            if torch.allclose(emb[i, list(c)].mean(0), text[i], atol=1e-5)
+        }
         assert len(sums) == 1
     batches = list(b.epoch(5, gen))
     assert len(batches) == 2 and all(x[0].shape[0] == 5 for x in batches)
@@ -68,8 +71,9 @@ def test_matching_aware_losses_and_pairs():
     opt_d = torch.optim.Adam(d.parameters(), lr=1e-4)
     real = torch.ones(4, 3, 64, 64)
     text, wrong = torch.randn(4, 1024), torch.randn(4, 1024)
-    stats = dict(zip(STATS, train_step(g, d, opt_g, opt_d, real, text, wrong, z_dim=8, int_weight=1.0,
-                                       int_beta=0.5).tolist()))
+    stats = dict(
+        zip(STATS, train_step(g, d, opt_g, opt_d, real, text, wrong, z_dim=8, int_weight=1.0, int_beta=0.5).tolist())
+    )
     ln2 = math.log(2)
     # D: BCE(real,right) + 1/2 [BCE(real,wrong) + BCE(fake,right)], all logits 0 -> 2 ln 2
     assert math.isclose(stats["d_loss"], 2 * ln2, rel_tol=1e-6)
@@ -87,8 +91,23 @@ def test_matching_aware_losses_and_pairs():
 def test_gan_int_off():
     g, d = ConstG(), Recorder()
     opts = [torch.optim.Adam(m.parameters(), lr=1e-4) for m in (g, d)]
-    stats = dict(zip(STATS, train_step(g, d, opts[0], opts[1], torch.ones(2, 3, 64, 64), torch.randn(2, 1024),
-                                       torch.randn(2, 1024), z_dim=8, int_weight=0.0, int_beta=0.5).tolist()))
+    stats = dict(
+        zip(
+            STATS,
+            train_step(
+                g,
+                d,
+                opts[0],
+                opts[1],
+                torch.ones(2, 3, 64, 64),
+                torch.randn(2, 1024),
+                torch.randn(2, 1024),
+                z_dim=8,
+                int_weight=0.0,
+                int_beta=0.5,
+            ).tolist(),
+        )
+    )
     assert stats["g_int_loss"] == 0.0 and len(d.calls) == 4
 
 
@@ -107,8 +126,9 @@ def test_shared_image_tower_gives_the_same_d_gradients():
             s_r, s_w = d(real, text, wrong)
         else:
             s_r, s_w = d(real, text), d(real, wrong)
-        loss = F.binary_cross_entropy_with_logits(s_r, torch.ones(6)) + \
-            F.binary_cross_entropy_with_logits(s_w, torch.zeros(6))
+        loss = F.binary_cross_entropy_with_logits(s_r, torch.ones(6)) + F.binary_cross_entropy_with_logits(
+            s_w, torch.zeros(6)
+        )
         loss.backward()
         return loss.item(), [p.grad.clone() for p in d.parameters()]
 

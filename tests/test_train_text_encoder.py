@@ -1,5 +1,6 @@
 """The train-text-encoder stage (gancls.train_text_encoder): fitted on the training captions, or Reed's
 .t7 from the raw data; scored on the test captions; its weights are what generate and `sample --text` use."""
+
 import json
 
 import numpy as np
@@ -20,15 +21,22 @@ def stage_params(prepared, tmp_path, **text_encoder):
     raw = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
     raw["prepare"]["out"] = str(prepared)
     raw["data"]["raw_dir"] = str(tmp_path / "raw")
-    raw["text_encoder"].update(weights=str(tmp_path / "encoder.pt"), metrics=str(tmp_path / "text_encoder.json"),
-                               epochs=2, device="cpu", **text_encoder)
+    raw["text_encoder"].update(
+        weights=str(tmp_path / "encoder.pt"),
+        metrics=str(tmp_path / "text_encoder.json"),
+        epochs=2,
+        device="cpu",
+        **text_encoder,
+    )
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     return parse_params(raw), tmp_path / "params.yaml"
 
 
 def test_caption_pairs_flatten_a_split_and_skip_empty_captions():
-    split = {"captions": np.array([["a red bird", ""], ["a blue bird", "green wings"]], dtype=object),
-             "embeddings": np.arange(12, dtype=np.float32).reshape(2, 2, 3)}
+    split = {
+        "captions": np.array([["a red bird", ""], ["a blue bird", "green wings"]], dtype=object),
+        "embeddings": np.arange(12, dtype=np.float32).reshape(2, 2, 3),
+    }
     texts, targets, groups = caption_pairs(split)
     assert texts == ["a red bird", "a blue bird", "green wings"]
     assert targets.tolist() == [[0, 1, 2], [6, 7, 8], [9, 10, 11]] and groups.tolist() == [0, 1, 1]

@@ -1,4 +1,5 @@
 """Great Expectations validation of the raw CUB-layout data and of the prepared HDF5 file."""
+
 import json
 import os
 import pickle
@@ -16,8 +17,16 @@ from gancls.validate import ValidationFailed, build_manifest, validate_prepared,
 
 from conftest import section  # noqa: E402
 
-SAMPLE = section("sample", n_classes=8, images_per_class=4, test_fraction=0.25, grayscale_fraction=0.05,
-                 image_size=[64, 96], embedding_noise=0.05, seed=0)
+SAMPLE = section(
+    "sample",
+    n_classes=8,
+    images_per_class=4,
+    test_fraction=0.25,
+    grayscale_fraction=0.05,
+    image_size=[64, 96],
+    embedding_noise=0.05,
+    seed=0,
+)
 CFG = section("validate", min_side=32, max_abs_embedding=1000.0, min_embedding_norm=0.001)
 
 
@@ -121,8 +130,10 @@ def test_class_in_both_splits_fails(raw, tmp_path):
     moved = next(r for r in recs if r.split == "train")
     test_class = next(r.class_id for r in recs if r.split == "test")
     labels = raw / cub.CUB_DIR / "image_class_labels.txt"
-    lines = [f"{i} {test_class if int(i) == moved.image_id else c}"
-             for i, c in (line.split() for line in labels.read_text().splitlines())]
+    lines = [
+        f"{i} {test_class if int(i) == moved.image_id else c}"
+        for i, c in (line.split() for line in labels.read_text().splitlines())
+    ]
     labels.write_text("\n".join(lines) + "\n")
     msg = failing(raw, tmp_path)
     assert f"class {test_class} is in both splits (4 test, 1 train)" in msg
@@ -178,8 +189,9 @@ def write_h5(path, size=16, n_train=6, n_test=3, nan=False, constant=False):
             g["class_ids"] = np.array([first_class + i % 2 for i in range(n)], np.int32)
             keys = [f"{split}_class/{split}_{i}" for i in range(n)]
             g.create_dataset("keys", data=keys, dtype=h5py.string_dtype())
-            g.create_dataset("captions", data=[[f"a bird {i} {j}" for j in range(10)] for i in range(n)],
-                             dtype=h5py.string_dtype())
+            g.create_dataset(
+                "captions", data=[[f"a bird {i} {j}" for j in range(10)] for i in range(n)], dtype=h5py.string_dtype()
+            )
     return path
 
 
@@ -197,8 +209,10 @@ def test_prepared_nan_embedding_and_constant_image_fail(tmp_path):
     with pytest.raises(ValidationFailed) as info:
         validate_prepared(h5, CFG, tmp_path / "report")
     lines = str(info.value).splitlines()
-    assert lines[0] == (f"{h5}: train[1] train_class/train_1: non-finite embedding "
-                        "[expect_column_values_to_be_in_set(emb_finite): 1 of 9 rows bad]")
+    assert lines[0] == (
+        f"{h5}: train[1] train_class/train_1: non-finite embedding "
+        "[expect_column_values_to_be_in_set(emb_finite): 1 of 9 rows bad]"
+    )
     assert lines[1].startswith(f"{h5}: test[0] test_class/test_0: image is constant")
     result = json.loads((tmp_path / "report" / "prepared.json").read_text())
     assert result["success"] is False and len(result["failures"]) == 2
@@ -217,6 +231,7 @@ def test_prepared_wrong_load_size_and_missing_dataset(tmp_path):
 
 
 # --- real data that is valid: CMYK JPEGs, a subset of CUB's classes ----------------------------------
+
 
 def _rewrite_class(root, old: int, new: int):
     """Give class ``old`` the id ``new`` everywhere it is written (a subset of CUB's 200 classes)."""
@@ -273,8 +288,7 @@ def test_key_in_both_splits_fails(raw, tmp_path):
     train_emb = cub.load_embeddings(raw, "train")
     (raw / "test" / cub.FILENAMES_FILE).write_bytes(pickle.dumps(test_keys + [keys[0]], protocol=2))
     (raw / "test" / cub.CLASS_INFO_FILE).write_bytes(pickle.dumps(test_classes + [classes[0]], protocol=2))
-    (raw / "test" / cub.EMBEDDINGS_FILE).write_bytes(
-        pickle.dumps(np.concatenate([emb, train_emb[:1]]), protocol=2))
+    (raw / "test" / cub.EMBEDDINGS_FILE).write_bytes(pickle.dumps(np.concatenate([emb, train_emb[:1]]), protocol=2))
     msg = failing(raw, tmp_path)
     assert f"image {keys[0]} is also listed in train/filenames.pickle" in msg
 
@@ -285,5 +299,7 @@ def test_class_info_disagreeing_with_cub_labels_fails(raw, tmp_path):
     wrong = [c % 6 + 1 if i == 2 else c for i, c in enumerate(classes)]
     info.write_bytes(pickle.dumps(wrong, protocol=2))
     msg = failing(raw, tmp_path)
-    assert (f"train/class_info.pickle (class {wrong[2]} for {keys[2]}, but CUB_200_2011/image_class_labels.txt "
-            f"says {classes[2]})") in msg
+    assert (
+        f"train/class_info.pickle (class {wrong[2]} for {keys[2]}, but CUB_200_2011/image_class_labels.txt "
+        f"says {classes[2]})"
+    ) in msg

@@ -1,4 +1,5 @@
 """gancls: GAN-CLS text-to-image synthesis on CUB-200-2011, as a DVC + Prefect pipeline."""
+
 import os
 
 # Telemetry off for every entry point that imports the package (DVC, Prefect, Great Expectations).

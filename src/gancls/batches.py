@@ -1,4 +1,5 @@
 """The training split on the training device, drawn as (real images, right text, wrong text) batches."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,8 +17,17 @@ class Batches:
     of every global batch.
     """
 
-    def __init__(self, data: dict, image_size: int, captions_per_sample: int, flip: bool, device,
-                 channels_last: bool = False, rank: int = 0, world: int = 1):
+    def __init__(
+        self,
+        data: dict,
+        image_size: int,
+        captions_per_sample: int,
+        flip: bool,
+        device,
+        channels_last: bool = False,
+        rank: int = 0,
+        world: int = 1,
+    ):
         self.images = torch.from_numpy(data["images"]).to(device)  # N, S, S, 3 uint8
         self.embeddings = torch.from_numpy(data["embeddings"]).to(device)  # N, 10, 1024
         cls = data["class_ids"].astype(np.int64)
@@ -74,5 +84,5 @@ class Batches:
         local = batch_size // self.world
         for b in range(self.steps_per_epoch(batch_size)):
             first = b * batch_size + self.rank * local
-            idx = order[first:first + local]
+            idx = order[first : first + local]
             yield (self.augment(idx, gen), self.text(idx, gen), self.text(self.wrong(idx, gen), gen))

@@ -9,6 +9,7 @@ and schedulers, the averaged G, the epoch and step, every random-number state of
 per-epoch history, and the params and prepared data they were trained with.  A run resumes only
 from a checkpoint of the same configuration; anything else is refused with a message naming the file.
 """
+
 from __future__ import annotations
 
 import random
@@ -54,14 +55,19 @@ def _first_line(exc: BaseException) -> str:
 
 # --- training checkpoints ------------------------------------------------------------------------
 
+
 def rng_state(generators: dict[str, torch.Generator]) -> dict:
     """Every random-number state of this process (as tensors and plain values)."""
     npst = np.random.get_state(legacy=False)
     return {
         "python": random.getstate(),
-        "numpy": {"bit_generator": npst["bit_generator"], "pos": int(npst["state"]["pos"]),
-                  "key": torch.from_numpy(npst["state"]["key"].astype(np.int64)),
-                  "has_gauss": int(npst["has_gauss"]), "gauss": float(npst["gauss"])},
+        "numpy": {
+            "bit_generator": npst["bit_generator"],
+            "pos": int(npst["state"]["pos"]),
+            "key": torch.from_numpy(npst["state"]["key"].astype(np.int64)),
+            "has_gauss": int(npst["has_gauss"]),
+            "gauss": float(npst["gauss"]),
+        },
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "generators": {k: g.get_state() for k, g in generators.items()},
@@ -71,8 +77,14 @@ def rng_state(generators: dict[str, torch.Generator]) -> dict:
 def set_rng_state(state: dict, generators: dict[str, torch.Generator]) -> None:
     random.setstate(_as_tuple(state["python"]))
     n = state["numpy"]
-    np.random.set_state({"bit_generator": n["bit_generator"], "has_gauss": n["has_gauss"], "gauss": n["gauss"],
-                         "state": {"key": n["key"].numpy().astype(np.uint32), "pos": n["pos"]}})
+    np.random.set_state(
+        {
+            "bit_generator": n["bit_generator"],
+            "has_gauss": n["has_gauss"],
+            "gauss": n["gauss"],
+            "state": {"key": n["key"].numpy().astype(np.uint32), "pos": n["pos"]},
+        }
+    )
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -86,8 +98,12 @@ def _as_tuple(x):
 
 def trained_with(params: Params, data_sha1: str) -> dict:
     """What a checkpoint records of its configuration (compared by ``check_resumable``)."""
-    return {"seed": params.seed, "model": params.model.model_dump(mode="json"),
-            "train": params.train.model_dump(mode="json"), "data_sha1": data_sha1}
+    return {
+        "seed": params.seed,
+        "model": params.model.model_dump(mode="json"),
+        "train": params.train.model_dump(mode="json"),
+        "data_sha1": data_sha1,
+    }
 
 
 def checkpoint_path(directory: str | Path, epoch: int) -> Path:
@@ -122,8 +138,10 @@ def load_checkpoint(path: str | Path) -> dict:
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             raise ValueError(f"format {state.get('format') if isinstance(state, dict) else '?'}, expected {FORMAT}")
     except Exception as exc:  # noqa: BLE001 - any failure means a bad file
-        raise CheckpointError(f"{path}: not a loadable gancls training checkpoint ({_first_line(exc)}); "
-                              "delete it or set train.resume: false") from exc
+        raise CheckpointError(
+            f"{path}: not a loadable gancls training checkpoint ({_first_line(exc)}); "
+            "delete it or set train.resume: false"
+        ) from exc
     return state
 
 
@@ -131,12 +149,14 @@ def check_resumable(path: str | Path, state: dict, params: Params, data_sha1: st
     """Refuse, naming the file and the keys, to resume a checkpoint of another configuration."""
     had, now = state["trained_with"], trained_with(params, data_sha1)
     fix = "; set train.resume: false to start afresh (or delete the file)"
-    arch = [f"model.{k} {had['model'].get(k)!r} -> {v!r}" for k, v in now["model"].items()
-            if had["model"].get(k) != v]
+    arch = [f"model.{k} {had['model'].get(k)!r} -> {v!r}" for k, v in now["model"].items() if had["model"].get(k) != v]
     if arch:
         raise CheckpointError(f"{path}: checkpoint of another architecture ({', '.join(arch)}){fix}")
-    other = [f"train.{k} {had['train'].get(k)!r} -> {v!r}" for k, v in now["train"].items()
-             if k not in RESUMABLE and had["train"].get(k) != v]
+    other = [
+        f"train.{k} {had['train'].get(k)!r} -> {v!r}"
+        for k, v in now["train"].items()
+        if k not in RESUMABLE and had["train"].get(k) != v
+    ]
     if had["seed"] != now["seed"]:
         other.append(f"seed {had['seed']} -> {now['seed']}")
     if had["data_sha1"] != data_sha1:
@@ -144,8 +164,10 @@ def check_resumable(path: str | Path, state: dict, params: Params, data_sha1: st
     if other:
         raise CheckpointError(f"{path}: checkpoint trained with other settings ({', '.join(other)}){fix}")
     if len(state["rng"]) != world_size:
-        raise CheckpointError(f"{path}: written by {len(state['rng'])} training processes, this run has "
-                              f"{world_size}{fix}")
+        raise CheckpointError(
+            f"{path}: written by {len(state['rng'])} training processes, this run has {world_size}{fix}"
+        )
     if state["epoch"] > params.train.epochs:
-        raise CheckpointError(f"{path}: checkpoint is at epoch {state['epoch']}, beyond train.epochs "
-                              f"{params.train.epochs}{fix}")
+        raise CheckpointError(
+            f"{path}: checkpoint is at epoch {state['epoch']}, beyond train.epochs {params.train.epochs}{fix}"
+        )

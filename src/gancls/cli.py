@@ -4,6 +4,7 @@ Every stage reads params.yaml (``--params``) and its fixed input/output paths fr
 below, which dvc.yaml passes explicitly.  Known failures (bad data, bad params, failed validation)
 print a readable message naming the file and exit 1 without a traceback.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,13 @@ def _make_sample(args, params):
 def _validate(args, params):
     from .validate import validate_raw
 
-    summary = validate_raw(params.data.raw_dir, params.validation, params.data.source,
-                           params.validation.report_dir, layout=params.data.layout)
+    summary = validate_raw(
+        params.data.raw_dir,
+        params.validation,
+        params.data.source,
+        params.validation.report_dir,
+        layout=params.data.layout,
+    )
     print(f"validation passed: {json.dumps(summary)}")
 
 
@@ -36,9 +42,14 @@ def _prepare(args, params):
     from .validate import validate_prepared
 
     cfg = params.prepare
-    counts = prepare(params.data.raw_dir, cfg.out, cfg, params.data.source,
-                     check=lambda path: validate_prepared(path, params.validation, cfg.report_dir),
-                     layout=params.data.layout)
+    counts = prepare(
+        params.data.raw_dir,
+        cfg.out,
+        cfg,
+        params.data.source,
+        check=lambda path: validate_prepared(path, params.validation, cfg.report_dir),
+        layout=params.data.layout,
+    )
     print(f"prepared {counts} -> {cfg.out}")
 
 
@@ -54,8 +65,10 @@ def _train_text_encoder(args, params):
     from .train_text_encoder import train_text_encoder
 
     m = train_text_encoder(params.prepare.out, params)
-    print(f"text encoder ({m['source']}) -> {params.text_encoder.weights}: on the {m['test_captions']} test captions "
-          f"cosine {m['test_cosine']:.4f}, retrieval top-1 {m['test_top1']:.3f} ({params.text_encoder.metrics})")
+    print(
+        f"text encoder ({m['source']}) -> {params.text_encoder.weights}: on the {m['test_captions']} test captions "
+        f"cosine {m['test_cosine']:.4f}, retrieval top-1 {m['test_top1']:.3f} ({params.text_encoder.metrics})"
+    )
 
 
 def _real_features(args, params):
@@ -71,8 +84,9 @@ def _train(args, params):
     n = params.train.processes
     if n > 1 and "WORLD_SIZE" not in os.environ:  # start n DDP copies of this command under torchrun
         if params.train.batch_size % n:
-            raise ConfigError(f"{args.params}: train.batch_size {params.train.batch_size} is not divisible by "
-                              f"train.processes {n}")
+            raise ConfigError(
+                f"{args.params}: train.batch_size {params.train.batch_size} is not divisible by train.processes {n}"
+            )
         code = launch(n, ["--params", args.params, "train"])
         if code:
             raise ConfigError(f"{n} training processes failed (exit {code}); their messages are above")
@@ -93,10 +107,12 @@ def _evaluate(args, params):
 
     out = evaluate(Path(params.generate.out_dir) / "images.h5", params.prepare.out, params)
     tm = out["text_match"]
-    print(f"scores written to {params.evaluate.out}: text match {tm['accuracy']:.3f} "
-          f"(real ceiling {tm['real_ceiling']:.3f}, mismatched {tm['mismatched_accuracy']:.3f}, "
-          f"chance {tm['chance']:.3f}); FID {out['fid']:.2f}, KID {out['kid_mean']:.4f} ± {out['kid_std']:.4f} "
-          f"({out['n_fake']} generated vs {out['n_real']} real); report {params.evaluate.report}")
+    print(
+        f"scores written to {params.evaluate.out}: text match {tm['accuracy']:.3f} "
+        f"(real ceiling {tm['real_ceiling']:.3f}, mismatched {tm['mismatched_accuracy']:.3f}, "
+        f"chance {tm['chance']:.3f}); FID {out['fid']:.2f}, KID {out['kid_mean']:.4f} ± {out['kid_std']:.4f} "
+        f"({out['n_fake']} generated vs {out['n_real']} real); report {params.evaluate.report}"
+    )
 
 
 def _sample(args, params):
@@ -112,18 +128,36 @@ def _sample(args, params):
         if args.query or args.caption_id:
             raise SentenceError("give sentences (--text/--file) or test captions (--query/--caption-id), not both")
         out = args.out or f"reports/sample_{_slug(texts[0])}.png"
-        res = draw_sentences(Path(params.train.out_dir) / "generator.pt", params.text_encoder.weights, texts, out,
-                             per_sentence=args.n, seed=args.seed, device=params.train.device, h5=args.h5,
-                             warn=lambda w: print(f"gancls sample: warning: {w}", file=sys.stderr))
-        print(f"{res['sentences']} sentences drawn, {res['per_sentence']} images each: {res['grid']}"
-              + (f" (images and texts: {res['h5']})" if "h5" in res else ""))
+        res = draw_sentences(
+            Path(params.train.out_dir) / "generator.pt",
+            params.text_encoder.weights,
+            texts,
+            out,
+            per_sentence=args.n,
+            seed=args.seed,
+            device=params.train.device,
+            h5=args.h5,
+            warn=lambda w: print(f"gancls sample: warning: {w}", file=sys.stderr),
+        )
+        print(
+            f"{res['sentences']} sentences drawn, {res['per_sentence']} images each: {res['grid']}"
+            + (f" (images and texts: {res['h5']})" if "h5" in res else "")
+        )
         return
     if args.h5:
         raise SentenceError("--h5 goes with --text or --file")
     out = args.out or f"reports/sample_{_slug(args.query or args.caption_id or 'query')}.png"
-    res = sample_images(Path(params.train.out_dir) / "generator.pt", params.prepare.out, out,
-                        query=args.query, caption_id=args.caption_id, per_caption=args.n,
-                        max_captions=args.max_captions, seed=args.seed, device=params.train.device)
+    res = sample_images(
+        Path(params.train.out_dir) / "generator.pt",
+        params.prepare.out,
+        out,
+        query=args.query,
+        caption_id=args.caption_id,
+        per_caption=args.n,
+        max_captions=args.max_captions,
+        seed=args.seed,
+        device=params.train.device,
+    )
     print(f"{res['captions']} of {res['matches']} matching captions drawn: {res['grid']}")
 
 
@@ -134,10 +168,16 @@ def _import_encoder(args, params):
 
     state, sizes = import_reed_t7(args.file)
     out = args.out or params.text_encoder.weights
-    save_encoder(out, state, sizes, {"source": "reed_t7", "file": Path(args.file).name,
-                                     "sha256": file_digest(args.file, "sha256")})
-    print(f"Reed's encoder {args.file} ({sizes['c1']}/{sizes['c2']}/{sizes['c3']}, GRU {sizes['hidden']}, "
-          f"{sizes['out']}-d) -> {out}")
+    save_encoder(
+        out,
+        state,
+        sizes,
+        {"source": "reed_t7", "file": Path(args.file).name, "sha256": file_digest(args.file, "sha256")},
+    )
+    print(
+        f"Reed's encoder {args.file} ({sizes['c1']}/{sizes['c2']}/{sizes['c3']}, GRU {sizes['hidden']}, "
+        f"{sizes['out']}-d) -> {out}"
+    )
 
 
 def _fetch(args, params):
@@ -172,51 +212,83 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("make-sample", help="generate the embedded CUB-layout sample").set_defaults(fn=_make_sample)
     sub.add_parser("validate", help="Great Expectations checks of the raw data").set_defaults(fn=_validate)
     sub.add_parser("prepare", help="raw data -> HDF5, then validate it").set_defaults(fn=_prepare)
-    sub.add_parser("train-scorer", help="train the text-conditioning classifier on real images"
-                   ).set_defaults(fn=_train_scorer)
-    sub.add_parser("train-text-encoder", help="fit the char-CNN-RNN text encoder (or import Reed's) and score it"
-                   ).set_defaults(fn=_train_text_encoder)
-    sub.add_parser("real-features", help="Inception features of the real test images (for FID/KID)"
-                   ).set_defaults(fn=_real_features)
+    sub.add_parser("train-scorer", help="train the text-conditioning classifier on real images").set_defaults(
+        fn=_train_scorer
+    )
+    sub.add_parser(
+        "train-text-encoder", help="fit the char-CNN-RNN text encoder (or import Reed's) and score it"
+    ).set_defaults(fn=_train_text_encoder)
+    sub.add_parser("real-features", help="Inception features of the real test images (for FID/KID)").set_defaults(
+        fn=_real_features
+    )
     sub.add_parser("train", help="train GAN-CLS").set_defaults(fn=_train)
     sub.add_parser("generate", help="images from test captions + grids").set_defaults(fn=_generate)
-    sub.add_parser("evaluate", help="text-conditioning score, FID / KID (/ IS) and the run report"
-                   ).set_defaults(fn=_evaluate)
-    sub.add_parser("fetch", help="download, check and unpack real CUB + Reed's data, then dvc add it"
-                   ).set_defaults(fn=_fetch)
-    p = sub.add_parser("experiment", help="dvc exp run with settings from a file and -S, checked first",
-                       description="Check the settings against params.yaml's schema and that the raw data they "
-                                   "read is there, then `dvc exp run -S ...`; if the run fails, params.yaml and "
-                                   "*.dvc are put back as they were. `make run-cub` is "
-                                   "`gancls experiment --settings configs/reed_cub.yaml`.")
-    p.add_argument("--settings", action="append", default=[], metavar="FILE",
-                   help="YAML of params.yaml sections to override (e.g. configs/reed_cub.yaml)")
-    p.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="one more override, applied after --settings (as `dvc exp run -S`)")
+    sub.add_parser("evaluate", help="text-conditioning score, FID / KID (/ IS) and the run report").set_defaults(
+        fn=_evaluate
+    )
+    sub.add_parser("fetch", help="download, check and unpack real CUB + Reed's data, then dvc add it").set_defaults(
+        fn=_fetch
+    )
+    p = sub.add_parser(
+        "experiment",
+        help="dvc exp run with settings from a file and -S, checked first",
+        description="Check the settings against params.yaml's schema and that the raw data they "
+        "read is there, then `dvc exp run -S ...`; if the run fails, params.yaml and "
+        "*.dvc are put back as they were. `make run-cub` is "
+        "`gancls experiment --settings configs/reed_cub.yaml`.",
+    )
+    p.add_argument(
+        "--settings",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="YAML of params.yaml sections to override (e.g. configs/reed_cub.yaml)",
+    )
+    p.add_argument(
+        "-S",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="one more override, applied after --settings (as `dvc exp run -S`)",
+    )
     p.add_argument("--name", help="the experiment's name (default: DVC's)")
     p.set_defaults(fn=_experiment)
-    p = sub.add_parser("import-encoder", help="Reed's pretrained char-CNN-RNN .t7 -> text_encoder.weights",
-                       description="Read Reed's lm_sje_..._iter30000.t7 (a checkpoint holding protos.enc_doc, or "
-                                   "the bare encoder) with torchfile, which runs no code, and save its weights as a "
-                                   "weights-only file for `gancls sample --text`. A file holding code, another "
-                                   "architecture or wrong shapes is refused with one line naming it.")
+    p = sub.add_parser(
+        "import-encoder",
+        help="Reed's pretrained char-CNN-RNN .t7 -> text_encoder.weights",
+        description="Read Reed's lm_sje_..._iter30000.t7 (a checkpoint holding protos.enc_doc, or "
+        "the bare encoder) with torchfile, which runs no code, and save its weights as a "
+        "weights-only file for `gancls sample --text`. A file holding code, another "
+        "architecture or wrong shapes is refused with one line naming it.",
+    )
     p.add_argument("file", help="Reed's .t7")
     p.add_argument("--out", help="weights file to write (default text_encoder.weights of params.yaml)")
     p.set_defaults(fn=_import_encoder)
     from .synthesize import ENCODER_NOTE
 
-    p = sub.add_parser("sample", help="draw images for test captions matching a query",
-                       description="Draw images with the trained generator for sentences of your own (--text, "
-                                   "--file) or for the test captions that match --query (a phrase, whole words, "
-                                   "case-insensitive) or --caption-id, and write a captioned grid PNG. "
-                                   + ENCODER_NOTE,
-                       epilog='example: gancls sample --text "a small bird with a red body and a blue head" '
-                              '--text "this bird is yellow with black wings" --n 8')
-    p.add_argument("--text", action="append", default=[], metavar="SENTENCE",
-                   help='a sentence to draw, e.g. "a small bird with a red body and a blue head" (repeatable)')
+    p = sub.add_parser(
+        "sample",
+        help="draw images for test captions matching a query",
+        description="Draw images with the trained generator for sentences of your own (--text, "
+        "--file) or for the test captions that match --query (a phrase, whole words, "
+        "case-insensitive) or --caption-id, and write a captioned grid PNG. " + ENCODER_NOTE,
+        epilog='example: gancls sample --text "a small bird with a red body and a blue head" '
+        '--text "this bird is yellow with black wings" --n 8',
+    )
+    p.add_argument(
+        "--text",
+        action="append",
+        default=[],
+        metavar="SENTENCE",
+        help='a sentence to draw, e.g. "a small bird with a red body and a blue head" (repeatable)',
+    )
     p.add_argument("--file", help="a text file of sentences to draw, one a line")
-    p.add_argument("--h5", help="with --text/--file: also write the images ([sentences, n, 64, 64, 3] uint8, "
-                                "dataset images) and the sentences (dataset texts) to this HDF5 file")
+    p.add_argument(
+        "--h5",
+        help="with --text/--file: also write the images ([sentences, n, 64, 64, 3] uint8, "
+        "dataset images) and the sentences (dataset texts) to this HDF5 file",
+    )
     p.add_argument("--query", help='phrase to look for in the test captions, e.g. "red body"')
     p.add_argument("--caption-id", help="KEY (all captions of a test image) or KEY#i (its caption i)")
     p.add_argument("--n", type=int, default=8, help="images per sentence or caption (default 8)")
@@ -237,9 +309,21 @@ def main(argv: list[str] | None = None) -> int:
     from .text_encoder import EncoderImportError
     from .train import TrainingDiverged
 
-    errors: tuple[type[BaseException], ...] = (ConfigError, LayoutError, CheckpointError, NoMatch, TrainingDiverged,
-                                               FetchError, PreparedFileError, ExperimentFailed, EncoderImportError, SentenceError,
-                                               FileNotFoundError, KeyError, OSError)
+    errors: tuple[type[BaseException], ...] = (
+        ConfigError,
+        LayoutError,
+        CheckpointError,
+        NoMatch,
+        TrainingDiverged,
+        FetchError,
+        PreparedFileError,
+        ExperimentFailed,
+        EncoderImportError,
+        SentenceError,
+        FileNotFoundError,
+        KeyError,
+        OSError,
+    )
     try:
         from .validate import ValidationFailed
 

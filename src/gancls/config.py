@@ -1,4 +1,5 @@
 """params.yaml access and the small helpers every stage shares (device, seeding, atomic writes)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -101,7 +102,7 @@ def _remove_stale(target: Path) -> None:
     """Remove temporary siblings of ``target`` left by killed writers (a dead process of this host)."""
     host = socket.gethostname()
     for stale in target.parent.glob(f".{target.name}.*@*.*"):
-        owner = stale.name[len(target.name) + 2:].rsplit(".", 1)[0]
+        owner = stale.name[len(target.name) + 2 :].rsplit(".", 1)[0]
         pid, _, where = owner.partition("@")
         if where != host or not pid.isdigit() or not (stale / ".gitignore").is_file():
             continue
@@ -225,10 +226,27 @@ class TrainParams(Section):
     # How a run is watched (console, grids, checkpoints) and placed (device, processes, speed switches,
     # folders), never what it computes: dvc.yaml's train stage does not depend on these, so changing
     # one retrains nothing (its list there is MODEL_KEYS; test_config checks the two agree).
-    RUN_KEYS: ClassVar[frozenset[str]] = frozenset({
-        "device", "processes", "precision", "tf32", "channels_last", "compile", "cuda_graph", "log_every",
-        "checkpoint_every", "checkpoint_dir", "resume", "sample_every", "grid_size", "out_dir", "live_dir", "grid",
-        "progress_gif"})
+    RUN_KEYS: ClassVar[frozenset[str]] = frozenset(
+        {
+            "device",
+            "processes",
+            "precision",
+            "tf32",
+            "channels_last",
+            "compile",
+            "cuda_graph",
+            "log_every",
+            "checkpoint_every",
+            "checkpoint_dir",
+            "resume",
+            "sample_every",
+            "grid_size",
+            "out_dir",
+            "live_dir",
+            "grid",
+            "progress_gif",
+        }
+    )
 
     epochs: PositiveInt
     batch_size: Annotated[int, Field(ge=2)]
@@ -301,9 +319,9 @@ class EvaluateParams(Section):
 
 
 class ArchiveParams(Section):
-    url: str                                            # Google Drive links and plain HTTP(S) alike (gdown)
+    url: str  # Google Drive links and plain HTTP(S) alike (gdown)
     file: Annotated[str, Field(pattern=r"^[^/\\]+$")]  # its name in fetch.download_dir
-    md5: str | None                                     # published MD5, checked when given
+    md5: str | None  # published MD5, checked when given
 
 
 class FetchParams(Section):
@@ -323,8 +341,8 @@ class FetchParams(Section):
 class RegressionRule(Section):
     """How much a metric may worsen against the baseline before a scheduled run fails (null: no limit)."""
 
-    max_drop: Annotated[float, Field(ge=0)] | None = None   # higher is better (text_match.accuracy)
-    max_rise: Annotated[float, Field(ge=0)] | None = None   # lower is better (fid, kid_mean)
+    max_drop: Annotated[float, Field(ge=0)] | None = None  # higher is better (text_match.accuracy)
+    max_rise: Annotated[float, Field(ge=0)] | None = None  # lower is better (fid, kid_mean)
 
 
 class FlowTimeouts(Section):
@@ -332,7 +350,7 @@ class FlowTimeouts(Section):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    check: PositiveFloat      # worktree, dvc checkout, dvc status
+    check: PositiveFloat  # worktree, dvc checkout, dvc status
     fetch: PositiveFloat
     validation: PositiveFloat = Field(alias="validate")  # `validate` is a pydantic method name
     prepare: PositiveFloat
@@ -340,7 +358,7 @@ class FlowTimeouts(Section):
     train: PositiveFloat
     generate: PositiveFloat
     evaluate: PositiveFloat
-    record: PositiveFloat     # dvc exp save, dvc metrics diff, artifacts
+    record: PositiveFloat  # dvc exp save, dvc metrics diff, artifacts
 
     def of(self, step: str) -> float:
         """The timeout of a step by its name in params.yaml (``validate``, ``train``, ...)."""
@@ -348,7 +366,7 @@ class FlowTimeouts(Section):
 
 
 class FlowParams(Section):
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]   # deployment name
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]  # deployment name
     cron: str
     baseline: str
     collision: Literal["enqueue", "cancel_new"]
@@ -379,7 +397,7 @@ class EncoderSizes(Section):
 
 class TextEncoderParams(Section):
     source: Literal["fit", "reed"]
-    reed_t7: str            # under data.raw_dir (gancls fetch puts Reed's file there)
+    reed_t7: str  # under data.raw_dir (gancls fetch puts Reed's file there)
     sizes: EncoderSizes
     epochs: PositiveInt
     batch_size: Annotated[int, Field(ge=2)]

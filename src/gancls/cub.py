@@ -17,6 +17,7 @@ Reed's ``cub_icml/`` Torch7 files and aelnouby's ``birds.hdf5`` are read too (``
 ``load_index``, ``load_embeddings`` and ``load_captions`` dispatch on the layout found in the root
 (or forced by ``layout``, params ``data.layout``); ``open_raw`` gives one reader for a whole stage.
 """
+
 from __future__ import annotations
 
 import pickle
@@ -132,9 +133,7 @@ def read_split(root: Path, split: str) -> tuple[list[str], list[int]]:
     except (TypeError, ValueError) as exc:
         raise LayoutError(f"{folder / CLASS_INFO_FILE}: expected a list of class ids") from exc
     if len(classes) != len(names):
-        raise LayoutError(
-            f"{folder / CLASS_INFO_FILE}: {len(classes)} class ids for {len(names)} filenames"
-        )
+        raise LayoutError(f"{folder / CLASS_INFO_FILE}: {len(classes)} class ids for {len(names)} filenames")
     return list(names), classes
 
 
@@ -186,8 +185,11 @@ def read_cub(root: Path) -> list[Record]:
 
     records = []
     for image_id, rel in sorted(images.items()):
-        for table, name in ((labels, "image_class_labels.txt"), (official, "train_test_split.txt"),
-                            (boxes, "bounding_boxes.txt")):
+        for table, name in (
+            (labels, "image_class_labels.txt"),
+            (official, "train_test_split.txt"),
+            (boxes, "bounding_boxes.txt"),
+        ):
             if image_id not in table:
                 raise LayoutError(f"{cub / name}: no entry for image id {image_id}")
         class_id = labels[image_id]

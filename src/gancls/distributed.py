@@ -4,6 +4,7 @@ One process (no ``WORLD_SIZE`` above 1 in the environment) needs nothing of this
 Under torchrun each rank trains on its own shard of every epoch; gradients are averaged by DDP;
 rank 0 alone writes checkpoints, logs, grids and metrics.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -87,8 +88,16 @@ def launch(processes: int, argv: list[str]) -> int:
     ``--standalone``); each gets its share of the CPU cores as threads.  Returns torchrun's exit code."""
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-           "-m", "gancls.cli", *argv]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={processes}",
+        "-m",
+        "gancls.cli",
+        *argv,
+    ]
     return subprocess.run(cmd, env=env).returncode
 
 

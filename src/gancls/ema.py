@@ -1,4 +1,5 @@
 """The exponential moving average of G's weights that a run ships (``train.ema_decay``)."""
+
 from __future__ import annotations
 
 import copy
@@ -29,8 +30,9 @@ class EMA:
             torch._foreach_lerp_(list(self.avg.parameters()), list(g.parameters()), 1.0 - self.decay)
 
     @torch.no_grad()
-    def shipped(self, g: nn.Module, data: Batches, z_dim: int, bn_batches: int, batch_size: int,
-                seed: int) -> nn.Module:
+    def shipped(
+        self, g: nn.Module, data: Batches, z_dim: int, bn_batches: int, batch_size: int, seed: int
+    ) -> nn.Module:
         """The generator to ship: the live G when EMA is off, else the EMA G with standing stats."""
         if self.avg is None:
             return g

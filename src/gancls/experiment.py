@@ -12,6 +12,7 @@ through); when the run fails or is interrupted, those files are put back byte fo
 workspace is not left switched to settings that did not run.  A run that succeeds leaves them as DVC
 does: the workspace holds the experiment.
 """
+
 from __future__ import annotations
 
 import json
@@ -94,8 +95,10 @@ def missing_raw_data(params: Params, root: str | Path = ".") -> str | None:
     if raw == Path(params.sample.out_dir):
         return None
     fetch = params.fetch
-    how = (f"run `gancls fetch` (it downloads, checks and unpacks CUB-200-2011 and Reed's embeddings into "
-           f"{fetch.data_dir}/; {offline_hint(fetch, list(dict.fromkeys(PARTS.values())))}; README 'Real CUB data')")
+    how = (
+        f"run `gancls fetch` (it downloads, checks and unpacks CUB-200-2011 and Reed's embeddings into "
+        f"{fetch.data_dir}/; {offline_hint(fetch, list(dict.fromkeys(PARTS.values())))}; README 'Real CUB data')"
+    )
     if Path(fetch.data_dir) != raw:
         how = f"put CUB_200_2011/ and the embeddings there, or set data.raw_dir to {fetch.data_dir} and " + how
     if not (Path(root) / raw).is_dir():
@@ -104,9 +107,11 @@ def missing_raw_data(params: Params, root: str | Path = ".") -> str | None:
         return f"{raw}/ (data.raw_dir) holds no {CUB_DIR}/images.txt: {how}"
     t7 = raw / params.text_encoder.reed_t7
     if params.text_encoder.source == "reed" and not (Path(root) / t7).is_file():
-        return (f"{t7}: Reed's text encoder is not there (text_encoder.source is reed): put "
-                f"{fetch.text_encoder.file if fetch.text_encoder else Path(t7).name} into {fetch.download_dir}/ "
-                "and run `gancls fetch`, or add -S text_encoder.source=fit to fit one to the data instead")
+        return (
+            f"{t7}: Reed's text encoder is not there (text_encoder.source is reed): put "
+            f"{fetch.text_encoder.file if fetch.text_encoder else Path(t7).name} into {fetch.download_dir}/ "
+            "and run `gancls fetch`, or add -S text_encoder.source=fit to fit one to the data instead"
+        )
     return None
 
 
@@ -128,8 +133,9 @@ def restore(saved: dict[Path, bytes]) -> list[str]:
     return restored
 
 
-def run_experiment(overrides: list[str], params_file: str | Path = "params.yaml",
-                   dvc_args: list[str] | None = None) -> int:
+def run_experiment(
+    overrides: list[str], params_file: str | Path = "params.yaml", dvc_args: list[str] | None = None
+) -> int:
     """Check, then ``dvc exp run -S ...`` in the folder of ``params_file``; returns DVC's exit status.
 
     Raises ConfigError (or RawDataMissing) before DVC starts.  When DVC fails, or is stopped by Ctrl-C
@@ -148,8 +154,10 @@ def run_experiment(overrides: list[str], params_file: str | Path = "params.yaml"
     cmd = [sys.executable, "-m", "dvc", "exp", "run", *[a for o in overrides for a in ("-S", o)], *(dvc_args or [])]
     code = 1
     proc = subprocess.Popen(cmd, cwd=root, env=env)
-    handlers = {signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
-                signal.SIGTERM: signal.signal(signal.SIGTERM, lambda *_: proc.send_signal(signal.SIGTERM))}
+    handlers = {
+        signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        signal.SIGTERM: signal.signal(signal.SIGTERM, lambda *_: proc.send_signal(signal.SIGTERM)),
+    }
     try:
         code = proc.wait()
     finally:
@@ -158,6 +166,9 @@ def run_experiment(overrides: list[str], params_file: str | Path = "params.yaml"
         if code != 0:
             restored = restore(saved)
             if restored:
-                print(f"gancls experiment: dvc exp run failed (exit {code}); put back as they were: "
-                      f"{', '.join(restored)}", file=sys.stderr)
+                print(
+                    f"gancls experiment: dvc exp run failed (exit {code}); put back as they were: "
+                    f"{', '.join(restored)}",
+                    file=sys.stderr,
+                )
     return code

@@ -36,6 +36,7 @@ What it does, in order (settings: the ``fetch:`` section of params.yaml, ``Fetch
 Offline, it stops within seconds with one line that names the archives and where to put them.
 Every failure is a ``FetchError``; ``gancls fetch`` prints it as one line and exits 1.
 """
+
 from __future__ import annotations
 
 import glob
@@ -62,11 +63,16 @@ CUB_FILES = ("images.txt", "classes.txt", "image_class_labels.txt", "train_test_
 SPLIT_FILES = (EMBEDDINGS_FILE, FILENAMES_FILE, CLASS_INFO_FILE)
 # Which archive (a FetchParams field) provides which part of the raw-data root.
 PARTS = {CUB_DIR: "cub", TEXT_DIR: "captions", "train": "embeddings", "test": "embeddings"}
-WHAT = {"cub": "CUB-200-2011 images", "embeddings": "StackGAN birds char-CNN-RNN embeddings",
-        "captions": "Reed's text_c10 captions", "text_encoder": "Reed's pretrained CUB text encoder"}
+WHAT = {
+    "cub": "CUB-200-2011 images",
+    "embeddings": "StackGAN birds char-CNN-RNN embeddings",
+    "captions": "Reed's text_c10 captions",
+    "text_encoder": "Reed's pretrained CUB text encoder",
+}
 
 
 # --- safe extraction ------------------------------------------------------------------------------
+
 
 def _inside(dest: Path, name: str) -> bool:
     target = (dest / name).resolve()
@@ -74,8 +80,9 @@ def _inside(dest: Path, name: str) -> bool:
 
 
 def _refuse(archive: Path, member: str, why: str):
-    raise FetchError(f"{archive}: refusing to extract member {member!r}: {why}; nothing was extracted "
-                     f"outside the target folder")
+    raise FetchError(
+        f"{archive}: refusing to extract member {member!r}: {why}; nothing was extracted outside the target folder"
+    )
 
 
 def safe_extract(archive: str | Path, dest: str | Path) -> Path:
@@ -89,6 +96,7 @@ def safe_extract(archive: str | Path, dest: str | Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     dest = dest.resolve()
     if tarfile.is_tarfile(archive):
+
         def strict_data_filter(member: tarfile.TarInfo, path: str):
             # the "data" filter strips a leading "/" (and extracts inside dest); refuse instead.
             if member.name.startswith(("/", "\\")) or PurePosixPath(member.name).is_absolute():
@@ -123,6 +131,7 @@ def safe_extract(archive: str | Path, dest: str | Path) -> Path:
 
 
 # --- checksums ------------------------------------------------------------------------------------
+
 
 def _load_sums(path: Path) -> dict[str, str]:
     if not path.is_file():
@@ -169,6 +178,7 @@ def check_archive(path: Path, md5: str | None, sums: dict[str, str], name: str, 
 
 # --- downloads ------------------------------------------------------------------------------------
 
+
 def _reason(exc: BaseException) -> str:
     text = str(exc)
     m = re.search(r"\[Errno -?\d+\] ([^'\")]+)", text)
@@ -185,8 +195,14 @@ def _download(url: str, out: Path, cfg: FetchParams) -> None:
     from gdown.exceptions import DownloadError
 
     def get(resume: bool) -> None:
-        gdown.download(url=url, output=str(out), quiet=False, resume=resume,
-                       timeout=(cfg.connect_timeout, cfg.read_timeout), retries=cfg.retries)
+        gdown.download(
+            url=url,
+            output=str(out),
+            quiet=False,
+            resume=resume,
+            timeout=(cfg.connect_timeout, cfg.read_timeout),
+            retries=cfg.retries,
+        )
 
     try:
         try:
@@ -211,8 +227,7 @@ def offline_hint(cfg: FetchParams, keys: list[str]) -> str:
     return f"without network, put {listed} into {cfg.download_dir}/{unpacked} and run `gancls fetch` again"
 
 
-def ensure_archive(key: str, cfg: FetchParams, sums: dict[str, str], pending: list[str],
-                   kind: str = "archive") -> Path:
+def ensure_archive(key: str, cfg: FetchParams, sums: dict[str, str], pending: list[str], kind: str = "archive") -> Path:
     """The checked file of ``key`` in ``download_dir``: the one already there, or downloaded."""
     src = getattr(cfg, key)
     final = Path(cfg.download_dir) / src.file
@@ -226,8 +241,9 @@ def ensure_archive(key: str, cfg: FetchParams, sums: dict[str, str], pending: li
             try:
                 _download(src.url, staged, cfg)
             except ConnectionError as exc:
-                raise FetchError(f"cannot download {src.file} from {src.url} ({exc}); "
-                                 + offline_hint(cfg, pending)) from exc
+                raise FetchError(
+                    f"cannot download {src.file} from {src.url} ({exc}); " + offline_hint(cfg, pending)
+                ) from exc
         sha = check_archive(staged, src.md5, sums, src.file, kind)
         os.replace(staged, final)
     if sums.get(src.file) != sha:
@@ -238,6 +254,7 @@ def ensure_archive(key: str, cfg: FetchParams, sums: dict[str, str], pending: li
 
 
 # --- the raw-data root ----------------------------------------------------------------------------
+
 
 def _image_stems(data_dir: Path) -> list[str] | None:
     path = data_dir / CUB_DIR / "images.txt"
@@ -259,8 +276,11 @@ def part_complete(data_dir: Path, part: str) -> bool:
         return all((folder / f).is_file() and (folder / f).stat().st_size > 0 for f in SPLIT_FILES)
     stems = _image_stems(data_dir)
     if part == CUB_DIR:
-        return (all((folder / f).is_file() for f in CUB_FILES) and bool(stems)
-                and all((folder / "images" / s).is_file() for s in stems))
+        return (
+            all((folder / f).is_file() for f in CUB_FILES)
+            and bool(stems)
+            and all((folder / "images" / s).is_file() for s in stems)
+        )
     if stems:  # text_c10: one caption file per CUB image
         return all((folder / s).with_suffix(".txt").is_file() for s in stems)
     return any(folder.rglob("*.txt"))
@@ -268,6 +288,7 @@ def part_complete(data_dir: Path, part: str) -> bool:
 
 def _find(root: Path, part: str) -> Path | None:
     """The shallowest folder named ``part`` under ``root`` that holds what ``gancls.cub`` reads."""
+
     def ok(d: Path) -> bool:
         if part == CUB_DIR:
             return (d / "images.txt").is_file() and (d / "images").is_dir()
@@ -297,8 +318,10 @@ def dvc_add(data_dir: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "dvc", "add", str(data_dir)], capture_output=True, text=True)
     if proc.returncode != 0:
         lines = [ln.strip() for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
-        raise FetchError(f"`dvc add {data_dir}` failed: {lines[-1] if lines else proc.returncode} "
-                         f"(set fetch.dvc_add: false outside a DVC repository)")
+        raise FetchError(
+            f"`dvc add {data_dir}` failed: {lines[-1] if lines else proc.returncode} "
+            f"(set fetch.dvc_add: false outside a DVC repository)"
+        )
 
 
 def place_text_encoder(cfg: FetchParams, dest: str, sums: dict[str, str], summary: dict) -> None:
@@ -332,8 +355,13 @@ def fetch(cfg: FetchParams, encoder_dest: str | None = None) -> dict:
         shutil.rmtree(stale, ignore_errors=True)
     missing = [p for p in PARTS if not part_complete(data_dir, p)]
     keys = list(dict.fromkeys(PARTS[p] for p in missing))
-    summary = {"data_dir": str(data_dir), "kept": [p for p in PARTS if p not in missing], "placed": [],
-               "skipped": [], "archives": {}}
+    summary = {
+        "data_dir": str(data_dir),
+        "kept": [p for p in PARTS if p not in missing],
+        "placed": [],
+        "skipped": [],
+        "archives": {},
+    }
     sums = _load_sums(Path(cfg.checksums))
     archives = {}
     for i, key in enumerate(keys):  # all archives first: an offline fetch stops before unpacking
@@ -352,8 +380,10 @@ def fetch(cfg: FetchParams, encoder_dest: str | None = None) -> dict:
             shutil.rmtree(tmp, ignore_errors=True)
     still = [p for p in PARTS if not part_complete(data_dir, p)]
     if still:
-        raise FetchError(f"{data_dir}: {', '.join(still)} incomplete after extraction (captions or images "
-                         f"missing for some entries of {CUB_DIR}/images.txt?)")
+        raise FetchError(
+            f"{data_dir}: {', '.join(still)} incomplete after extraction (captions or images "
+            f"missing for some entries of {CUB_DIR}/images.txt?)"
+        )
     if encoder_dest:
         place_text_encoder(cfg, encoder_dest, sums, summary)
     if cfg.dvc_add:

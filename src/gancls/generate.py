@@ -25,6 +25,7 @@ Grids (each row's caption written beside it):
 * ``generate.sentences_grid``: the sentences of ``generate.sentences`` (typed, not from the data),
   encoded by the text encoder, as ``gancls sample --text`` draws them.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -80,8 +81,10 @@ def generate(generator_path: str | Path, prepared: str | Path, params: Params) -
     captions = [str(test["captions"][i, j]) for i, j in zip(img_idx, cap_idx)]
     encoder = load_encoder(params.text_encoder.weights, device)
     if encoder.sizes["out"] != mcfg.embedding_dim:
-        raise ConfigError(f"{params.text_encoder.weights}: the text encoder gives {encoder.sizes['out']}-d "
-                          f"embeddings, the generator reads {mcfg.embedding_dim}-d ones")
+        raise ConfigError(
+            f"{params.text_encoder.weights}: the text encoder gives {encoder.sizes['out']}-d "
+            f"embeddings, the generator reads {mcfg.embedding_dim}-d ones"
+        )
     encoded = torch.from_numpy(encode(encoder, captions))
 
     out = Path(cfg.out_dir) / "images.h5"
@@ -90,10 +93,10 @@ def generate(generator_path: str | Path, prepared: str | Path, params: Params) -
         images = h5.create_dataset("images", shape, np.uint8)
         encoded_images = h5.create_dataset("encoded_images", shape, np.uint8)
         for s in range(0, n, cfg.batch_size):
-            e = emb[s:s + cfg.batch_size].to(device)
+            e = emb[s : s + cfg.batch_size].to(device)
             z = torch.randn(len(e), mcfg.z_dim, device=device)
-            images[s:s + len(e)] = to_uint8(g(z, e))
-            encoded_images[s:s + len(e)] = to_uint8(g(z, encoded[s:s + len(e)].to(device)))
+            images[s : s + len(e)] = to_uint8(g(z, e))
+            encoded_images[s : s + len(e)] = to_uint8(g(z, encoded[s : s + len(e)].to(device)))
         h5.create_dataset("image_index", data=img_idx.astype(np.int32))
         h5.create_dataset("keys", data=list(test["keys"][img_idx]), dtype=h5py.string_dtype())
         h5.create_dataset("class_ids", data=test["class_ids"][img_idx].astype(np.int32))
@@ -108,8 +111,13 @@ def generate(generator_path: str | Path, prepared: str | Path, params: Params) -
     z = torch.randn(cfg.grid_noise, mcfg.z_dim, device=device)
     e = torch.stack([emb_of(r) for r in rows])
     grid = g(z.repeat(len(rows), 1), e.repeat_interleave(len(z), dim=0))
-    captioned_grid(grid, [str(test["captions"][r, 0]) for r in rows], len(z), cfg.grid,
-                   title="test captions (rows) x noise vectors (columns)")
+    captioned_grid(
+        grid,
+        [str(test["captions"][r, 0]) for r in rows],
+        len(z),
+        cfg.grid,
+        title="test captions (rows) x noise vectors (columns)",
+    )
 
     # GAN-INT: text interpolated between two captions of different classes, noise fixed per row.
     steps = int(cfg.interp_steps)
@@ -118,21 +126,39 @@ def generate(generator_path: str | Path, prepared: str | Path, params: Params) -
     texts = torch.cat([lerp(emb_of(a), emb_of(b), steps) for a, b in pairs])
     grid = g(z_row.repeat_interleave(steps, dim=0), texts)
     labels = [f"from: {test['captions'][a, 0]}\nto: {test['captions'][b, 0]}" for a, b in pairs]
-    captioned_grid(grid, labels, steps, cfg.interp_grid,
-                   title="text interpolation at fixed noise (left: 'from', right: 'to')")
+    captioned_grid(
+        grid, labels, steps, cfg.interp_grid, title="text interpolation at fixed noise (left: 'from', right: 'to')"
+    )
 
     # Noise interpolation at fixed captions (the same two noise vectors in every row).
     z_path = slerp(*torch.randn(2, mcfg.z_dim, device=device), steps)
     e = torch.stack([emb_of(a) for a, _ in pairs])
     grid = g(z_path.repeat(len(pairs), 1), e.repeat_interleave(steps, dim=0))
-    captioned_grid(grid, [str(test["captions"][a, 0]) for a, _ in pairs], steps, cfg.noise_grid,
-                   title="noise interpolation at fixed caption")
+    captioned_grid(
+        grid,
+        [str(test["captions"][a, 0]) for a, _ in pairs],
+        steps,
+        cfg.noise_grid,
+        title="noise interpolation at fixed caption",
+    )
 
     # Typed sentences, as `gancls sample --text` draws them (fixed noise per column).
     sentences = list(cfg.sentences)
     e = torch.from_numpy(encode(encoder, sentences)).to(device)
     grid = g(z.repeat(len(sentences), 1), e.repeat_interleave(len(z), dim=0))
-    captioned_grid(grid, sentences, len(z), cfg.sentences_grid,
-                   title="typed sentences, encoded by the text encoder (rows) x noise vectors (columns)")
-    return {"num_samples": n, "test_images": n_img, "images": str(out), "grid": cfg.grid,
-            "interp_grid": cfg.interp_grid, "noise_grid": cfg.noise_grid, "sentences_grid": cfg.sentences_grid}
+    captioned_grid(
+        grid,
+        sentences,
+        len(z),
+        cfg.sentences_grid,
+        title="typed sentences, encoded by the text encoder (rows) x noise vectors (columns)",
+    )
+    return {
+        "num_samples": n,
+        "test_images": n_img,
+        "images": str(out),
+        "grid": cfg.grid,
+        "interp_grid": cfg.interp_grid,
+        "noise_grid": cfg.noise_grid,
+        "sentences_grid": cfg.sentences_grid,
+    }

@@ -3,6 +3,7 @@
 The grid itself is torchvision's ``make_grid``; this module adds the text panel and the GIF, and
 writes through ``config.atomic_path`` so a reader never sees a half-written picture.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,8 +32,9 @@ def _wrap(draw: ImageDraw.ImageDraw, text: str, width: int, font) -> list[str]:
     return lines
 
 
-def captioned_image(images: torch.Tensor, labels: list[str], ncol: int, title: str | None = None,
-                    panel_width: int = PANEL_WIDTH) -> Image.Image:
+def captioned_image(
+    images: torch.Tensor, labels: list[str], ncol: int, title: str | None = None, panel_width: int = PANEL_WIDTH
+) -> Image.Image:
     """Rows of ``ncol`` images (float in [-1, 1], NCHW), each row's label on a panel to its left.
 
     A ``title`` line goes above the grid when given.
@@ -59,8 +61,9 @@ def save_png(image: Image.Image, path: str | Path) -> Path:
     return Path(path)
 
 
-def captioned_grid(images: torch.Tensor, labels: list[str], ncol: int, path: str | Path,
-                   title: str | None = None) -> Path:
+def captioned_grid(
+    images: torch.Tensor, labels: list[str], ncol: int, path: str | Path, title: str | None = None
+) -> Path:
     """``captioned_image`` written to ``path`` as PNG."""
     return save_png(captioned_image(images, labels, ncol, title), path)
 
@@ -71,8 +74,9 @@ def save_gif(frames: list[Image.Image], path: str | Path, ms_per_frame: int = 40
         raise ValueError(f"{path}: no frames to write")
     durations = [ms_per_frame] * (len(frames) - 1) + [ms_per_frame * 3]
     with atomic_path(path) as tmp:
-        frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=durations,
-                       loop=0, optimize=False)
+        frames[0].save(
+            tmp, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0, optimize=False
+        )
     return Path(path)
 
 

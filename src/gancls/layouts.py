@@ -20,6 +20,7 @@
 Problems that tie a layout file to no CUB image, or a class to no split, are collected in
 ``RawData.problems()`` as ``(file relative to the root, what)`` for validation to report.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -48,19 +49,21 @@ def detect_layout(root: Path, layout: str = "auto") -> str:
         if layout not in LAYOUTS:
             raise cub.LayoutError(f"data.layout must be auto or one of {', '.join(LAYOUTS)}, not {layout!r}")
         return layout
-    markers = {"stackgan": root / "train" / cub.EMBEDDINGS_FILE, "reed_t7": root / T7_DIR,
-               "hdf5": root / HDF5_FILE}
+    markers = {"stackgan": root / "train" / cub.EMBEDDINGS_FILE, "reed_t7": root / T7_DIR, "hdf5": root / HDF5_FILE}
     found = [name for name, marker in markers.items() if marker.exists()]
     if len(found) > 1:
-        raise cub.LayoutError(f"{root}: holds several embedding layouts ("
-                              + ", ".join(f"{n}: {markers[n].relative_to(root)}" for n in found)
-                              + "); set data.layout to the one to use")
+        raise cub.LayoutError(
+            f"{root}: holds several embedding layouts ("
+            + ", ".join(f"{n}: {markers[n].relative_to(root)}" for n in found)
+            + "); set data.layout to the one to use"
+        )
     return found[0] if found else "stackgan"  # none: the StackGAN reader names the missing file
 
 
 @dataclass(frozen=True)
 class Entry:
     """One image as a layout lists it, in the order of its split's embeddings."""
+
     key: str  # "<class dir>/<image stem>"
     source: str  # the file that lists it (relative to the root), for messages
     emb_source: str  # the file that holds its embeddings
@@ -119,14 +122,23 @@ class StackGANReader:
             wrong = [(k, c) for k, c in zip(keys, classes) if k in labels and labels[k] != c]
             if wrong:
                 k, c = wrong[0]
-                self.problems.append((f"{split}/{cub.CLASS_INFO_FILE}", f"class {c} for {k}, but "
-                                      f"{cub.CUB_DIR}/image_class_labels.txt says {labels[k]}"
-                                      + (f" ({len(wrong)} keys disagree)" if len(wrong) > 1 else "")))
+                self.problems.append(
+                    (
+                        f"{split}/{cub.CLASS_INFO_FILE}",
+                        f"class {c} for {k}, but "
+                        f"{cub.CUB_DIR}/image_class_labels.txt says {labels[k]}"
+                        + (f" ({len(wrong)} keys disagree)" if len(wrong) > 1 else ""),
+                    )
+                )
         for split, entries in self.entries().items():
             emb = self.embeddings(split)
             if emb.ndim >= 1 and len(emb) != len(entries):
-                self.problems.append((f"{split}/{cub.EMBEDDINGS_FILE}", f"{len(emb)} embedding rows for "
-                                      f"{len(entries)} keys in {split}/{cub.FILENAMES_FILE}"))
+                self.problems.append(
+                    (
+                        f"{split}/{cub.EMBEDDINGS_FILE}",
+                        f"{len(emb)} embedding rows for {len(entries)} keys in {split}/{cub.FILENAMES_FILE}",
+                    )
+                )
 
     def captions(self, key: str) -> list[str]:
         return _text_c10(self.root, key)
@@ -191,30 +203,36 @@ class ReedT7Reader:
                 if int(text) < 1:
                     raise IndexError
             except (ValueError, IndexError):
-                raise cub.LayoutError(f"{self.dir / name}:{lineno}: {text!r} is not a class id of "
-                                      f"allclasses.txt (1..{len(allclasses)})") from None
+                raise cub.LayoutError(
+                    f"{self.dir / name}:{lineno}: {text!r} is not a class id of allclasses.txt (1..{len(allclasses)})"
+                ) from None
         return out
 
     def class_split(self) -> dict[str, set[str]]:
         """The split's classes from Reed's class lists (train = train + val)."""
         allclasses = self._names("allclasses.txt")
         found: dict[str, dict[str, list[str]]] = {"train": {}, "test": {}}
-        for split, files in (("train", ("trainvalids.txt", "trainvalclasses.txt", "trainclasses.txt",
-                                        "valclasses.txt")), ("test", ("testids.txt", "testclasses.txt"))):
+        for split, files in (
+            ("train", ("trainvalids.txt", "trainvalclasses.txt", "trainclasses.txt", "valclasses.txt")),
+            ("test", ("testids.txt", "testclasses.txt")),
+        ):
             for name in files:
                 names = self._by_ids(name, allclasses) if name.endswith("ids.txt") else self._names(name)
                 if names is not None:
                     found[split][name] = names
         if not found["train"]:
-            raise cub.LayoutError(f"{self.dir / 'trainvalids.txt'}: file not found "
-                                  "(nor trainvalclasses.txt, trainclasses.txt, valclasses.txt)")
+            raise cub.LayoutError(
+                f"{self.dir / 'trainvalids.txt'}: file not found "
+                "(nor trainvalclasses.txt, trainclasses.txt, valclasses.txt)"
+            )
         if not found["test"]:
             raise cub.LayoutError(f"{self.dir / 'testclasses.txt'}: file not found")
         self._lists = " / ".join(f"{T7_DIR}/{n}" for s in found.values() for n in s)
         split = {s: {c for names in lists.values() for c in names} for s, lists in found.items()}
         for c in sorted(split["train"] & split["test"]):
-            self.problems.append((f"{T7_DIR}/{next(iter(found['test']))}",
-                                  f"class {c} is in both the train and the test class lists"))
+            self.problems.append(
+                (f"{T7_DIR}/{next(iter(found['test']))}", f"class {c} is in both the train and the test class lists")
+            )
         return split
 
     def _load(self, path: Path) -> dict:
@@ -228,8 +246,11 @@ class ReedT7Reader:
         if get is None or get("img") is None or not isinstance(get("txt"), np.ndarray):
             raise cub.LayoutError(f"{path}: expected a table with img (path) and txt (tensor)")
         char = get("char")
-        return {"img": _text(get("img")), "txt": np.array(get("txt"), dtype=np.float32),
-                "char": None if not isinstance(char, np.ndarray) else np.array(char)}
+        return {
+            "img": _text(get("img")),
+            "txt": np.array(get("txt"), dtype=np.float32),
+            "char": None if not isinstance(char, np.ndarray) else np.array(char),
+        }
 
     def entries(self) -> dict[str, list[Entry]]:
         if self._entries is not None:
@@ -244,8 +265,9 @@ class ReedT7Reader:
         for folder in folders:
             splits = [s for s in cub.SPLITS if folder.name in split_of[s]]
             if not splits:
-                self.problems.append((f"{T7_DIR}/{folder.name}", f"class {folder.name} is in none of "
-                                      f"the class lists ({self._lists})"))
+                self.problems.append(
+                    (f"{T7_DIR}/{folder.name}", f"class {folder.name} is in none of the class lists ({self._lists})")
+                )
                 continue
             for path in sorted(folder.glob("*.t7")):
                 rel = str(path.relative_to(self.root))
@@ -276,12 +298,10 @@ class ReedT7Reader:
                 row = self._rows.get(key)
             if row is None:
                 if not path.is_file():
-                    raise cub.LayoutError(f"{cub.caption_path(self.root, key)}: file not found "
-                                          f"(nor {T7_DIR}/{key}.t7)")
+                    raise cub.LayoutError(f"{cub.caption_path(self.root, key)}: file not found (nor {T7_DIR}/{key}.t7)")
                 row = self._load(path)
         if row["char"] is None:
-            raise cub.LayoutError(f"{self.dir / (key + '.t7')}: no char tensor and no "
-                                  f"{cub.TEXT_DIR}/{key}.txt")
+            raise cub.LayoutError(f"{self.dir / (key + '.t7')}: no char tensor and no {cub.TEXT_DIR}/{key}.txt")
         return [c for c in decode_reed_chars(row["char"], len(row["txt"])) if c]
 
     def caption_source(self, key: str) -> str:
@@ -327,8 +347,11 @@ class HDF5Reader:
                         continue
                     for name, g in h5[gname].items():
                         where = f"{HDF5_FILE}:{gname}/{name}"
-                        missing = [d for d in ("name", "class", "embeddings", "txt")
-                                   if not isinstance(g, h5py.Group) or d not in g]
+                        missing = [
+                            d
+                            for d in ("name", "class", "embeddings", "txt")
+                            if not isinstance(g, h5py.Group) or d not in g
+                        ]
                         if missing:
                             self.problems.append((where, f"no dataset {missing[0]}"))
                             continue
@@ -339,8 +362,8 @@ class HDF5Reader:
                         stem, _, c = name.rpartition("_")
                         order = (0, int(c), name) if c.isdigit() else (1, 0, name)
                         per_key.setdefault(key, []).append(
-                            (order, np.array(g["embeddings"][()], dtype=np.float32), _text(g["txt"][()]),
-                             where))
+                            (order, np.array(g["embeddings"][()], dtype=np.float32), _text(g["txt"][()]), where)
+                        )
         except OSError as exc:
             raise cub.LayoutError(f"{self.path}: cannot be read as HDF5 ({exc})") from exc
         self._entries = {s: [] for s in cub.SPLITS}
@@ -349,8 +372,9 @@ class HDF5Reader:
             shapes = {r[1].shape for r in rows}
             if len(shapes) > 1:
                 odd = next(r for r in rows if r[1].shape != rows[0][1].shape)
-                self.problems.append((odd[3], f"embeddings of shape {odd[1].shape}, but "
-                                      f"{rows[0][3]} has {rows[0][1].shape}"))
+                self.problems.append(
+                    (odd[3], f"embeddings of shape {odd[1].shape}, but {rows[0][3]} has {rows[0][1].shape}")
+                )
                 emb = np.zeros((len(rows), 0), np.float32)
             else:
                 emb = np.stack([r[1] for r in rows])
@@ -416,14 +440,15 @@ class RawData:
                     if e.key not in known:
                         problems.append((e.source, f"image {e.key} is not in {cub.CUB_DIR}/images.txt"))
                     elif e.key in where:
-                        problems.append((e.source, f"image {e.key} is also listed in "
-                                                   f"{where[e.key][2].source}"))
+                        problems.append((e.source, f"image {e.key} is also listed in {where[e.key][2].source}"))
                     else:
                         where[e.key] = (split, i, e)
             self._where = where
             self._problems = problems
-            self._records = [dataclasses.replace(r, split=where[r.key][0], emb_index=where[r.key][1])
-                             if r.key in where else r for r in records]
+            self._records = [
+                dataclasses.replace(r, split=where[r.key][0], emb_index=where[r.key][1]) if r.key in where else r
+                for r in records
+            ]
         return self._records
 
     def embedding_source(self, key: str, split: str | None = None) -> str:

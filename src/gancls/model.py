@@ -17,6 +17,7 @@ Discriminator D(x, psi(t)):
 The number of residual blocks (two in G, one in D in the seed) is ``model.g_res_blocks`` and
 ``model.d_res_blocks`` in params.yaml.
 """
+
 from __future__ import annotations
 
 import torch
@@ -69,8 +70,7 @@ def _check_size(image_size: int) -> None:
 
 
 class Generator(nn.Module):
-    def __init__(self, z_dim=128, embedding_dim=1024, text_dim=128, ngf=128, res_blocks=2,
-                 leak=0.2, image_size=64):
+    def __init__(self, z_dim=128, embedding_dim=1024, text_dim=128, ngf=128, res_blocks=2, leak=0.2, image_size=64):
         super().__init__()
         _check_size(image_size)
         self.z_dim = z_dim
@@ -98,8 +98,7 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    def __init__(self, embedding_dim=1024, text_dim=128, ndf=64, res_blocks=1, leak=0.2,
-                 image_size=64):
+    def __init__(self, embedding_dim=1024, text_dim=128, ndf=64, res_blocks=1, leak=0.2, image_size=64):
         super().__init__()
         _check_size(image_size)
         self.image = nn.Sequential(
@@ -148,15 +147,13 @@ def init_weights(module: nn.Module) -> None:
 
 def build_generator(cfg: ModelParams) -> Generator:
     """G from the ``model:`` section of params.yaml (not initialised)."""
-    return Generator(cfg.z_dim, cfg.embedding_dim, cfg.text_dim, cfg.ngf,
-                     cfg.g_res_blocks, cfg.leak, cfg.image_size)
+    return Generator(cfg.z_dim, cfg.embedding_dim, cfg.text_dim, cfg.ngf, cfg.g_res_blocks, cfg.leak, cfg.image_size)
 
 
 def build_models(cfg: ModelParams) -> tuple[Generator, Discriminator]:
     """G and D from the ``model:`` section of params.yaml, initialised."""
     g = build_generator(cfg)
-    d = Discriminator(cfg.embedding_dim, cfg.text_dim, cfg.ndf, cfg.d_res_blocks,
-                      cfg.leak, cfg.image_size)
+    d = Discriminator(cfg.embedding_dim, cfg.text_dim, cfg.ndf, cfg.d_res_blocks, cfg.leak, cfg.image_size)
     g.apply(init_weights)
     d.apply(init_weights)
     return g, d

@@ -2,6 +2,7 @@
 
 The file's layout and its reader are in ``gancls.prepared``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -71,8 +72,9 @@ def _decoder(workers: int):
         yield lambda jobs: pool.imap(_load_job, jobs, chunksize=16)
 
 
-def prepare(raw_dir: str | Path, out: str | Path, cfg: PrepareParams, source: str, check=None,
-            layout: str = "auto") -> dict:
+def prepare(
+    raw_dir: str | Path, out: str | Path, cfg: PrepareParams, source: str, check=None, layout: str = "auto"
+) -> dict:
     """Write the prepared HDF5 file atomically; return counts per split.
 
     ``check(path)`` (the prepared-data validation) runs on the finished file before it replaces
@@ -89,9 +91,14 @@ def prepare(raw_dir: str | Path, out: str | Path, cfg: PrepareParams, source: st
     counts = {}
     with _decoder(cfg.workers) as decode, atomic_path(out) as tmp:
         with h5py.File(tmp, "w") as h5:
-            h5.attrs.update(load_size=size, bbox_crop=bool(cfg.bbox_crop), source=source,
-                            raw_dir=str(raw_dir), layout=raw.layout,
-                            captions_per_image=raw.captions_per_image)
+            h5.attrs.update(
+                load_size=size,
+                bbox_crop=bool(cfg.bbox_crop),
+                source=source,
+                raw_dir=str(raw_dir),
+                layout=raw.layout,
+                captions_per_image=raw.captions_per_image,
+            )
             text = h5py.string_dtype()
             for split, records in by_split.items():
                 records.sort(key=lambda r: r.emb_index)
@@ -100,8 +107,7 @@ def prepare(raw_dir: str | Path, out: str | Path, cfg: PrepareParams, source: st
                 if not isinstance(emb, np.ndarray) or emb.ndim != 3 or emb.shape[0] < n:
                     shape = emb.shape if isinstance(emb, np.ndarray) else "ragged (rows differ in shape)"
                     raise cub.LayoutError(
-                        f"{raw_dir / raw.embeddings_source(split)}: embeddings of shape {shape} "
-                        f"do not fit {n} images"
+                        f"{raw_dir / raw.embeddings_source(split)}: embeddings of shape {shape} do not fit {n} images"
                     )
                 g = h5.create_group(split)
                 images = g.create_dataset("images", (n, size, size, 3), np.uint8, chunks=(1, size, size, 3))
@@ -111,13 +117,14 @@ def prepare(raw_dir: str | Path, out: str | Path, cfg: PrepareParams, source: st
                 captions = g.create_dataset("captions", (n, emb.shape[1]), dtype=text)
                 jobs = [(rec.path, rec.bbox, size, bool(cfg.bbox_crop)) for rec in records]
                 block: list[np.ndarray] = []
-                for i, image in enumerate(tqdm(decode(jobs), total=n, desc=f"prepare {split}", unit="img",
-                                               mininterval=1, disable=None)):
+                for i, image in enumerate(
+                    tqdm(decode(jobs), total=n, desc=f"prepare {split}", unit="img", mininterval=1, disable=None)
+                ):
                     block.append(image)
                     lines = raw.captions(records[i].key)
                     captions[i] = (lines + [""] * emb.shape[1])[: emb.shape[1]]
                     if len(block) == WRITE_BLOCK or i == n - 1:
-                        images[i + 1 - len(block):i + 1] = np.stack(block)
+                        images[i + 1 - len(block) : i + 1] = np.stack(block)
                         block.clear()
                 counts[split] = n
         if check is not None:

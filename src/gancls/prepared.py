@@ -10,6 +10,7 @@ Layout (one group per text-to-image split, rows in the order of the layout's emb
     /<split>/captions    str     (N, K)
     attrs: load_size, bbox_crop, source, raw_dir, layout, captions_per_image
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,14 +33,17 @@ def read_split(path: str | Path, split: str, names: tuple[str, ...] = DATASETS) 
         g = h5[split]
         missing = [f"{split}/{name}" for name in names if name not in g]
         if missing:
-            raise PreparedFileError(f"{path}: no dataset {', '.join(missing)} (a file of another layout?); "
-                                    "rerun `gancls prepare`")
-        return {name: np.array(g[name].asstr()[()], dtype=object) if name in ("keys", "captions") else g[name][()]
-                for name in names}
+            raise PreparedFileError(
+                f"{path}: no dataset {', '.join(missing)} (a file of another layout?); rerun `gancls prepare`"
+            )
+        return {
+            name: np.array(g[name].asstr()[()], dtype=object) if name in ("keys", "captions") else g[name][()]
+            for name in names
+        }
 
 
 def center_crop(images: np.ndarray, size: int) -> np.ndarray:
     """The centre ``size`` x ``size`` of NHWC images: what the model sees of a prepared image."""
     h, w = images.shape[1:3]
     top, left = (h - size) // 2, (w - size) // 2
-    return images[:, top:top + size, left:left + size]
+    return images[:, top : top + size, left : left + size]

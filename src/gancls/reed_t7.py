@@ -11,6 +11,7 @@ and Dropout, which are no-ops at inference): TemporalConvolution, Threshold/ReLU
 the same again, TemporalConvolution, Threshold/ReLU, FixedGRU (an nn.gModule), Linear -- inside an
 nn.Sequential or Reed's own nn.gModule (HybridCNNLong).
 """
+
 from __future__ import annotations
 
 import sys
@@ -68,8 +69,7 @@ def _find_encoder(obj):
             raise _NotReed("neither a training checkpoint with protos.enc_doc nor an encoder module")
         obj = enc
     if _typename(obj) not in ("nn.Sequential", "nn.gModule"):
-        raise _NotReed(f"the encoder is a {_typename(obj) or type(obj).__name__}, "
-                       "not an nn.Sequential or nn.gModule")
+        raise _NotReed(f"the encoder is a {_typename(obj) or type(obj).__name__}, not an nn.Sequential or nn.gModule")
     return obj
 
 
@@ -110,8 +110,7 @@ def _module(node):
 
 
 def _is_fixed_gru(module) -> bool:
-    return _typename(module) == "nn.gModule" and any(
-        _typename(_module(n)) == "nn.Sigmoid" for n in _nodes(module))
+    return _typename(module) == "nn.gModule" and any(_typename(_module(n)) == "nn.Sigmoid" for n in _nodes(module))
 
 
 def _layers(module) -> list:
@@ -214,8 +213,10 @@ def _gru_roles(gru) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], int]:
     counts = {role: len(v) for role, v in found.items()}
     if steps < 2 or any(n != steps - 1 for role, n in counts.items() if role != "x_cand"):
         raise _NotReed(f"FixedGRU graph: Linears per role {counts} do not make a GRU of {steps} steps")
-    if not any(_typename(_module(n)) == "nn.MulConstant"
-               and abs((_get(_module(n), "constant_scalar") or 0) - 1 / steps) < 1e-6 for n in nodes):
+    if not any(
+        _typename(_module(n)) == "nn.MulConstant" and abs((_get(_module(n), "constant_scalar") or 0) - 1 / steps) < 1e-6
+        for n in nodes
+    ):
         raise _NotReed("FixedGRU returns its last hidden state, not the mean of all of them (avg=1)")
     roles = {}
     for role, linears in found.items():
@@ -239,9 +240,11 @@ def _reed_state(encoder) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
     for i, conv in enumerate(convs, 1):
         out = _get(conv, "outputFrameSize")
         if (_get(conv, "inputFrameSize"), _get(conv, "kW"), _get(conv, "dW")) != (width_in, kernel, 1):
-            raise _NotReed(f"TemporalConvolution {i} is {_get(conv, 'inputFrameSize')}->{out}, kernel "
-                           f"{_get(conv, 'kW')}, stride {_get(conv, 'dW')}; expected {width_in} inputs, "
-                           f"kernel {kernel}, stride 1")
+            raise _NotReed(
+                f"TemporalConvolution {i} is {_get(conv, 'inputFrameSize')}->{out}, kernel "
+                f"{_get(conv, 'kW')}, stride {_get(conv, 'dW')}; expected {width_in} inputs, "
+                f"kernel {kernel}, stride 1"
+            )
         w = _array(conv, "weight", (out, kernel * width_in), f"TemporalConvolution {i}")
         # Torch7 stores (out, k*in) frame-major: (out, k, in) -> PyTorch's (out, in, k).
         state[f"conv{i}.weight"] = torch.from_numpy(w.reshape(out, kernel, width_in).transpose(0, 2, 1).copy())
@@ -260,16 +263,31 @@ def _reed_state(encoder) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
     if steps != seq_len(MAX_LEN, kernel, pool):
         raise _NotReed(f"FixedGRU runs {steps} steps, the convolutions give {seq_len(MAX_LEN, kernel, pool)}")
     cat = lambda names, i: torch.from_numpy(np.concatenate([roles[n][i] for n in names]))
-    state.update({"gru.x_proj.weight": cat(_ROLES[:3], 0), "gru.x_proj.bias": cat(_ROLES[:3], 1),
-                  "gru.h_gates.weight": cat(_ROLES[3:5], 0), "gru.h_gates.bias": cat(_ROLES[3:5], 1),
-                  "gru.h_cand.weight": cat(_ROLES[5:], 0), "gru.h_cand.bias": cat(_ROLES[5:], 1)})
+    state.update(
+        {
+            "gru.x_proj.weight": cat(_ROLES[:3], 0),
+            "gru.x_proj.bias": cat(_ROLES[:3], 1),
+            "gru.h_gates.weight": cat(_ROLES[3:5], 0),
+            "gru.h_gates.bias": cat(_ROLES[3:5], 1),
+            "gru.h_cand.weight": cat(_ROLES[5:], 0),
+            "gru.h_cand.bias": cat(_ROLES[5:], 1),
+        }
+    )
     w, b = _linear_arrays(linear, "the last Linear")
     if w.shape[1] != hidden:
         raise _NotReed(f"the last Linear takes {w.shape[1]} inputs, the FixedGRU gives {hidden}")
     out = w.shape[0]
     state["out.weight"], state["out.bias"] = torch.from_numpy(w), torch.from_numpy(b)
-    sizes = {"c1": widths[0], "c2": widths[1], "c3": widths[2], "hidden": hidden, "out": out,
-             "alphabet": len(ALPHABET), "kernel": kernel, "pool": pool}
+    sizes = {
+        "c1": widths[0],
+        "c2": widths[1],
+        "c3": widths[2],
+        "hidden": hidden,
+        "out": out,
+        "alphabet": len(ALPHABET),
+        "kernel": kernel,
+        "pool": pool,
+    }
     return state, sizes
 
 

@@ -4,6 +4,7 @@ scores with their sample counts, the training summary and links to the pictures.
 Written by ``evaluate`` next to the grids (``evaluate.report``); the Prefect flow can publish it
 as a markdown artifact.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,57 +30,95 @@ def _sentences(encoder: dict | None, sentences: list[str]) -> list[str]:
     """How a typed sentence becomes a picture: the text encoder's scores and the command."""
     lines = ["## Sentences of your own", ""]
     if encoder:
-        how = ("Reed's pretrained CUB encoder" if encoder.get("source") == "reed"
-               else "fitted to the training split's (caption, stored embedding) pairs")
-        lines += [f"Text encoder: char-CNN-RNN, {how} ({encoder.get('parameters')} parameters). On the "
-                  f"{encoder.get('test_captions')} test captions (classes it never saw): cosine to the stored "
-                  f"embedding {_fmt(encoder.get('test_cosine'))}, retrieval top-1 {_fmt(encoder.get('test_top1'))}.", ""]
+        how = (
+            "Reed's pretrained CUB encoder"
+            if encoder.get("source") == "reed"
+            else "fitted to the training split's (caption, stored embedding) pairs"
+        )
+        lines += [
+            f"Text encoder: char-CNN-RNN, {how} ({encoder.get('parameters')} parameters). On the "
+            f"{encoder.get('test_captions')} test captions (classes it never saw): cosine to the stored "
+            f"embedding {_fmt(encoder.get('test_cosine'))}, retrieval top-1 {_fmt(encoder.get('test_top1'))}.",
+            "",
+        ]
     example = " ".join(f'--text "{t}"' for t in sentences[:2])
-    lines += ["Draw any sentence with the trained generator:", "", "```",
-              f".venv/bin/gancls sample {example} --n 8", "```", ""]
+    lines += [
+        "Draw any sentence with the trained generator:",
+        "",
+        "```",
+        f".venv/bin/gancls sample {example} --n 8",
+        "```",
+        "",
+    ]
     return lines
 
 
-def render(scores: dict, train: dict | None, pictures: dict[str, str], report: Path,
-           encoder: dict | None = None, sentences: list[str] = ()) -> str:
+def render(
+    scores: dict,
+    train: dict | None,
+    pictures: dict[str, str],
+    report: Path,
+    encoder: dict | None = None,
+    sentences: list[str] = (),
+) -> str:
     tm = scores["text_match"]
     lines = ["# gancls run report", ""]
-    lines += [f"Data: `{scores['source']}`. Scores of images generated from test captions "
-              f"(classes never seen in training).", ""]
-    lines += ["## Does the picture show what the caption says?", "",
-              f"Labels checked: {', '.join(tm['labels'])} "
-              f"({tm['n_statements']} statements in {tm['n_pairs']} captions).", "",
-              "| | fraction of stated labels shown |", "|---|---|",
-              f"| **generated images** | **{_fmt(tm['accuracy'])}** |",
-              f"| generated from the same captions' text, encoded by the text encoder | "
-              f"{_fmt(tm.get('encoded_accuracy'))} |",
-              f"| real held-out images (ceiling) | {_fmt(tm['real_ceiling'])} |",
-              f"| generated images vs a caption of another class (mismatched control) | "
-              f"{_fmt(tm['mismatched_accuracy'])} |",
-              f"| chance (labels drawn with the captions' own frequencies) | {_fmt(tm['chance'])} |", ""]
+    lines += [
+        f"Data: `{scores['source']}`. Scores of images generated from test captions (classes never seen in training).",
+        "",
+    ]
+    lines += [
+        "## Does the picture show what the caption says?",
+        "",
+        f"Labels checked: {', '.join(tm['labels'])} ({tm['n_statements']} statements in {tm['n_pairs']} captions).",
+        "",
+        "| | fraction of stated labels shown |",
+        "|---|---|",
+        f"| **generated images** | **{_fmt(tm['accuracy'])}** |",
+        f"| generated from the same captions' text, encoded by the text encoder | {_fmt(tm.get('encoded_accuracy'))} |",
+        f"| real held-out images (ceiling) | {_fmt(tm['real_ceiling'])} |",
+        f"| generated images vs a caption of another class (mismatched control) | {_fmt(tm['mismatched_accuracy'])} |",
+        f"| chance (labels drawn with the captions' own frequencies) | {_fmt(tm['chance'])} |",
+        "",
+    ]
     if tm.get("of_ceiling") is not None:
-        lines += [f"Generated images reach {tm['of_ceiling']:.0%} of the real ceiling and "
-                  f"{_fmt(tm.get('over_mismatched'), 2)}x the mismatched control.", ""]
+        lines += [
+            f"Generated images reach {tm['of_ceiling']:.0%} of the real ceiling and "
+            f"{_fmt(tm.get('over_mismatched'), 2)}x the mismatched control.",
+            "",
+        ]
     if len(tm.get("per_kind", {})) > 1:
         lines += ["| label | accuracy |", "|---|---|"]
         lines += [f"| {k} | {_fmt(v)} |" for k, v in tm["per_kind"].items()]
         lines += [""]
     lines += _sentences(encoder, sentences)
-    lines += ["## Image statistics", "",
-              "| FID | KID (x1000) | IS | real / generated images |", "|---|---|---|---|",
-              f"| {_fmt(scores['fid'], 2)} | {scores['kid_mean'] * 1000:.2f} ± {scores['kid_std'] * 1000:.2f} "
-              f"| {_fmt(scores.get('is'), 2)} | {scores['n_real']} / {scores['n_fake']} |", ""]
+    lines += [
+        "## Image statistics",
+        "",
+        "| FID | KID (x1000) | IS | real / generated images |",
+        "|---|---|---|---|",
+        f"| {_fmt(scores['fid'], 2)} | {scores['kid_mean'] * 1000:.2f} ± {scores['kid_std'] * 1000:.2f} "
+        f"| {_fmt(scores.get('is'), 2)} | {scores['n_real']} / {scores['n_fake']} |",
+        "",
+    ]
     if scores.get("is") is None and scores.get("is_missing_reason"):
         lines += [f"IS missing: {scores['is_missing_reason']}.", ""]
-    lines += [f"Feature extractor: `{scores['feature_extractor']['name']}` "
-              f"(SHA-1 `{scores['feature_extractor']['sha1'][:12]}…`). Compare FIDs only at equal counts.", ""]
+    lines += [
+        f"Feature extractor: `{scores['feature_extractor']['name']}` "
+        f"(SHA-1 `{scores['feature_extractor']['sha1'][:12]}…`). Compare FIDs only at equal counts.",
+        "",
+    ]
     if train:
-        lines += ["## Training", "",
-                  f"{train.get('epochs')} epochs, {train.get('steps', '?')} steps on {train.get('device')}, "
-                  f"{train.get('seconds')} s ({train.get('images_per_s')} images/s); shipped: "
-                  f"{train.get('shipped', 'last epoch')}. Final d_loss {train.get('d_loss')}, "
-                  f"g_loss {train.get('g_loss')}, D(real) {train.get('d_real')}, D(wrong) {train.get('d_wrong')}, "
-                  f"D(fake) {train.get('d_fake')}.", ""]
+        lines += [
+            "## Training",
+            "",
+            f"{train.get('epochs')} epochs, {train.get('steps', '?')} steps on {train.get('device')}, "
+            f"{train.get('seconds')} s ({train.get('images_per_s')} images/s); shipped: "
+            f"{train.get('shipped', 'last epoch')}. Final d_loss {train.get('d_loss')}, "
+            f"g_loss {train.get('g_loss')}, D(real) {train.get('d_real')}, D(wrong) {train.get('d_wrong')}, "
+            f"D(fake) {train.get('d_fake')}.",
+            "",
+        ]
     lines += ["## Pictures", ""]
     for title, path in pictures.items():
         if Path(path).exists():
@@ -93,8 +132,14 @@ def _json(path: str | Path | None) -> dict | None:
     return None
 
 
-def write_report(scores: dict, train_metrics: str | Path | None, pictures: dict[str, str], out: str | Path,
-                 encoder_metrics: str | Path | None = None, sentences: list[str] = ()) -> Path:
+def write_report(
+    scores: dict,
+    train_metrics: str | Path | None,
+    pictures: dict[str, str],
+    out: str | Path,
+    encoder_metrics: str | Path | None = None,
+    sentences: list[str] = (),
+) -> Path:
     out = Path(out)
     text = render(scores, _json(train_metrics), pictures, out, _json(encoder_metrics), list(sentences))
     with atomic_path(out) as tmp:

@@ -5,6 +5,7 @@ Off rank 0 it records nothing.
 A resumed run continues the DVCLive history it finds, after dropping what epochs past the checkpoint
 wrote and what a killed run left half-written (DVCLive writes in place).
 """
+
 from __future__ import annotations
 
 import csv
@@ -43,22 +44,36 @@ class RunRecord:
             print(line, flush=True)
 
     def bar(self, epoch: int, steps: int) -> tqdm:
-        return tqdm(total=steps, desc=f"epoch {epoch}/{self.cfg.epochs}", leave=False, mininterval=2,
-                    disable=None if self.main else True)
+        return tqdm(
+            total=steps,
+            desc=f"epoch {epoch}/{self.cfg.epochs}",
+            leave=False,
+            mininterval=2,
+            disable=None if self.main else True,
+        )
 
     def show(self, bar: tqdm, latest: dict[str, float], images: int, t0: float) -> None:
         """The latest statistics beside the bar (``images`` so far this epoch, since ``t0``)."""
-        bar.set_postfix({"d_loss": f"{latest['d_loss']:.3f}", "g_loss": f"{latest['g_loss']:.3f}",
-                         "D(x)": f"{latest['d_real']:.2f}", "D(G(z))": f"{latest['d_fake']:.2f}",
-                         "img/s": f"{images / (time.perf_counter() - t0):.0f}"}, refresh=False)
+        bar.set_postfix(
+            {
+                "d_loss": f"{latest['d_loss']:.3f}",
+                "g_loss": f"{latest['g_loss']:.3f}",
+                "D(x)": f"{latest['d_real']:.2f}",
+                "D(G(z))": f"{latest['d_fake']:.2f}",
+                "img/s": f"{images / (time.perf_counter() - t0):.0f}",
+            },
+            refresh=False,
+        )
 
     def epoch(self, row: dict, step: int, frame: Callable[[str], Image.Image]) -> None:
         """An epoch's line and metrics; every ``sample_every`` epochs (and the last) the grid ``frame(title)``."""
         if not self.main:
             return
         epoch, cfg = row["epoch"], self.cfg
-        self.say(f"epoch {epoch}/{cfg.epochs}: d_loss {row['d_loss']:.3f} g_loss {row['g_loss']:.3f} "
-                 f"D(x) {row['d_real']:.2f} D(G(z)) {row['d_fake']:.2f} ({row['images_per_s']:.1f} img/s)")
+        self.say(
+            f"epoch {epoch}/{cfg.epochs}: d_loss {row['d_loss']:.3f} g_loss {row['g_loss']:.3f} "
+            f"D(x) {row['d_real']:.2f} D(G(z)) {row['d_fake']:.2f} ({row['images_per_s']:.1f} img/s)"
+        )
         image = None
         if epoch % cfg.sample_every == 0 or epoch == cfg.epochs:
             image = frame(f"epoch {epoch}/{cfg.epochs}: training captions x fixed noise")

@@ -3,6 +3,7 @@ plain data, the regression check, the run's markdown summary, the run lock and t
 
 Nothing here runs DVC or Prefect; ``flows/scheduled.py`` calls DVC and passes its JSON in.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -15,9 +16,9 @@ from pathlib import Path
 
 from gancls.config import RegressionRule
 
-LOCK = ".dvc/tmp/gancls-flow.lock"        # one scheduled run at a time per repository
+LOCK = ".dvc/tmp/gancls-flow.lock"  # one scheduled run at a time per repository
 STATE = ".dvc/tmp/gancls-flow/last.json"  # the last run (commit, experiment) and the last accepted one
-RUNS_DIR = ".dvc/tmp/gancls-flow/runs"    # temporary git worktrees, one per run, removed after it
+RUNS_DIR = ".dvc/tmp/gancls-flow/runs"  # temporary git worktrees, one per run, removed after it
 
 
 class RunRefused(RuntimeError):
@@ -58,8 +59,10 @@ def tracked_data(root: str | Path) -> dict[str, dict]:
     out = {}
     for path in sorted(p for p in Path(root).glob("*.dvc") if p.is_file()):  # not the .dvc/ folder
         outs = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("outs") or []
-        out[path.name] = {"missing": [o["path"] for o in outs if not (Path(root) / o["path"]).exists()],
-                          "hashed": all(o.get("md5") or o.get("etag") for o in outs)}
+        out[path.name] = {
+            "missing": [o["path"] for o in outs if not (Path(root) / o["path"]).exists()],
+            "hashed": all(o.get("md5") or o.get("etag") for o in outs),
+        }
     return out
 
 
@@ -75,7 +78,7 @@ def steps_to_run(stale: dict[str, list[str]], steps: dict[str, list[str]]) -> li
     firsts = [i for i, step in enumerate(order) if set(steps[step]) & set(stale)]
     if len(firsts) == 0 or set(stale) - {s for stages in steps.values() for s in stages}:
         return order
-    return order[min(firsts):]
+    return order[min(firsts) :]
 
 
 def diff_rows(diff: dict) -> list[dict]:
@@ -101,18 +104,25 @@ def regressions(rows: list[dict], rules: dict[str, RegressionRule]) -> list[str]
         if math.isnan(new) and not math.isnan(old):
             found.append(f"{row['metric']}: {old} -> nan")
         elif rule.max_drop is not None and old - new > rule.max_drop:
-            found.append(f"{row['metric']}: {old:.4g} -> {new:.4g}, dropped by {old - new:.4g} "
-                         f"(flow.regression allows {rule.max_drop:g})")
+            found.append(
+                f"{row['metric']}: {old:.4g} -> {new:.4g}, dropped by {old - new:.4g} "
+                f"(flow.regression allows {rule.max_drop:g})"
+            )
         elif rule.max_rise is not None and new - old > rule.max_rise:
-            found.append(f"{row['metric']}: {old:.4g} -> {new:.4g}, rose by {new - old:.4g} "
-                         f"(flow.regression allows {rule.max_rise:g})")
+            found.append(
+                f"{row['metric']}: {old:.4g} -> {new:.4g}, rose by {new - old:.4g} "
+                f"(flow.regression allows {rule.max_rise:g})"
+            )
     return found
 
 
 def validation_summary(result: dict) -> str:
     """One line from reports/validation/result.json: pass or fail, counts, failed checks."""
-    counts = ", ".join(f"{k[2:] if k.startswith('n_') else k} {result[k]}"
-                       for k in ("n_images", "n_train", "n_test", "n_classes") if k in result)
+    counts = ", ".join(
+        f"{k[2:] if k.startswith('n_') else k} {result[k]}"
+        for k in ("n_images", "n_train", "n_test", "n_classes")
+        if k in result
+    )
     head = "passed" if result.get("success") else "FAILED"
     failures = result.get("failures") or []
     tail = "; failed: " + "; ".join(str(f) for f in failures[:10]) if failures else ""
@@ -125,26 +135,49 @@ def _fmt(value) -> str:
     return "—" if value is None else str(value)
 
 
-def summary_markdown(*, experiment: str | None, baseline: str, rows: list[dict], failed: list[str],
-                     ran: list[str], changes: dict[str, list[str]], validation: str | None,
-                     grids: dict[str, str], note: str = "") -> str:
+def summary_markdown(
+    *,
+    experiment: str | None,
+    baseline: str,
+    rows: list[dict],
+    failed: list[str],
+    ran: list[str],
+    changes: dict[str, list[str]],
+    validation: str | None,
+    grids: dict[str, str],
+    note: str = "",
+) -> str:
     """The run's markdown artifact: verdict, what changed, the metrics diff, validation, grids."""
-    verdict = (f"**REGRESSION** against `{baseline}`:\n\n" + "\n".join(f"- {f}" for f in failed)
-               if failed else f"No regression against `{baseline}`.")
+    verdict = (
+        f"**REGRESSION** against `{baseline}`:\n\n" + "\n".join(f"- {f}" for f in failed)
+        if failed
+        else f"No regression against `{baseline}`."
+    )
     title = f"experiment `{experiment}`" if experiment else "no experiment"
-    lines = [f"# gancls scheduled run: {title}", ""] + ([note, ""] if note else []) + [
-             verdict, "", "## What changed", ""]
+    lines = (
+        [f"# gancls scheduled run: {title}", ""] + ([note, ""] if note else []) + [verdict, "", "## What changed", ""]
+    )
     lines += [f"- `{name}`: {', '.join(what[:8])}" for name, what in changes.items()] or ["- nothing"]
-    lines += ["", f"Steps run: {', '.join(ran) or 'none'}.", "",
-              f"## Metrics (`dvc metrics diff {baseline}`)", "",
-              "| file | metric | baseline | this run | change |", "|---|---|---|---|---|"]
-    lines += [f"| {r['file']} | {r['metric']} | {_fmt(r['old'])} | {_fmt(r['new'])} | {_fmt(r['change'])} |"
-              for r in rows]
+    lines += [
+        "",
+        f"Steps run: {', '.join(ran) or 'none'}.",
+        "",
+        f"## Metrics (`dvc metrics diff {baseline}`)",
+        "",
+        "| file | metric | baseline | this run | change |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['file']} | {r['metric']} | {_fmt(r['old'])} | {_fmt(r['new'])} | {_fmt(r['change'])} |" for r in rows
+    ]
     lines += ["", "## Validation", "", validation or "no validation result", "", "## Grids", ""]
     lines += [f"- {what}: `{path}`" for what, path in grids.items()]
     if experiment:
-        lines += ["", f"They are in experiment `{experiment}`: `dvc exp apply {experiment}` brings them into "
-                  "the workspace, `dvc exp show` lists it."]
+        lines += [
+            "",
+            f"They are in experiment `{experiment}`: `dvc exp apply {experiment}` brings them into "
+            "the workspace, `dvc exp show` lists it.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -166,8 +199,10 @@ def run_lock(root: str | Path, wait: float = 0.0, owner: str = ""):
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     holder = Path(path).read_text(encoding="utf-8").strip() or "unknown"
-                    raise RunRefused(f"another gancls scheduled run ({holder}) holds {path}; "
-                                     "this run was refused and changed nothing") from None
+                    raise RunRefused(
+                        f"another gancls scheduled run ({holder}) holds {path}; "
+                        "this run was refused and changed nothing"
+                    ) from None
                 time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()}{', ' + owner if owner else ''}".encode())
@@ -189,5 +224,12 @@ def save_run(root: str | Path, head: str, experiment: str, rev: str, accepted: b
     from gancls.config import write_json
 
     previous = (last_run(root) or {}).get("accepted")
-    write_json(Path(root) / STATE, {"head": head, "experiment": experiment, "rev": rev,
-                                    "accepted": {"experiment": experiment, "rev": rev} if accepted else previous})
+    write_json(
+        Path(root) / STATE,
+        {
+            "head": head,
+            "experiment": experiment,
+            "rev": rev,
+            "accepted": {"experiment": experiment, "rev": rev} if accepted else previous,
+        },
+    )

@@ -17,6 +17,7 @@ L2 norm of ``EMBED_NORM`` like real char-CNN-RNN vectors -- plus Gaussian noise 
 size ``cfg.embedding_noise``.  ``mentions(caption)`` recovers what a caption names.  The output
 is byte-identical for the same ``cfg`` and is written atomically (temporary sibling, then rename).
 """
+
 from __future__ import annotations
 
 import pickle
@@ -31,9 +32,15 @@ from PIL import Image, ImageDraw
 from .config import SampleParams
 
 PALETTE = {
-    "red": (200, 30, 30), "orange": (240, 140, 20), "yellow": (240, 220, 40),
-    "green": (40, 150, 50), "blue": (40, 70, 200), "purple": (130, 50, 160),
-    "brown": (120, 75, 35), "black": (20, 20, 20), "white": (245, 245, 245),
+    "red": (200, 30, 30),
+    "orange": (240, 140, 20),
+    "yellow": (240, 220, 40),
+    "green": (40, 150, 50),
+    "blue": (40, 70, 200),
+    "purple": (130, 50, 160),
+    "brown": (120, 75, 35),
+    "black": (20, 20, 20),
+    "white": (245, 245, 245),
     "grey": (130, 130, 130),
 }
 COLOUR_KINDS = ("body", "wing", "head", "beak")
@@ -44,28 +51,72 @@ VOCAB = {
     "background": ("sky", "foliage", "sand", "water", "branches"),
 }
 # How captions name things ({} = colour); mentions() searches for these phrases.
-PART_WORDS = {"body": ("body", "belly"), "wing": ("wings",), "head": ("head", "crown"),
-              "beak": ("beak", "bill")}
+PART_WORDS = {"body": ("body", "belly"), "wing": ("wings",), "head": ("head", "crown"), "beak": ("beak", "bill")}
 PHRASES = {
     "size": {"small": "small", "medium": "medium sized", "large": "large"},
     "pose": {"perching": "perched on a branch", "flying": "flying", "standing": "standing"},
-    "background": {"sky": "against the sky", "foliage": "among green leaves",
-                   "sand": "on the sand", "water": "by the water",
-                   "branches": "among grey branches"},
+    "background": {
+        "sky": "against the sky",
+        "foliage": "among green leaves",
+        "sand": "on the sand",
+        "water": "by the water",
+        "branches": "among grey branches",
+    },
 }
-TEMPLATES = ("this {size}bird has {parts}{ext}.", "a {size}bird with {parts}{ext}.",
-             "the {size}bird has {parts}{ext}.", "this is a {size}bird with {parts}{ext}.",
-             "a {size}bird that has {parts}{ext}.", "this particular {size}bird has {parts}{ext}.",
-             "{size}bird with {parts}{ext}.", "this {size}bird is {plain}.")
+TEMPLATES = (
+    "this {size}bird has {parts}{ext}.",
+    "a {size}bird with {parts}{ext}.",
+    "the {size}bird has {parts}{ext}.",
+    "this is a {size}bird with {parts}{ext}.",
+    "a {size}bird that has {parts}{ext}.",
+    "this particular {size}bird has {parts}{ext}.",
+    "{size}bird with {parts}{ext}.",
+    "this {size}bird is {plain}.",
+)
 SIZE_FRACTION = {"small": 0.5, "medium": 0.65, "large": 0.8}  # bird scale / shorter image side
 JITTER = 0.5
 EMBED_SEED, EMBED_DIM, EMBED_NORM = 20160517, 1024, 22.0
 JPEG_QUALITY = 90
-ADJECTIVES = ("Crimson", "Azure", "Golden", "Dusky", "Spotted", "Lesser", "Greater", "Northern",
-              "Southern", "Painted", "Tufted", "Striped", "Royal", "Little", "Masked", "Rusty",
-              "Pale", "Marsh", "Forest", "Coastal")
-NOUNS = ("Finchling", "Warbler", "Sparrow", "Tanager", "Wren", "Vireo", "Flycatcher", "Grosbeak",
-         "Bunting", "Oriole", "Thrush", "Kinglet", "Shrike", "Swallow", "Jay", "Pipit")
+ADJECTIVES = (
+    "Crimson",
+    "Azure",
+    "Golden",
+    "Dusky",
+    "Spotted",
+    "Lesser",
+    "Greater",
+    "Northern",
+    "Southern",
+    "Painted",
+    "Tufted",
+    "Striped",
+    "Royal",
+    "Little",
+    "Masked",
+    "Rusty",
+    "Pale",
+    "Marsh",
+    "Forest",
+    "Coastal",
+)
+NOUNS = (
+    "Finchling",
+    "Warbler",
+    "Sparrow",
+    "Tanager",
+    "Wren",
+    "Vireo",
+    "Flycatcher",
+    "Grosbeak",
+    "Bunting",
+    "Oriole",
+    "Thrush",
+    "Kinglet",
+    "Shrike",
+    "Swallow",
+    "Jay",
+    "Pipit",
+)
 
 
 def _vectors() -> dict[tuple[str, str], np.ndarray]:
@@ -78,17 +129,19 @@ _VECTORS = _vectors()
 
 def mentions(caption: str) -> set[tuple[str, str]]:
     """The (kind, value) attributes a generated caption names."""
-    found = {(k, c) for k, words in PART_WORDS.items() for w in words for c in PALETTE
-             if f"{c} {w}" in caption}
-    return found | {(k, v) for k, table in PHRASES.items() for v, p in table.items()
-                    if (f"{p} bird" if k == "size" else p) in caption}
+    found = {(k, c) for k, words in PART_WORDS.items() for w in words for c in PALETTE if f"{c} {w}" in caption}
+    return found | {
+        (k, v)
+        for k, table in PHRASES.items()
+        for v, p in table.items()
+        if (f"{p} bird" if k == "size" else p) in caption
+    }
 
 
 def _caption(rng: np.random.Generator, attrs: dict) -> tuple[str, list[tuple[str, str]]]:
     kinds = list(VOCAB)
     weights = np.array([2.0 if k in COLOUR_KINDS else 1.0 for k in kinds])
-    chosen = set(rng.choice(kinds, size=int(rng.integers(2, 6)), replace=False,
-                            p=weights / weights.sum()))
+    chosen = set(rng.choice(kinds, size=int(rng.integers(2, 6)), replace=False, p=weights / weights.sum()))
     parts = []
     for k in COLOUR_KINDS:
         if k in chosen:
@@ -100,7 +153,8 @@ def _caption(rng: np.random.Generator, attrs: dict) -> tuple[str, list[tuple[str
     size = PHRASES["size"][attrs["size"]] + " " if "size" in chosen else ""
     if parts:
         text = TEMPLATES[rng.integers(len(TEMPLATES) - 1)].format(
-            size=size, parts=parts_text, ext="".join(", " + e for e in extras))
+            size=size, parts=parts_text, ext="".join(", " + e for e in extras)
+        )
     else:
         text = TEMPLATES[-1].format(size=size, plain=", ".join(extras))
     return text.strip(), [(k, attrs[k]) for k in VOCAB if k in chosen]
@@ -138,8 +192,7 @@ def _background(rng: np.random.Generator, kind: str, w: int, h: int) -> Image.Im
         draw = ImageDraw.Draw(out)
         for _ in range(3):
             x0, y0, y1 = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(0, h)
-            draw.line([(x0 - w, y0), (x0 + w, y1)], fill=(90, 90, 85),
-                      width=int(rng.integers(2, 6)))
+            draw.line([(x0 - w, y0), (x0 + w, y1)], fill=(90, 90, 85), width=int(rng.integers(2, 6)))
     return out
 
 
@@ -156,8 +209,9 @@ def _draw_bird(draw: ImageDraw.ImageDraw, attrs: dict, cx: float, cy: float, s: 
         return [(cx + sign * x * s, cy + y * s) for x, y in xy]
 
     def oval(x, y, rx, ry, fill):
-        draw.ellipse([cx + sign * x * s - rx * s, cy + (y - ry) * s,
-                      cx + sign * x * s + rx * s, cy + (y + ry) * s], fill=fill)
+        draw.ellipse(
+            [cx + sign * x * s - rx * s, cy + (y - ry) * s, cx + sign * x * s + rx * s, cy + (y + ry) * s], fill=fill
+        )
 
     col = {k: PALETTE[attrs[k]] + (255,) for k in COLOUR_KINDS}
     width = max(1, round(0.03 * s))
@@ -191,8 +245,9 @@ def _render(rng: np.random.Generator, attrs: dict, w: int, h: int):
     img = _background(rng, attrs["background"], w, h)
     if attrs["pose"] == "perching":
         foot = cy + 0.31 * s + max(1, round(0.03 * s))
-        ImageDraw.Draw(img).line([(0, foot + rng.uniform(-0.1, 0.1) * h), (w, foot)],
-                                 fill=(95, 65, 40), width=max(2, round(0.05 * s)))
+        ImageDraw.Draw(img).line(
+            [(0, foot + rng.uniform(-0.1, 0.1) * h), (w, foot)], fill=(95, 65, 40), width=max(2, round(0.05 * s))
+        )
     layer = Image.new("RGBA", (w, h), (0, 0, 0, 0))
     _draw_bird(ImageDraw.Draw(layer), attrs, cx, cy, s)
     x0, y0, x1, y1 = layer.getchannel("A").getbbox()
@@ -227,8 +282,7 @@ def _write_pickle(path: Path, obj) -> None:
 
 
 def _image_attrs(rng: np.random.Generator, base: dict) -> dict:
-    attrs = {k: str(rng.choice(VOCAB[k]) if rng.random() < JITTER else base[k])
-             for k in COLOUR_KINDS}
+    attrs = {k: str(rng.choice(VOCAB[k]) if rng.random() < JITTER else base[k]) for k in COLOUR_KINDS}
     attrs["size"] = str(base["size"] if rng.random() < 0.5 else rng.choice(VOCAB["size"]))
     attrs.update({k: str(rng.choice(VOCAB[k])) for k in ("pose", "background")})
     return attrs
@@ -242,12 +296,14 @@ def _write(cfg: SampleParams, root: Path) -> None:
     n_test = min(max(int(n_classes * float(cfg.test_fraction) + 0.5), 1), n_classes - 1)
     lo, hi = (int(v) for v in cfg.image_size)
     noise = float(cfg.embedding_noise)
-    names = [f"{ADJECTIVES[i // len(NOUNS)]}_{NOUNS[i % len(NOUNS)]}"
-             for i in rng.permutation(len(ADJECTIVES) * len(NOUNS))[:n_classes]]
+    names = [
+        f"{ADJECTIVES[i // len(NOUNS)]}_{NOUNS[i % len(NOUNS)]}"
+        for i in rng.permutation(len(ADJECTIVES) * len(NOUNS))[:n_classes]
+    ]
     class_dirs = [f"{c + 1:03d}.{name}" for c, name in enumerate(names)]
     n_images, n_train_images = n_classes * per_class, (n_classes - n_test) * per_class
     n_gray = max(1, int(n_images * float(cfg.grayscale_fraction) + 0.5))
-    others = rng.choice(n_images, size=min(n_gray, n_images), replace=False)[:n_gray - 1]
+    others = rng.choice(n_images, size=min(n_gray, n_images), replace=False)[: n_gray - 1]
     gray = {int(rng.integers(n_train_images)), *others.tolist()}  # at least one in train
 
     cub = root / "CUB_200_2011"
@@ -269,7 +325,8 @@ def _write(cfg: SampleParams, root: Path) -> None:
             img.save(cub / "images" / class_dir / f"{stem}.jpg", "JPEG", quality=JPEG_QUALITY)
             captions = [_caption(rng, attrs) for _ in range(10)]
             (root / "text_c10" / class_dir / f"{stem}.txt").write_text(
-                "".join(text + "\n" for text, _ in captions), encoding="utf-8")
+                "".join(text + "\n" for text, _ in captions), encoding="utf-8"
+            )
             names_, classes_, embs = split["test" if c >= n_classes - n_test else "train"]
             names_.append(f"{class_dir}/{stem}")
             classes_.append(c + 1)
@@ -280,8 +337,7 @@ def _write(cfg: SampleParams, root: Path) -> None:
             tables["bounding_boxes"].append(f"{image_id} " + " ".join(f"{v:.1f}" for v in box))
     for name, lines in tables.items():
         (cub / f"{name}.txt").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    (cub / "classes.txt").write_text(
-        "".join(f"{c + 1} {d}\n" for c, d in enumerate(class_dirs)), encoding="utf-8")
+    (cub / "classes.txt").write_text("".join(f"{c + 1} {d}\n" for c, d in enumerate(class_dirs)), encoding="utf-8")
     for name, (names_, classes_, embs) in split.items():
         array = np.asarray(embs, dtype=np.float32).reshape(len(names_), 10, EMBED_DIM)
         _write_pickle(root / name / "char-CNN-RNN-embeddings.pickle", array)

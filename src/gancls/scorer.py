@@ -19,6 +19,7 @@ in ``evaluate`` to the images generated from test captions.  What it recognises 
 * ``real_ceiling``: the same classifier on held-out real images, judged against their own captions;
 * ``mismatched_accuracy``: the same generated images judged against a caption of another class.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -88,8 +89,11 @@ class Scorer(nn.Module):
         layers: list[nn.Module] = []
         cin = 3
         for cout in (width, width * 2, width * 4, width * 4):
-            layers += [nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(cout),
-                       nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+            ]
             cin = cout
         self.body = nn.Sequential(*layers, nn.Flatten(), nn.Dropout(0.3))
         self.heads = nn.ModuleList(nn.Linear(cin * 16, len(v)) for v in vocab.values())
@@ -106,7 +110,7 @@ class Scorer(nn.Module):
         self.eval()
         out = []
         for s in range(0, len(images), batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(images[s:s + batch_size])).to(device)
+            x = torch.from_numpy(np.ascontiguousarray(images[s : s + batch_size])).to(device)
             out.append(torch.stack([lg.argmax(1) for lg in self(x)], 1).cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, len(self.vocab)), np.int64)
 
@@ -114,7 +118,7 @@ class Scorer(nn.Module):
 def _random_crops(images: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
     s = images.shape[1]
     top, left = torch.randint(0, s - size + 1, (2,), generator=gen).tolist()
-    out = images[:, top:top + size, left:left + size]
+    out = images[:, top : top + size, left : left + size]
     flip = torch.rand(len(images), generator=gen) < 0.5
     return torch.where(flip[:, None, None, None], out.flip(2), out)
 
@@ -134,8 +138,10 @@ def accuracy(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
     """Per column and overall accuracy over the entries with a target (>= 0)."""
     known = target >= 0
     hit = (pred == target) & known
-    return {"overall": float(hit.sum() / max(known.sum(), 1)),
-            "per_kind": [float(hit[:, j].sum() / max(known[:, j].sum(), 1)) for j in range(target.shape[1])]}
+    return {
+        "overall": float(hit.sum() / max(known.sum(), 1)),
+        "per_kind": [float(hit[:, j].sum() / max(known[:, j].sum(), 1)) for j in range(target.shape[1])],
+    }
 
 
 def train_scorer(prepared: str | Path, params: Params, out: str | Path, metrics: str | Path) -> dict:
@@ -175,7 +181,7 @@ def train_scorer(prepared: str | Path, params: Params, out: str | Path, metrics:
         model.train()
         order = torch.randperm(len(x_all), generator=gen)
         for s in range(0, len(order), bs):
-            idx = order[s:s + bs]
+            idx = order[s : s + bs]
             if len(idx) < 2:
                 continue
             x = _random_crops(x_all[idx], size, gen).to(device)
@@ -189,13 +195,25 @@ def train_scorer(prepared: str | Path, params: Params, out: str | Path, metrics:
     pred = model.predict(center_crop(check_x, size), device=device)
     acc = accuracy(pred, check_y)
     summary = {
-        "labels": kinds, "trained_on": trained_on, "n_train": int(len(train_x)),
-        "n_heldout": int(len(check_x)), "heldout_accuracy": round(acc["overall"], 4),
+        "labels": kinds,
+        "trained_on": trained_on,
+        "n_train": int(len(train_x)),
+        "n_heldout": int(len(check_x)),
+        "heldout_accuracy": round(acc["overall"], 4),
         "heldout_accuracy_per_kind": {k: round(a, 4) for k, a in zip(kinds, acc["per_kind"])},
     }
     with atomic_path(out) as tmp:
-        save_torch({"state": model.state_dict(), "vocab": vocab, "width": int(cfg.width),
-                    "source": source, "heldout_keys": heldout_keys, "summary": summary}, tmp)
+        save_torch(
+            {
+                "state": model.state_dict(),
+                "vocab": vocab,
+                "width": int(cfg.width),
+                "source": source,
+                "heldout_keys": heldout_keys,
+                "summary": summary,
+            },
+            tmp,
+        )
     write_json(metrics, summary)
     return summary
 
@@ -238,7 +256,7 @@ def chance_level(stated: list[dict[str, str]], kinds: list[str]) -> float:
         if values:
             _, counts = np.unique(values, return_counts=True)
             p = counts / counts.sum()
-            out += len(values) / total * float((p ** 2).sum())
+            out += len(values) / total * float((p**2).sum())
     return out
 
 
@@ -257,9 +275,18 @@ def mismatched_partners(class_ids: np.ndarray, seed: int) -> np.ndarray:
     return partner
 
 
-def text_match(model: Scorer, state: dict, fake: np.ndarray, real: np.ndarray, captions: list[str],
-               class_ids: np.ndarray, real_index: np.ndarray, real_keys: np.ndarray, seed: int,
-               device="cpu") -> dict:
+def text_match(
+    model: Scorer,
+    state: dict,
+    fake: np.ndarray,
+    real: np.ndarray,
+    captions: list[str],
+    class_ids: np.ndarray,
+    real_index: np.ndarray,
+    real_keys: np.ndarray,
+    seed: int,
+    device="cpu",
+) -> dict:
     """The text-conditioning score of generated images (one per caption) and its references.
 
     ``fake[i]`` was generated from ``captions[i]``, the caption of the real test image
@@ -290,13 +317,20 @@ def text_match(model: Scorer, state: dict, fake: np.ndarray, real: np.ndarray, c
         "n_ceiling_pairs": int(keep.sum()),
     }
     result["of_ceiling"] = result["accuracy"] / result["real_ceiling"] if result["real_ceiling"] else None
-    result["over_mismatched"] = (result["accuracy"] / result["mismatched_accuracy"]
-                                 if result["mismatched_accuracy"] else None)
+    result["over_mismatched"] = (
+        result["accuracy"] / result["mismatched_accuracy"] if result["mismatched_accuracy"] else None
+    )
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.items()}
 
 
-def score_generated(generated: str | Path, prepared: str | Path, scorer_path: str | Path, seed: int,
-                    device="cpu", dataset: str = "images") -> dict:
+def score_generated(
+    generated: str | Path,
+    prepared: str | Path,
+    scorer_path: str | Path,
+    seed: int,
+    device="cpu",
+    dataset: str = "images",
+) -> dict:
     """``text_match`` of the images in a ``gancls generate`` file against their captions (``dataset``:
     ``images``, drawn from the stored embeddings, or ``encoded_images``, from the encoded captions)."""
     import h5py
@@ -310,5 +344,4 @@ def score_generated(generated: str | Path, prepared: str | Path, scorer_path: st
         captions = [str(c) for c in h5["captions"].asstr()[()]]
     test = read_split(prepared, "test")
     model, state = load_scorer(scorer_path, device)
-    return text_match(model, state, fake, test["images"], captions, class_ids, image_index, test["keys"],
-                      seed, device)
+    return text_match(model, state, fake, test["images"], captions, class_ids, image_index, test["keys"], seed, device)

@@ -5,6 +5,7 @@
   ``train-text-encoder`` writes: fitted to the data's captions, or Reed's pretrained CUB encoder);
 * ``--query`` / ``--caption-id``: captions of the prepared test split, with their stored embeddings.
 """
+
 from __future__ import annotations
 
 import re
@@ -18,9 +19,11 @@ from .config import resolve_device
 from .grids import captioned_grid
 from .prepared import read_split
 
-ENCODER_NOTE = ("--text encodes a sentence with the text encoder of text_encoder.weights (stage "
-                "train-text-encoder: fitted to the training captions, or Reed's pretrained CUB encoder with "
-                "text_encoder.source reed); --query and --caption-id draw test captions with their stored embeddings.")
+ENCODER_NOTE = (
+    "--text encodes a sentence with the text encoder of text_encoder.weights (stage "
+    "train-text-encoder: fitted to the training captions, or Reed's pretrained CUB encoder with "
+    "text_encoder.source reed); --query and --caption-id draw test captions with their stored embeddings."
+)
 
 
 class SentenceError(ValueError):
@@ -31,8 +34,9 @@ class NoMatch(LookupError):
     """No test caption matches the query; the message says what was searched."""
 
 
-def find_captions(captions: np.ndarray, keys: np.ndarray, query: str | None = None,
-                  caption_id: str | None = None) -> list[tuple[int, int]]:
+def find_captions(
+    captions: np.ndarray, keys: np.ndarray, query: str | None = None, caption_id: str | None = None
+) -> list[tuple[int, int]]:
     """(image row, caption index) of the matching test captions.
 
     ``query``: a phrase that must appear in the caption as whole words, case-insensitive
@@ -52,14 +56,27 @@ def find_captions(captions: np.ndarray, keys: np.ndarray, query: str | None = No
     if not query or not query.strip():
         raise NoMatch("give --query TEXT or --caption-id KEY[#i]")
     pattern = re.compile(r"\b" + r"\W+".join(re.escape(w) for w in query.lower().split()) + r"\b")
-    return [(i, j) for i in range(captions.shape[0]) for j in range(captions.shape[1])
-            if pattern.search(str(captions[i, j]).lower())]
+    return [
+        (i, j)
+        for i in range(captions.shape[0])
+        for j in range(captions.shape[1])
+        if pattern.search(str(captions[i, j]).lower())
+    ]
 
 
 @torch.no_grad()
-def sample_images(generator_path: str | Path, prepared: str | Path, out: str | Path, *,
-                  query: str | None = None, caption_id: str | None = None, per_caption: int = 8,
-                  max_captions: int = 8, seed: int = 0, device: str = "auto") -> dict:
+def sample_images(
+    generator_path: str | Path,
+    prepared: str | Path,
+    out: str | Path,
+    *,
+    query: str | None = None,
+    caption_id: str | None = None,
+    per_caption: int = 8,
+    max_captions: int = 8,
+    seed: int = 0,
+    device: str = "auto",
+) -> dict:
     """Write a grid: one row per matching caption (up to ``max_captions``), ``per_caption`` images."""
     if per_caption < 1 or max_captions < 1:
         raise SentenceError("--n and --max-captions must be at least 1")
@@ -76,16 +93,26 @@ def sample_images(generator_path: str | Path, prepared: str | Path, out: str | P
     emb = torch.from_numpy(np.stack([test["embeddings"][i, j] for i, j in picked])).to(dev)
     images = g(z, emb.repeat_interleave(per_caption, dim=0))
     labels = [f"{test['captions'][i, j]}  [{test['keys'][i]}#{j}]" for i, j in picked]
-    title = (f"query {query!r}: {len(picked)} of {len(found)} matching test captions"
-             if query else f"caption {caption_id}")
+    title = (
+        f"query {query!r}: {len(picked)} of {len(found)} matching test captions" if query else f"caption {caption_id}"
+    )
     captioned_grid(images, labels, per_caption, out, title=title)
     return {"grid": str(out), "captions": len(picked), "matches": len(found)}
 
 
 @torch.no_grad()
-def draw_sentences(generator_path: str | Path, encoder_path: str | Path, texts: list[str], out: str | Path, *,
-                   per_sentence: int = 8, seed: int = 0, device: str = "auto", h5: str | Path | None = None,
-                   warn=print) -> dict:
+def draw_sentences(
+    generator_path: str | Path,
+    encoder_path: str | Path,
+    texts: list[str],
+    out: str | Path,
+    *,
+    per_sentence: int = 8,
+    seed: int = 0,
+    device: str = "auto",
+    h5: str | Path | None = None,
+    warn=print,
+) -> dict:
     """Encode ``texts`` with the text encoder, draw ``per_sentence`` images each: a grid (a row per
     sentence) and, with ``h5``, ``images`` uint8 ``[sentences, n, 64, 64, 3]`` and ``texts``.
 
@@ -106,21 +133,30 @@ def draw_sentences(generator_path: str | Path, encoder_path: str | Path, texts: 
         except ValueError as exc:
             raise SentenceError(f"sentence {i}: {exc}") from None
     if not Path(encoder_path).is_file():
-        raise SentenceError(f"{encoder_path} (text_encoder.weights): no text encoder there; `make run` or "
-                            "`dvc repro train-text-encoder` makes one, `gancls import-encoder FILE.t7` converts "
-                            "Reed's pretrained CUB encoder (README 'Quick start')")
+        raise SentenceError(
+            f"{encoder_path} (text_encoder.weights): no text encoder there; `make run` or "
+            "`dvc repro train-text-encoder` makes one, `gancls import-encoder FILE.t7` converts "
+            "Reed's pretrained CUB encoder (README 'Quick start')"
+        )
     dev = resolve_device(device)
     g, mcfg = load_generator(generator_path, dev)
     encoder = load_encoder(encoder_path, dev)
     if encoder.sizes["out"] != mcfg.embedding_dim:
-        raise SentenceError(f"{encoder_path}: the encoder gives {encoder.sizes['out']}-d embeddings, the generator "
-                         f"{generator_path} reads {mcfg.embedding_dim}-d ones")
+        raise SentenceError(
+            f"{encoder_path}: the encoder gives {encoder.sizes['out']}-d embeddings, the generator "
+            f"{generator_path} reads {mcfg.embedding_dim}-d ones"
+        )
     emb = torch.from_numpy(encode(encoder, texts)).to(dev)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     z = torch.randn(len(texts) * per_sentence, mcfg.z_dim, generator=gen).to(dev)
     images = g(z, emb.repeat_interleave(per_sentence, dim=0))
-    captioned_grid(images, list(texts), per_sentence, out, title=f"{len(texts)} sentences, {per_sentence} "
-                   f"noise vectors each (encoder {Path(encoder_path).name})")
+    captioned_grid(
+        images,
+        list(texts),
+        per_sentence,
+        out,
+        title=f"{len(texts)} sentences, {per_sentence} noise vectors each (encoder {Path(encoder_path).name})",
+    )
     result = {"grid": str(out), "sentences": len(texts), "per_sentence": per_sentence}
     if h5:
         import h5py

@@ -12,6 +12,7 @@
   ``torch.load(weights_only=True)``.  Where the weights come from: ``gancls.reed_t7`` (Reed's
   pretrained ``.t7``) or ``gancls.train_text_encoder`` (fitted to a dataset's own embeddings).
 """
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,9 @@ ALPHABET = REED_ALPHABET
 MAX_LEN = 201
 _CODE = {ch: i for i, ch in enumerate(ALPHABET, 1)}  # a repeated character keeps its last code
 
-REED_SIZES: Mapping[str, int] = MappingProxyType({"c1": 384, "c2": 512, "c3": 512, "hidden": 512, "out": 1024,
-                                                  "alphabet": len(ALPHABET), "kernel": 4, "pool": 3})
+REED_SIZES: Mapping[str, int] = MappingProxyType(
+    {"c1": 384, "c2": 512, "c3": 512, "hidden": 512, "out": 1024, "alphabet": len(ALPHABET), "kernel": 4, "pool": 3}
+)
 """Reed's CUB encoder (``HybridCNNLong`` + ``FixedGRU``, cnn_dim 512, emb_dim 1024): 4,045,184 parameters."""
 NARROW_SIZES: Mapping[str, int] = MappingProxyType({"c1": 64, "c2": 64, "c3": 64, "hidden": 64})
 """The widths ``fit_encoder`` uses by default (the output width is the targets'): on the sample's test
@@ -51,12 +53,13 @@ class EncoderImportError(ValueError):
 
 # --- Reed's encoding -------------------------------------------------------------------------------
 
+
 def char_codes(texts: list[str]) -> torch.Tensor:
     """``[B, MAX_LEN]`` uint8 alphabet codes (0: unknown character or padding)."""
     out = torch.zeros(len(texts), MAX_LEN, dtype=torch.uint8)
     for b, text in enumerate(texts):
         codes = [_CODE.get(ch, 0) for ch in text[:MAX_LEN]]
-        out[b, :len(codes)] = torch.tensor(codes, dtype=torch.uint8)
+        out[b, : len(codes)] = torch.tensor(codes, dtype=torch.uint8)
     return out
 
 
@@ -75,19 +78,22 @@ def check_text(text: str) -> list[str]:
         raise ValueError("empty text: nothing to encode")
     unknown = sorted({ch for ch in text[:MAX_LEN] if ch not in _CODE})
     if len(unknown) == len(set(text[:MAX_LEN])):
-        raise ValueError(f"text {text[:40]!r} has no character of Reed's alphabet "
-                         "(lowercase letters, digits, punctuation, space)")
+        raise ValueError(
+            f"text {text[:40]!r} has no character of Reed's alphabet (lowercase letters, digits, punctuation, space)"
+        )
     warnings = []
     if unknown:
-        warnings.append(f"characters outside Reed's alphabet are left blank: {''.join(unknown)!r}"
-                        + (" (it has no capitals)" if any(ch.isupper() for ch in unknown) else ""))
+        warnings.append(
+            f"characters outside Reed's alphabet are left blank: {''.join(unknown)!r}"
+            + (" (it has no capitals)" if any(ch.isupper() for ch in unknown) else "")
+        )
     if len(text) > MAX_LEN:
-        warnings.append(f"text is {len(text)} characters long: the {len(text) - MAX_LEN} past "
-                        f"{MAX_LEN} are dropped")
+        warnings.append(f"text is {len(text)} characters long: the {len(text) - MAX_LEN} past {MAX_LEN} are dropped")
     return warnings
 
 
 # --- the model -------------------------------------------------------------------------------------
+
 
 class FixedGRU(nn.Module):
     """Reed's ``FixedGRU`` (modules/FixedGRU.lua, ``avg`` = 1): the mean of its hidden states.
@@ -108,7 +114,7 @@ class FixedGRU(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, T, input_size]`` -> ``[B, hidden]``."""
         xp = self.x_proj(x)  # the input projections of every step in one matmul
-        x_gates, x_cand = xp[..., :2 * self.hidden], xp[..., 2 * self.hidden:]
+        x_gates, x_cand = xp[..., : 2 * self.hidden], xp[..., 2 * self.hidden :]
         h = torch.tanh(x_cand[:, 0])
         total = h
         for t in range(1, x.shape[1]):
@@ -129,13 +135,30 @@ def seq_len(length: int = MAX_LEN, kernel: int = 4, pool: int = 3) -> int:
 class CharCNNRNN(nn.Module):
     """Reed's ``HybridCNNLong``: one-hot ``[B, 201, alphabet]`` -> embedding ``[B, out]``."""
 
-    def __init__(self, c1: int = 384, c2: int = 512, c3: int = 512, hidden: int = 512, out: int = 1024,
-                 alphabet: int = 70, kernel: int = 4, pool: int = 3):
+    def __init__(
+        self,
+        c1: int = 384,
+        c2: int = 512,
+        c3: int = 512,
+        hidden: int = 512,
+        out: int = 1024,
+        alphabet: int = 70,
+        kernel: int = 4,
+        pool: int = 3,
+    ):
         super().__init__()
         if seq_len(MAX_LEN, kernel, pool) < 1:
             raise ValueError(f"kernel {kernel} and pool {pool} leave no step of {MAX_LEN} characters")
-        self.sizes = {"c1": c1, "c2": c2, "c3": c3, "hidden": hidden, "out": out, "alphabet": alphabet,
-                      "kernel": kernel, "pool": pool}
+        self.sizes = {
+            "c1": c1,
+            "c2": c2,
+            "c3": c3,
+            "hidden": hidden,
+            "out": out,
+            "alphabet": alphabet,
+            "kernel": kernel,
+            "pool": pool,
+        }
         self.conv1 = nn.Conv1d(alphabet, c1, kernel)
         self.conv2 = nn.Conv1d(c1, c2, kernel)
         self.conv3 = nn.Conv1d(c2, c3, kernel)
@@ -157,7 +180,7 @@ def encode(model: CharCNNRNN, texts: list[str], batch_size: int = 256) -> np.nda
     model.eval()
     device = next(model.parameters()).device
     codes = char_codes(texts)
-    parts = [model(one_hot(codes[i:i + batch_size].to(device))).cpu() for i in range(0, len(texts), batch_size)]
+    parts = [model(one_hot(codes[i : i + batch_size].to(device))).cpu() for i in range(0, len(texts), batch_size)]
     return torch.cat(parts).numpy() if parts else np.zeros((0, model.sizes["out"]), np.float32)
 
 
@@ -169,8 +192,10 @@ def why(exc: BaseException) -> str:
 
 # --- weights-only files ----------------------------------------------------------------------------
 
-def save_encoder(path: str | Path, state_dict: Mapping[str, torch.Tensor], sizes: Mapping[str, int],
-                 meta: dict) -> Path:
+
+def save_encoder(
+    path: str | Path, state_dict: Mapping[str, torch.Tensor], sizes: Mapping[str, int], meta: dict
+) -> Path:
     """Write the encoder atomically as plain tensors and values (``meta``: JSON-like, e.g. its source)."""
     json.dumps(meta)  # TypeError on anything but plain values: weights_only loading would refuse it
     state = {k: v.detach().cpu().clone() for k, v in state_dict.items()}
@@ -194,5 +219,3 @@ def load_encoder(path: str | Path, device: str | torch.device = "cpu") -> CharCN
     except Exception as exc:  # noqa: BLE001 - any failure means a bad file
         raise EncoderImportError(f"{path}: not a loadable gancls text encoder ({why(exc)})") from exc
     return model.to(device).eval()
-
-

@@ -16,6 +16,7 @@ per ``log_every`` steps with a guard that stops at the first non-finite loss (``
 averaged G (``ema.py``), the record (``run_record.py``: console, DVCLive, grids; rank 0 only) and DDP
 under torchrun (``distributed.py``).
 """
+
 from __future__ import annotations
 
 import time
@@ -45,8 +46,9 @@ from .prepared import read_split
 from .run_record import RunRecord, sample_frame
 
 SHIPPED_LAST = "last epoch: G's weights after the final step"
-SHIPPED_EMA = ("last epoch: exponential moving average of G's weights (decay {decay}) with re-estimated "
-               "BatchNorm statistics")
+SHIPPED_EMA = (
+    "last epoch: exponential moving average of G's weights (decay {decay}) with re-estimated BatchNorm statistics"
+)
 STATS = ("d_loss", "g_loss", "g_int_loss", "d_real", "d_wrong", "d_fake")  # what train_step returns
 LOSSES = 3  # the first three are losses: the non-finite guard watches them
 
@@ -59,8 +61,20 @@ def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits.float(), torch.full_like(logits, target, dtype=torch.float))
 
 
-def train_step(g, d, opt_g, opt_d, real, text, wrong_text, z_dim: int, int_weight: float,
-               int_beta: float, precision: str = "fp32", cast_cache: bool = True) -> torch.Tensor:
+def train_step(
+    g,
+    d,
+    opt_g,
+    opt_d,
+    real,
+    text,
+    wrong_text,
+    z_dim: int,
+    int_weight: float,
+    int_beta: float,
+    precision: str = "fp32",
+    cast_cache: bool = True,
+) -> torch.Tensor:
     """One D step then one G step; the STATS as one tensor on the device (no host sync).
 
     D sees real/right, real/wrong and fake/right as separate batches (as in Reed's code): BatchNorm
@@ -71,8 +85,11 @@ def train_step(g, d, opt_g, opt_d, real, text, wrong_text, z_dim: int, int_weigh
     """
     b = real.shape[0]
     dev = real.device
-    amp = (torch.autocast(dev.type, dtype=torch.bfloat16, cache_enabled=cast_cache) if precision == "bf16"
-           else nullcontext())
+    amp = (
+        torch.autocast(dev.type, dtype=torch.bfloat16, cache_enabled=cast_cache)
+        if precision == "bf16"
+        else nullcontext()
+    )
     with amp:
         fake = g(torch.randn(b, z_dim, device=dev), text)
 
@@ -99,8 +116,16 @@ def train_step(g, d, opt_g, opt_d, real, text, wrong_text, z_dim: int, int_weigh
         (g_loss + int_weight * g_int).backward()
     opt_g.step()
     with torch.no_grad():
-        return torch.stack([d_loss, g_loss, g_int, torch.sigmoid(s_real.float()).mean(),
-                            torch.sigmoid(s_wrong.float()).mean(), torch.sigmoid(s_fake.float()).mean()])
+        return torch.stack(
+            [
+                d_loss,
+                g_loss,
+                g_int,
+                torch.sigmoid(s_real.float()).mean(),
+                torch.sigmoid(s_wrong.float()).mean(),
+                torch.sigmoid(s_fake.float()).mean(),
+            ]
+        )
 
 
 class GraphedStep:
@@ -175,12 +200,15 @@ class EpochStats:
         if host[-2] < len(block):
             step = self.first_step + self.count // ranks + int(host[-2]) + 1
             values = block[int(host[-2])] if bool(bad[int(host[-2])]) else None
-            detail = "" if values is None else " (" + ", ".join(
-                f"{k} {v:.4g}" for k, v in zip(STATS[:LOSSES], values[:LOSSES].tolist())) + ")"
+            detail = (
+                ""
+                if values is None
+                else " (" + ", ".join(f"{k} {v:.4g}" for k, v in zip(STATS[:LOSSES], values[:LOSSES].tolist())) + ")"
+            )
             raise TrainingDiverged(f"non-finite loss at epoch {self.epoch}, step {step}{detail}")
-        self.sums += host[:len(STATS)]
+        self.sums += host[: len(STATS)]
         self.count += len(block) * ranks
-        self.latest = {k: float(v) for k, v in zip(STATS, host[:len(STATS)] / (len(block) * ranks))}
+        self.latest = {k: float(v) for k, v in zip(STATS, host[: len(STATS)] / (len(block) * ranks))}
         self.pending.clear()
 
     def means(self) -> dict[str, float]:
@@ -197,8 +225,15 @@ def build_training(mcfg, tcfg, device: torch.device, graphed: bool):
     g, d = build_models(mcfg)
     fmt = torch.channels_last if tcfg.channels_last else torch.contiguous_format
     g.to(device, memory_format=fmt), d.to(device, memory_format=fmt)
-    opts = [torch.optim.Adam(m.parameters(), betas=(tcfg.beta1, tcfg.beta2), capturable=graphed,
-                             lr=torch.tensor(tcfg.lr, device=device) if graphed else tcfg.lr) for m in (g, d)]
+    opts = [
+        torch.optim.Adam(
+            m.parameters(),
+            betas=(tcfg.beta1, tcfg.beta2),
+            capturable=graphed,
+            lr=torch.tensor(tcfg.lr, device=device) if graphed else tcfg.lr,
+        )
+        for m in (g, d)
+    ]
     return g, d, *opts
 
 
@@ -209,8 +244,20 @@ def make_step(g, d, opt_g, opt_d, mcfg, tcfg, graphed: bool):
         g, d = torch.compile(g), torch.compile(d)
 
     def step(real, text, wrong):
-        return train_step(g, d, opt_g, opt_d, real, text, wrong, mcfg.z_dim, tcfg.int_weight, tcfg.int_beta,
-                          tcfg.precision, cast_cache=not graphed)
+        return train_step(
+            g,
+            d,
+            opt_g,
+            opt_d,
+            real,
+            text,
+            wrong,
+            mcfg.z_dim,
+            tcfg.int_weight,
+            tcfg.int_beta,
+            tcfg.precision,
+            cast_cache=not graphed,
+        )
 
     return GraphedStep(step) if graphed else step
 
@@ -222,8 +269,10 @@ class TrainingState:
 
     def __init__(self, mcfg, tcfg, device: torch.device, graphed: bool, gen: torch.Generator):
         self.g, self.d, self.opt_g, self.opt_d = build_training(mcfg, tcfg, device, graphed)
-        self.scheds = [torch.optim.lr_scheduler.StepLR(o, tcfg.lr_decay_every, tcfg.lr_decay_factor)
-                       for o in (self.opt_g, self.opt_d)]
+        self.scheds = [
+            torch.optim.lr_scheduler.StepLR(o, tcfg.lr_decay_every, tcfg.lr_decay_factor)
+            for o in (self.opt_g, self.opt_d)
+        ]
         self.ema = EMA(self.g, tcfg.ema_decay)
         self.fixed_z = torch.randn(tcfg.grid_size, mcfg.z_dim, generator=gen, device=device)
         self.epoch, self.step, self.history = 0, 0, []
@@ -235,18 +284,30 @@ class TrainingState:
         for sched in self.scheds:
             sched.step()
         secs = time.perf_counter() - t0
-        row = {"epoch": epoch, "steps": steps, **stats, "lr": lr, "seconds": secs,
-               "images_per_s": steps * batch_size / secs}
+        row = {
+            "epoch": epoch,
+            "steps": steps,
+            **stats,
+            "lr": lr,
+            "seconds": secs,
+            "images_per_s": steps * batch_size / secs,
+        }
         self.history.append(row)
         return row
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "step": self.step, "history": self.history,
-                "generator": self.g.state_dict(), "discriminator": self.d.state_dict(),
-                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
-                "schedulers": [s.state_dict() for s in self.scheds],
-                "ema_generator": None if self.ema.avg is None else self.ema.avg.state_dict(),
-                "fixed_z": self.fixed_z.cpu()}
+        return {
+            "epoch": self.epoch,
+            "step": self.step,
+            "history": self.history,
+            "generator": self.g.state_dict(),
+            "discriminator": self.d.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "schedulers": [s.state_dict() for s in self.scheds],
+            "ema_generator": None if self.ema.avg is None else self.ema.avg.state_dict(),
+            "fixed_z": self.fixed_z.cpu(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.g.load_state_dict(state["generator"]), self.d.load_state_dict(state["discriminator"])
@@ -285,15 +346,20 @@ def _train(prepared: str | Path, params: Params, dist: Dist) -> dict:
     grid_idx = np.linspace(0, data.n - 1, min(tcfg.grid_size, data.n)).astype(int)
     grid_text = data.embeddings[torch.from_numpy(grid_idx).to(dist.device), 0]
     grid_captions = [str(split["captions"][i, 0]) for i in grid_idx]
-    ckpt_dir, data_sha1, generators = Path(tcfg.checkpoint_dir), file_digest(prepared), {"gen": gen, "order_gen": order_gen}
+    ckpt_dir, data_sha1, generators = (
+        Path(tcfg.checkpoint_dir),
+        file_digest(prepared),
+        {"gen": gen, "order_gen": order_gen},
+    )
     resumed = _resume(state, ckpt_dir, params, data_sha1, dist, generators)
     start, per_epoch = state.epoch, data.steps_per_epoch(tcfg.batch_size)
     run_step = make_step(dist.wrap(state.g), dist.wrap(state.d), state.opt_g, state.opt_d, mcfg, tcfg, graphed)
     record = RunRecord(tcfg, dist.main, start if resumed else None)
 
     def shipped():  # the G to look at and to ship: averaged, with re-estimated BatchNorm statistics
-        return state.ema.shipped(state.g, data, mcfg.z_dim, tcfg.bn_stat_batches,
-                                 max(tcfg.batch_size // dist.world, 2), seed + 7)
+        return state.ema.shipped(
+            state.g, data, mcfg.z_dim, tcfg.bn_stat_batches, max(tcfg.batch_size // dist.world, 2), seed + 7
+        )
 
     for epoch in range(start + 1, tcfg.epochs + 1):
         t0, stats = time.perf_counter(), EpochStats(dist, epoch, state.step)
@@ -307,13 +373,17 @@ def _train(prepared: str | Path, params: Params, dist: Dist) -> dict:
                 record.show(bar, stats.latest, i * tcfg.batch_size, t0)
         bar.close()
         row = state.end_epoch(epoch, per_epoch, stats.means(), t0, tcfg.batch_size)
-        record.epoch(row, state.step, lambda title: sample_frame(shipped(), state.fixed_z, grid_text, grid_captions,
-                                                                   title))
+        record.epoch(
+            row, state.step, lambda title: sample_frame(shipped(), state.fixed_z, grid_text, grid_captions, title)
+        )
         if epoch % tcfg.checkpoint_every == 0 or epoch == tcfg.epochs:
             rngs = dist.gather(rng_state(generators))
             if dist.main:
-                save_checkpoint(ckpt_dir, epoch, {**state.state_dict(), "rng": rngs,
-                                                  "trained_with": trained_with(params, data_sha1)})
+                save_checkpoint(
+                    ckpt_dir,
+                    epoch,
+                    {**state.state_dict(), "rng": rngs, "trained_with": trained_with(params, data_sha1)},
+                )
         record.next_step()
 
     if not dist.main:
@@ -337,13 +407,23 @@ def _batches(split: dict, prepared, params: Params, dist: Dist) -> Batches:
     if tcfg.batch_size % dist.world:
         raise ConfigError(f"train.batch_size {tcfg.batch_size} is not divisible by the {dist.world} processes")
     try:
-        data = Batches(split, mcfg.image_size, tcfg.captions_per_sample, tcfg.flip, dist.device,
-                       tcfg.channels_last, dist.rank, dist.world)
+        data = Batches(
+            split,
+            mcfg.image_size,
+            tcfg.captions_per_sample,
+            tcfg.flip,
+            dist.device,
+            tcfg.channels_last,
+            dist.rank,
+            dist.world,
+        )
     except ValueError as exc:
         raise ConfigError(f"{prepared}: {exc}") from None
     if dist.active and data.n < tcfg.batch_size:
-        raise ConfigError(f"{prepared}: {data.n} training images, fewer than one batch of {tcfg.batch_size} "
-                          f"(train.batch_size) over {dist.world} processes")
+        raise ConfigError(
+            f"{prepared}: {data.n} training images, fewer than one batch of {tcfg.batch_size} "
+            f"(train.batch_size) over {dist.world} processes"
+        )
     return data
 
 
@@ -357,8 +437,9 @@ def _graphed(tcfg, dist: Dist) -> bool:
     return graphed
 
 
-def _resume(state: TrainingState, ckpt_dir: Path, params: Params, data_sha1: str, dist: Dist,
-            generators: dict) -> Path | None:
+def _resume(
+    state: TrainingState, ckpt_dir: Path, params: Params, data_sha1: str, dist: Dist, generators: dict
+) -> Path | None:
     """Load the newest checkpoint of the same configuration (and the random states) into ``state``;
     without one (or with train.resume false) clear the folder.  Returns the checkpoint loaded."""
     latest = latest_checkpoint(ckpt_dir) if params.train.resume else None
@@ -371,8 +452,10 @@ def _resume(state: TrainingState, ckpt_dir: Path, params: Params, data_sha1: str
     state.load_state_dict(saved)
     set_rng_state(saved["rng"][dist.rank], generators)
     if dist.main:
-        print(f"resuming from {latest}: epoch {state.epoch} of {params.train.epochs} done ({state.step} steps)",
-              flush=True)
+        print(
+            f"resuming from {latest}: epoch {state.epoch} of {params.train.epochs} done ({state.step} steps)",
+            flush=True,
+        )
     return latest
 
 
@@ -380,8 +463,12 @@ def _summary(state: TrainingState, tcfg, dist: Dist, n_images: int, start: int) 
     """The run's summary (DVCLive's metrics.json): settings, speed, what was shipped, the last epoch's STATS."""
     history, last = state.history, state.history[-1]
     return {
-        "epochs": tcfg.epochs, "device": str(dist.device), "processes": dist.world, "precision": tcfg.precision,
-        "train_images": n_images, "steps": state.step,
+        "epochs": tcfg.epochs,
+        "device": str(dist.device),
+        "processes": dist.world,
+        "precision": tcfg.precision,
+        "train_images": n_images,
+        "steps": state.step,
         "seconds": round(sum(r["seconds"] for r in history), 2),
         "images_per_s": round(float(np.mean([r["images_per_s"] for r in history])), 2),
         "resumed_from_epoch": start,

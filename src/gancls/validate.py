@@ -13,6 +13,7 @@ HTML Data Docs are copied to ``<report_dir>/data_docs/index.html``.  The report 
 the data passes or not; on failure ``ValidationFailed`` lists every violated expectation, one a line,
 with the offending files -- its first line names a file.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,11 +35,28 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 CUB_COUNTS = {"images": 11788, "classes": 200, "train": 8855, "test": 2933}  # REFERENCE.md §2
 EMB_SHAPE = "10x1024"
-MANIFEST_COLUMNS = ["key", "path", "image_id", "class_id", "split", "bbox_ok", "decodes", "decode_error",
-                    "width", "height", "mode", "n_captions", "emb_shape", "emb_finite", "emb_abs_max",
-                    "emb_norm_min", "emb_norm_max", "emb_file", "caption_file"]
-RESULT_FORMAT = {"result_format": "SUMMARY", "unexpected_index_column_names": ["path"],
-                 "partial_unexpected_count": 20}
+MANIFEST_COLUMNS = [
+    "key",
+    "path",
+    "image_id",
+    "class_id",
+    "split",
+    "bbox_ok",
+    "decodes",
+    "decode_error",
+    "width",
+    "height",
+    "mode",
+    "n_captions",
+    "emb_shape",
+    "emb_finite",
+    "emb_abs_max",
+    "emb_norm_min",
+    "emb_norm_max",
+    "emb_file",
+    "caption_file",
+]
+RESULT_FORMAT = {"result_format": "SUMMARY", "unexpected_index_column_names": ["path"], "partial_unexpected_count": 20}
 
 
 class ValidationFailed(Exception):
@@ -94,8 +112,13 @@ def _embedding_stats(arr, index: int) -> tuple[str, bool | None, float, float, f
     if row.ndim != 2 or 0 in row.shape:
         return "x".join(map(str, row.shape)), None, np.nan, np.nan, np.nan
     norms = np.linalg.norm(row, axis=1)
-    return ("x".join(map(str, row.shape)), bool(np.isfinite(row).all()), float(np.abs(row).max()),
-            float(norms.min()), float(norms.max()))
+    return (
+        "x".join(map(str, row.shape)),
+        bool(np.isfinite(row).all()),
+        float(np.abs(row).max()),
+        float(norms.min()),
+        float(norms.max()),
+    )
 
 
 def build_manifest(raw_dir, layout: str = "auto", raw=None) -> pd.DataFrame:
@@ -113,22 +136,41 @@ def build_manifest(raw_dir, layout: str = "auto", raw=None) -> pd.DataFrame:
     for r in records:
         decodes, error, width, height, mode = _decode(r.path)
         x, y, w, h = r.bbox
-        bbox_ok = None if width is None else bool(
-            x >= 0 and y >= 0 and w > 0 and h > 0 and x + w <= width + 1 and y + h <= height + 1)
+        bbox_ok = (
+            None
+            if width is None
+            else bool(x >= 0 and y >= 0 and w > 0 and h > 0 and x + w <= width + 1 and y + h <= height + 1)
+        )
         try:
             n_captions = len(raw.captions(r.key))
         except cub.LayoutError:
             n_captions = 0
-        emb = (_embedding_stats(embeddings[r.split], r.emb_index) if r.split
-               else (None, None, np.nan, np.nan, np.nan))  # no split: reported by the split check
-        rows.append({
-            "key": r.key, "path": str(r.path), "image_id": r.image_id, "class_id": r.class_id,
-            "split": r.split or "missing", "bbox_ok": bbox_ok, "decodes": decodes,
-            "decode_error": error, "width": width, "height": height, "mode": mode,
-            "n_captions": n_captions, "emb_shape": emb[0], "emb_finite": emb[1],
-            "emb_abs_max": emb[2], "emb_norm_min": emb[3], "emb_norm_max": emb[4],
-            "emb_file": raw.embedding_source(r.key, r.split), "caption_file": raw.caption_source(r.key),
-        })
+        emb = (
+            _embedding_stats(embeddings[r.split], r.emb_index) if r.split else (None, None, np.nan, np.nan, np.nan)
+        )  # no split: reported by the split check
+        rows.append(
+            {
+                "key": r.key,
+                "path": str(r.path),
+                "image_id": r.image_id,
+                "class_id": r.class_id,
+                "split": r.split or "missing",
+                "bbox_ok": bbox_ok,
+                "decodes": decodes,
+                "decode_error": error,
+                "width": width,
+                "height": height,
+                "mode": mode,
+                "n_captions": n_captions,
+                "emb_shape": emb[0],
+                "emb_finite": emb[1],
+                "emb_abs_max": emb[2],
+                "emb_norm_min": emb[3],
+                "emb_norm_max": emb[4],
+                "emb_file": raw.embedding_source(r.key, r.split),
+                "caption_file": raw.caption_source(r.key),
+            }
+        )
     return pd.DataFrame(rows, columns=MANIFEST_COLUMNS).astype({"width": "Int64", "height": "Int64"})
 
 
@@ -138,29 +180,50 @@ def _class_table(df: pd.DataFrame) -> pd.DataFrame:
     for class_id, g in df[df.split.isin(cub.SPLITS)].groupby("class_id"):
         counts = g.split.value_counts()
         minority = g[g.split == counts.index[-1]]
-        rows.append({"class_id": int(class_id), "n_splits": len(counts), "path": minority.path.iloc[0],
-                     "counts": ", ".join(f"{n} {s}" for s, n in counts.items())})
+        rows.append(
+            {
+                "class_id": int(class_id),
+                "n_splits": len(counts),
+                "path": minority.path.iloc[0],
+                "counts": ", ".join(f"{n} {s}" for s, n in counts.items()),
+            }
+        )
     return pd.DataFrame(rows, columns=["class_id", "n_splits", "path", "counts"])
 
 
 def _split_table(df: pd.DataFrame, path_of: Callable[[str], str]) -> pd.DataFrame:
-    return pd.DataFrame([{"split": s, "n_images": int((df.split == s).sum()),
-                          "n_classes": int(df.class_id[df.split == s].nunique()), "path": path_of(s)}
-                         for s in cub.SPLITS])
+    return pd.DataFrame(
+        [
+            {
+                "split": s,
+                "n_images": int((df.split == s).sum()),
+                "n_classes": int(df.class_id[df.split == s].nunique()),
+                "path": path_of(s),
+            }
+            for s in cub.SPLITS
+        ]
+    )
 
 
 def _shared_checks() -> tuple[list[Check], list[Check]]:
     """Checks of the class table (class-disjoint split) and the split table (no empty split)."""
-    return ([_between("n_splits", lambda r: f"class {r['class_id']} is in both splits ({r['counts']})",
-                      max_value=1)],
-            [_between("n_images", lambda r: f"the {r['split']} split has no images", min_value=1)])
+    return (
+        [_between("n_splits", lambda r: f"class {r['class_id']} is in both splits ({r['counts']})", max_value=1)],
+        [_between("n_images", lambda r: f"the {r['split']} split has no images", min_value=1)],
+    )
 
 
 # --- running GX and reporting --------------------------------------------------------------------
 
 
-def _validate(tables: list[tuple[str, pd.DataFrame, list[Check]]], report_dir: Path, json_name: str,
-              show: Callable[[str], str], prefix: str, extra: dict) -> tuple[bool, list[str]]:
+def _validate(
+    tables: list[tuple[str, pd.DataFrame, list[Check]]],
+    report_dir: Path,
+    json_name: str,
+    show: Callable[[str], str],
+    prefix: str,
+    extra: dict,
+) -> tuple[bool, list[str]]:
     """Validate each (name, table, checks) as one batch; write the JSON and Data Docs; list failures."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -178,15 +241,13 @@ def _validate(tables: list[tuple[str, pd.DataFrame, list[Check]]], report_dir: P
             for c in checks:
                 c.expectation.meta = {"check": c.label}
                 suite.add_expectation(c.expectation)
-            definition = context.validation_definitions.add(
-                gx.ValidationDefinition(name=name, data=batch, suite=suite))
+            definition = context.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch, suite=suite))
             result = definition.run(batch_parameters={"dataframe": df}, result_format=RESULT_FORMAT)
             results[name] = result.to_json_dict()
             order = {c.label: i for i, c in enumerate(checks)}
             for r in sorted(result.results, key=lambda r: order[r.expectation_config.meta["check"]]):
                 if not r.success:
-                    failures.append(_describe(r, by_label[r.expectation_config.meta["check"]], df,
-                                              show, prefix))
+                    failures.append(_describe(r, by_label[r.expectation_config.meta["check"]], df, show, prefix))
         context.build_data_docs()
         site = Path(tmp) / "gx" / "uncommitted" / "data_docs" / "local_site"
         docs = report_dir / "data_docs"
@@ -208,8 +269,10 @@ def _describe(r, check: Check, df: pd.DataFrame, show: Callable[[str], str], pre
     if callable(check.detail) and bad:
         row = df[df.path == bad[0]].iloc[0].to_dict()
         also = f"; also {', '.join(show(p) for p in bad[1:5])}" if len(bad) > 1 else ""
-        return (f"{prefix}{show(bad[0])}: {check.detail(row)} "
-                f"[{what}: {res.get('unexpected_count')} of {res.get('element_count')} rows bad{also}]")
+        return (
+            f"{prefix}{show(bad[0])}: {check.detail(row)} "
+            f"[{what}: {res.get('unexpected_count')} of {res.get('element_count')} rows bad{also}]"
+        )
     wanted = ", ".join(f"{k}={v}" for k, v in cfg.kwargs.items() if k not in ("batch_id", "column"))
     return f"{prefix}{check.detail}, observed {res.get('observed_value')} [{what}: {wanted}]"
 
@@ -222,8 +285,7 @@ def _fail_early(report: Path, msg: str, extra: dict, cause: Exception | None = N
 
 
 def _raise(failures: list[str], report: Path) -> None:
-    raise ValidationFailed("\n".join(failures + [f"(report: {report}, {report.parent / 'data_docs'}"
-                                                 "/index.html)"]))
+    raise ValidationFailed("\n".join(failures + [f"(report: {report}, {report.parent / 'data_docs'}/index.html)"]))
 
 
 def validate_raw(raw_dir, cfg: ValidateParams, source: str, report_dir, layout: str = "auto") -> dict:
@@ -257,52 +319,84 @@ def validate_raw(raw_dir, cfg: ValidateParams, source: str, report_dir, layout: 
         _between("width", lambda r: f"width {r['width']} < {lo}", min_value=lo),
         _between("height", lambda r: f"height {r['height']} < {lo}", min_value=lo),
         _in_set("mode", ["RGB", "L", "CMYK"], lambda r: f"image mode {r['mode']} is not RGB, L or CMYK"),
-        _in_set("split", list(cub.SPLITS),
-                lambda r: f"key {r['key']} is in neither split of {raw.layout} "
-                f"({raw.split_source('train')}, {raw.split_source('test')})"),
-        _in_set("class_id", class_ids, lambda r: f"class id {r['class_id']} is not in "
-                f"{cub.CUB_DIR}/classes.txt"),
-        _in_set("n_captions", [n_cap],
-                lambda r: f"{r['caption_file']} has {r['n_captions']} captions, not {n_cap}"),
-        _in_set("emb_shape", [emb_shape],
-                lambda r: f"{emb(r)} gives shape {r['emb_shape']}, not {emb_shape}"),
+        _in_set(
+            "split",
+            list(cub.SPLITS),
+            lambda r: (
+                f"key {r['key']} is in neither split of {raw.layout} "
+                f"({raw.split_source('train')}, {raw.split_source('test')})"
+            ),
+        ),
+        _in_set("class_id", class_ids, lambda r: f"class id {r['class_id']} is not in {cub.CUB_DIR}/classes.txt"),
+        _in_set("n_captions", [n_cap], lambda r: f"{r['caption_file']} has {r['n_captions']} captions, not {n_cap}"),
+        _in_set("emb_shape", [emb_shape], lambda r: f"{emb(r)} gives shape {r['emb_shape']}, not {emb_shape}"),
         _in_set("emb_finite", [True], lambda r: f"{emb(r)}: non-finite embedding"),
-        _between("emb_abs_max", lambda r: f"{emb(r)}: |embedding| {r['emb_abs_max']:.4g} > {amax}",
-                 max_value=amax),
-        _between("emb_norm_min", lambda r: f"{emb(r)}: caption embedding norm "
-                 f"{r['emb_norm_min']:.4g} < {nmin}", min_value=nmin),
+        _between("emb_abs_max", lambda r: f"{emb(r)}: |embedding| {r['emb_abs_max']:.4g} > {amax}", max_value=amax),
+        _between(
+            "emb_norm_min",
+            lambda r: f"{emb(r)}: caption embedding norm {r['emb_norm_min']:.4g} < {nmin}",
+            min_value=nmin,
+        ),
         _in_set("bbox_ok", [True], lambda r: "bounding box lies outside the image"),
         Check("key", gxe.ExpectColumnValuesToBeUnique(column="key"), lambda r: f"key {r['key']} is repeated"),
     ]
     classes, splits = _shared_checks()
     if source == "cub" and cfg.cub_counts:
         checks += [
-            Check("n_images", gxe.ExpectTableRowCountToEqual(value=CUB_COUNTS["images"]),
-                  f"{cub.CUB_DIR}/images.txt: CUB has {CUB_COUNTS['images']} images"),
-            Check("n_classes", gxe.ExpectColumnUniqueValueCountToBeBetween(
-                column="class_id", min_value=CUB_COUNTS["classes"], max_value=CUB_COUNTS["classes"]),
-                  f"{cub.CUB_DIR}/image_class_labels.txt: CUB has {CUB_COUNTS['classes']} classes"),
+            Check(
+                "n_images",
+                gxe.ExpectTableRowCountToEqual(value=CUB_COUNTS["images"]),
+                f"{cub.CUB_DIR}/images.txt: CUB has {CUB_COUNTS['images']} images",
+            ),
+            Check(
+                "n_classes",
+                gxe.ExpectColumnUniqueValueCountToBeBetween(
+                    column="class_id", min_value=CUB_COUNTS["classes"], max_value=CUB_COUNTS["classes"]
+                ),
+                f"{cub.CUB_DIR}/image_class_labels.txt: CUB has {CUB_COUNTS['classes']} classes",
+            ),
         ]
-        splits.append(Check("split_counts", gxe.ExpectColumnPairValuesToBeInSet(
-            column_A="split", column_B="n_images",
-            value_pairs_set=[(s, CUB_COUNTS[s]) for s in cub.SPLITS]),
-            lambda r: f"the {r['split']} split has {r['n_images']} images, not {CUB_COUNTS[r['split']]}"))
-    tables = [("manifest", df, checks), ("classes", _class_table(df), classes),
-              ("splits", _split_table(df, lambda s: str(root / raw.split_source(s))), splits)]
+        splits.append(
+            Check(
+                "split_counts",
+                gxe.ExpectColumnPairValuesToBeInSet(
+                    column_A="split", column_B="n_images", value_pairs_set=[(s, CUB_COUNTS[s]) for s in cub.SPLITS]
+                ),
+                lambda r: f"the {r['split']} split has {r['n_images']} images, not {CUB_COUNTS[r['split']]}",
+            )
+        )
+    tables = [
+        ("manifest", df, checks),
+        ("classes", _class_table(df), classes),
+        ("splits", _split_table(df, lambda s: str(root / raw.split_source(s))), splits),
+    ]
     if problems:  # one row per layout file that fits no CUB image or no split; the path says why
-        tables.append(("layout", pd.DataFrame([{"path": f"{root / f} ({p})", "problem": p, "ok": False}
-                                               for f, p in problems]),
-                       [_in_set("ok", [True], lambda r: f"{raw.layout} entry does not fit "
-                                f"{cub.CUB_DIR} or the split")]))
+        tables.append(
+            (
+                "layout",
+                pd.DataFrame([{"path": f"{root / f} ({p})", "problem": p, "ok": False} for f, p in problems]),
+                [_in_set("ok", [True], lambda r: f"{raw.layout} entry does not fit {cub.CUB_DIR} or the split")],
+            )
+        )
     n = {s: int((df.split == s).sum()) for s in cub.SPLITS}
-    summary = {"n_images": len(df), "n_train": n["train"], "n_test": n["test"],
-               "n_classes": int(df.class_id.nunique()), "layout": raw.layout}
-    success, failures = _validate(tables, report_dir, "result.json", show, "",
-                                  {"source": source, "raw_dir": str(root), **summary})
+    summary = {
+        "n_images": len(df),
+        "n_train": n["train"],
+        "n_test": n["test"],
+        "n_classes": int(df.class_id.nunique()),
+        "layout": raw.layout,
+    }
+    success, failures = _validate(
+        tables, report_dir, "result.json", show, "", {"source": source, "raw_dir": str(root), **summary}
+    )
     if not success:
         _raise(failures, report)
-    return {"success": True, **summary, "report": str(report),
-            "data_docs": str(report_dir / "data_docs" / "index.html")}
+    return {
+        "success": True,
+        **summary,
+        "report": str(report),
+        "data_docs": str(report_dir / "data_docs" / "index.html"),
+    }
 
 
 def _prepared_table(h5_path: Path) -> tuple[pd.DataFrame, int, int]:
@@ -325,8 +419,7 @@ def _prepared_table(h5_path: Path) -> tuple[pd.DataFrame, int, int]:
                 n_rows = len(g["images"])
                 for n, d in g.items():
                     if len(d) != n_rows:
-                        raise ValidationFailed(f"{h5_path}: {split}/{n} has {len(d)} rows, "
-                                               f"{split}/images has {n_rows}")
+                        raise ValidationFailed(f"{h5_path}: {split}/{n} has {len(d)} rows, {split}/images has {n_rows}")
                 keys, class_ids = g["keys"].asstr()[()], g["class_ids"][()]
                 image_shape = "x".join(map(str, g["images"].shape[1:]))
                 emb_shape = "x".join(map(str, g["embeddings"].shape[1:]))
@@ -336,16 +429,22 @@ def _prepared_table(h5_path: Path) -> tuple[pd.DataFrame, int, int]:
                     finite = np.isfinite(g["embeddings"][lo:hi].reshape(hi - lo, -1)).all(axis=1)
                     captions = g["captions"].asstr()[lo:hi].reshape(hi - lo, -1)
                     for j, i in enumerate(range(lo, hi)):
-                        rows.append({
-                            "split": split, "key": keys[i], "path": f"{split}[{i}] {keys[i]}",
-                            "class_id": int(class_ids[i]), "image_shape": image_shape,
-                            "emb_shape": emb_shape, "emb_finite": bool(finite[j]),
-                            "n_captions": sum(bool(c.strip()) for c in captions[j]),
-                            "pixel_std": float(images[j].std())})
+                        rows.append(
+                            {
+                                "split": split,
+                                "key": keys[i],
+                                "path": f"{split}[{i}] {keys[i]}",
+                                "class_id": int(class_ids[i]),
+                                "image_shape": image_shape,
+                                "emb_shape": emb_shape,
+                                "emb_finite": bool(finite[j]),
+                                "n_captions": sum(bool(c.strip()) for c in captions[j]),
+                                "pixel_std": float(images[j].std()),
+                            }
+                        )
     except OSError as exc:
         raise ValidationFailed(f"{h5_path}: cannot be read as HDF5 ({exc})") from exc
-    columns = ["split", "key", "path", "class_id", "image_shape", "emb_shape", "emb_finite",
-               "n_captions", "pixel_std"]
+    columns = ["split", "key", "path", "class_id", "image_shape", "emb_shape", "emb_finite", "n_captions", "pixel_std"]
     return pd.DataFrame(rows, columns=columns), int(size), n_cap
 
 
@@ -361,8 +460,7 @@ def validate_prepared(h5_path, cfg: ValidateParams, report_dir) -> dict:
         _fail_early(report, str(exc), {"h5": str(h5_path)}, exc)
     want, emb_shape = f"{size}x{size}x3", f"{n_cap}x{EMB_SHAPE.split('x')[1]}"
     checks = [
-        _in_set("image_shape", [want],
-                lambda r: f"image shape {r['image_shape']}, not {want} (load_size {size})"),
+        _in_set("image_shape", [want], lambda r: f"image shape {r['image_shape']}, not {want} (load_size {size})"),
         _in_set("emb_shape", [emb_shape], lambda r: f"embedding shape {r['emb_shape']}, not {emb_shape}"),
         _in_set("emb_finite", [True], lambda r: "non-finite embedding"),
         _in_set("n_captions", [n_cap], lambda r: f"{r['n_captions']} non-empty captions, not {n_cap}"),
@@ -370,12 +468,26 @@ def validate_prepared(h5_path, cfg: ValidateParams, report_dir) -> dict:
         Check("key", gxe.ExpectColumnValuesToBeUnique(column="key"), lambda r: "key is repeated"),
     ]
     classes, splits = _shared_checks()
-    tables = [("prepared", df, checks), ("prepared_classes", _class_table(df), classes),
-              ("prepared_splits", _split_table(df, lambda s: f"{s} group"), splits)]
+    tables = [
+        ("prepared", df, checks),
+        ("prepared_classes", _class_table(df), classes),
+        ("prepared_splits", _split_table(df, lambda s: f"{s} group"), splits),
+    ]
     n = {s: int((df.split == s).sum()) for s in cub.SPLITS}
-    success, failures = _validate(tables, report_dir, report.name, str, f"{h5_path}: ",
-                                  {"h5": str(h5_path), "n_train": n["train"], "n_test": n["test"]})
+    success, failures = _validate(
+        tables,
+        report_dir,
+        report.name,
+        str,
+        f"{h5_path}: ",
+        {"h5": str(h5_path), "n_train": n["train"], "n_test": n["test"]},
+    )
     if not success:
         _raise(failures, report)
-    return {"success": True, "n_train": n["train"], "n_test": n["test"], "report": str(report),
-            "data_docs": str(report_dir / "data_docs" / "index.html")}
+    return {
+        "success": True,
+        "n_train": n["train"],
+        "n_test": n["test"],
+        "report": str(report),
+        "data_docs": str(report_dir / "data_docs" / "index.html"),
+    }

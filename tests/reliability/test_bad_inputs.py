@@ -4,6 +4,7 @@ Cheap on purpose: every case runs ``gancls.cli.main`` in-process on a private co
 its own params file.  That DVC runs nothing downstream of a failing stage is shown end to end, once, by
 tests/test_pipeline.py::test_corrupt_jpeg_stops_pipeline.
 """
+
 import math
 import pickle
 import shutil
@@ -33,14 +34,24 @@ def case(pristine, tmp_path, monkeypatch):
     params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
     params["data"]["raw_dir"] = str(raw)
     params["validate"]["report_dir"] = str(tmp_path / "reports/validation")
-    params["prepare"].update(out=str(tmp_path / "build/prepared/birds.h5"), workers=1,
-                             report_dir=str(tmp_path / "reports/validation-prepared"))
-    params["train"].update(out_dir=str(tmp_path / "build/model"), checkpoint_dir=str(tmp_path / "build/ckpt"),
-                           live_dir=str(tmp_path / "dvclive"), grid=str(tmp_path / "reports/train.png"),
-                           progress_gif=str(tmp_path / "reports/train.gif"), device="cpu")
+    params["prepare"].update(
+        out=str(tmp_path / "build/prepared/birds.h5"),
+        workers=1,
+        report_dir=str(tmp_path / "reports/validation-prepared"),
+    )
+    params["train"].update(
+        out_dir=str(tmp_path / "build/model"),
+        checkpoint_dir=str(tmp_path / "build/ckpt"),
+        live_dir=str(tmp_path / "dvclive"),
+        grid=str(tmp_path / "reports/train.png"),
+        progress_gif=str(tmp_path / "reports/train.gif"),
+        device="cpu",
+    )
     # earlier outputs of the downstream stages: they must come out byte-identical
-    earlier = {tmp_path / "build/prepared/birds.h5": b"earlier prepared file",
-               tmp_path / "build/model/generator.pt": b"earlier model"}
+    earlier = {
+        tmp_path / "build/prepared/birds.h5": b"earlier prepared file",
+        tmp_path / "build/model/generator.pt": b"earlier model",
+    }
     for path, data in earlier.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
@@ -66,11 +77,18 @@ def run_cli(c, capsys, argv, names):
     lines = out.err.strip().splitlines()
     lost = [str(p) for p, data in c.earlier.items() if not p.is_file() or p.read_bytes() != data]
     FIGURES["lost"] += bool(lost)
-    clear = (rc != 0 and lines and "Traceback" not in out.err + out.out and lines[0].startswith(f"gancls {argv[-1]}: error: ")
-             and any(n in lines[0] for n in names))
+    clear = (
+        rc != 0
+        and lines
+        and "Traceback" not in out.err + out.out
+        and lines[0].startswith(f"gancls {argv[-1]}: error: ")
+        and any(n in lines[0] for n in names)
+    )
     FIGURES["clear"] += bool(clear)
-    print(f"bad inputs so far: tried {FIGURES['tried']}, clear one-line errors {FIGURES['clear']}, "
-          f"outputs lost {FIGURES['lost']} | {lines[0] if lines else '(no message)'}")
+    print(
+        f"bad inputs so far: tried {FIGURES['tried']}, clear one-line errors {FIGURES['clear']}, "
+        f"outputs lost {FIGURES['lost']} | {lines[0] if lines else '(no message)'}"
+    )
     assert rc == 1, out
     assert "Traceback" not in out.err + out.out
     assert lines and lines[0].startswith(f"gancls {argv[-1]}: error: "), out.err
@@ -141,8 +159,7 @@ def short_caption_file(raw):
 
 
 def unknown_class_id(raw):
-    _edit_lines(raw / cub.CUB_DIR / "image_class_labels.txt",
-                lambda lines: [lines[0].split()[0] + " 150"] + lines[1:])
+    _edit_lines(raw / cub.CUB_DIR / "image_class_labels.txt", lambda lines: [lines[0].split()[0] + " 150"] + lines[1:])
     return ["classes.txt", "image_class_labels.txt"]
 
 
@@ -152,14 +169,27 @@ def duplicated_image_id(raw):
 
 
 def box_outside_image(raw):
-    _edit_lines(raw / cub.CUB_DIR / "bounding_boxes.txt",
-                lambda lines: [lines[0].split()[0] + " 5000.0 5000.0 40.0 40.0"] + lines[1:])
+    _edit_lines(
+        raw / cub.CUB_DIR / "bounding_boxes.txt",
+        lambda lines: [lines[0].split()[0] + " 5000.0 5000.0 40.0 40.0"] + lines[1:],
+    )
     first = (raw / cub.CUB_DIR / "images.txt").read_text().split()[1]
     return [first.split("/")[-1], "bounding_boxes.txt"]
 
 
-RAW_CASES = [truncated_jpeg, zero_byte_jpeg, nan_embeddings, inf_embeddings, wrong_size_embeddings, short_filenames,
-             missing_caption_file, short_caption_file, unknown_class_id, duplicated_image_id, box_outside_image]
+RAW_CASES = [
+    truncated_jpeg,
+    zero_byte_jpeg,
+    nan_embeddings,
+    inf_embeddings,
+    wrong_size_embeddings,
+    short_filenames,
+    missing_caption_file,
+    short_caption_file,
+    unknown_class_id,
+    duplicated_image_id,
+    box_outside_image,
+]
 
 
 @pytest.mark.parametrize("corrupt", RAW_CASES, ids=[f.__name__ for f in RAW_CASES])
@@ -215,7 +245,9 @@ def test_prepared_file_of_an_older_layout(case, capsys, tiny_prepared):
 
 
 def test_zz_bad_input_figures():
-    print(f"\nbad inputs tried {FIGURES['tried']} / clear one-line errors {FIGURES['clear']} / "
-          f"outputs lost {FIGURES['lost']}")
+    print(
+        f"\nbad inputs tried {FIGURES['tried']} / clear one-line errors {FIGURES['clear']} / "
+        f"outputs lost {FIGURES['lost']}"
+    )
     if FIGURES["tried"]:
         assert FIGURES["clear"] == FIGURES["tried"] and FIGURES["lost"] == 0

@@ -1,5 +1,6 @@
 """Failed writes (a full disk), damaged model files and bad params through the command line: one line
 naming the file or key, exit 1, no traceback, and the earlier output unchanged."""
+
 import csv
 import errno
 import json
@@ -108,25 +109,40 @@ def test_damaged_generator_is_named(run, tmp_path, capsys, damage):
 def test_truncated_training_checkpoint_is_named(run, tmp_path, capsys):
     ckpt = tmp_path / "checkpoints/epoch_00001.pt"
     ckpt.parent.mkdir()
-    torch.save({"format": 1, "epoch": 1, "generator": build_generator(ModelParams(
-        **section("model", ngf=8, ndf=8).model_dump())).state_dict()}, ckpt)
+    torch.save(
+        {
+            "format": 1,
+            "epoch": 1,
+            "generator": build_generator(ModelParams(**section("model", ngf=8, ndf=8).model_dump())).state_dict(),
+        },
+        ckpt,
+    )
     ckpt.write_bytes(ckpt.read_bytes()[:5000])
     one_line_error(capsys, ["train"], "train", "epoch_00001.pt", "not a loadable gancls training checkpoint")
     assert ckpt.is_file() and not (tmp_path / "model").exists()
 
 
-@pytest.mark.parametrize("key, value, named", [("epoch", 3, "train.epoch: unknown key"),
-                                               ("epochs", "ten", "train.epochs: Input should be a valid integer")])
+@pytest.mark.parametrize(
+    "key, value, named",
+    [("epoch", 3, "train.epoch: unknown key"), ("epochs", "ten", "train.epochs: Input should be a valid integer")],
+)
 def test_bad_params_through_the_installed_command(run, tmp_path, key, value, named):
     raw = yaml.safe_load((tmp_path / "params.yaml").read_text())
     raw["train"][key] = value
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(raw))
-    proc = subprocess.run([sys.executable, "-m", "gancls.cli", "--params", str(bad), "train"], cwd=tmp_path,
-                          env=env(), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "gancls.cli", "--params", str(bad), "train"],
+        cwd=tmp_path,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines() == [f"gancls train: error: {bad}: {named}"
-                                                + proc.stderr.split(named, 1)[1].rstrip("\n")]
+    assert proc.stderr.strip().splitlines() == [
+        f"gancls train: error: {bad}: {named}" + proc.stderr.split(named, 1)[1].rstrip("\n")
+    ]
     assert "Traceback" not in proc.stderr + proc.stdout
     assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "model").exists()
 

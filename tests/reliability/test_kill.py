@@ -7,6 +7,7 @@ sibling of an output appears, with the move into place held back by tests/reliab
 every kill the stage's final outputs must be absent or complete and `dvc status` must not call the stage
 up to date; then `dvc repro` completes it.  The subprocesses carry a fake secret in their environment.
 """
+
 import json
 import os
 import random
@@ -45,8 +46,7 @@ class Repo:
         self.root, self.logs = root, []
 
     def run(self, *cmd, check=True, timeout=600) -> subprocess.CompletedProcess:
-        proc = subprocess.run(list(cmd), cwd=self.root, env=run_env(), capture_output=True, text=True,
-                              timeout=timeout)
+        proc = subprocess.run(list(cmd), cwd=self.root, env=run_env(), capture_output=True, text=True, timeout=timeout)
         self.logs += [proc.stdout, proc.stderr]
         if check and proc.returncode != 0:
             raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
@@ -78,9 +78,14 @@ def kill_runs(r: Repo, stage: str, delays: tuple[float, float], targets: list[st
     for what, delay in moments:
         log = (r.root.parent / f"{stage}-{KILLS['tried']}.log").open("w")
         stale = {p for g in temp_globs for p in r.root.glob(g)}  # left by earlier kills: not this writer's
-        proc = subprocess.Popen(["gancls", stage], cwd=r.root, stdout=log, stderr=subprocess.STDOUT,
-                                env=run_env(pause=3.0 if what == "mid-write" else None,
-                                            names=[Path(t).name for t in targets]), start_new_session=True)
+        proc = subprocess.Popen(
+            ["gancls", stage],
+            cwd=r.root,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=run_env(pause=3.0 if what == "mid-write" else None, names=[Path(t).name for t in targets]),
+            start_new_session=True,
+        )
         t0, seen = time.time(), None
         while proc.poll() is None and time.time() - t0 < 300:
             if delay is not None and time.time() - t0 >= delay:
@@ -149,8 +154,7 @@ def test_sigkill_prepare(repo):
 
 
 def test_sigkill_train(repo):
-    kill_runs(repo, "train", (3.0, 12.0), ["build/checkpoints/epoch_*.pt", "build/model"],
-              lambda: check_trained(repo))
+    kill_runs(repo, "train", (3.0, 12.0), ["build/checkpoints/epoch_*.pt", "build/model"], lambda: check_trained(repo))
     repo.dvc("repro", "generate")
     check_trained(repo)
     assert not list(repo.root.glob("build/.model.*")) and not list(repo.root.glob("build/checkpoints/.epoch_*"))
@@ -158,17 +162,22 @@ def test_sigkill_train(repo):
 
 
 def test_sigkill_evaluate_then_two_repros_at_once(repo):
-    kill_runs(repo, "evaluate", (3.0, 12.0), ["metrics/scores.json", "reports/report.md"],
-              lambda: check_evaluated(repo))
-    print(f"\nkills tried {KILLS['tried']} / survived {KILLS['survived']} "
-          f"(runs that finished before their moment: {KILLS['finished first']})")
+    kill_runs(
+        repo, "evaluate", (3.0, 12.0), ["metrics/scores.json", "reports/report.md"], lambda: check_evaluated(repo)
+    )
+    print(
+        f"\nkills tried {KILLS['tried']} / survived {KILLS['survived']} "
+        f"(runs that finished before their moment: {KILLS['finished first']})"
+    )
     assert KILLS["tried"] >= 6 and KILLS["survived"] == KILLS["tried"]
 
     # two `dvc repro` started at once: one does the work, the other waits for or stops at DVC's lock
     # (the repository lock, or the read/write lock of an output the other one is using)
     cmd = [sys.executable, "-m", "dvc", "repro"]
-    procs = [subprocess.Popen(cmd, cwd=repo.root, env=run_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(cmd, cwd=repo.root, env=run_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=600) for p in procs]
     for out in outs:
         repo.logs += list(out)
@@ -199,8 +208,9 @@ def test_no_secret_in_logs_metrics_or_prefect_artifacts(repo, monkeypatch):
     published = []
     monkeypatch.setattr(flow, "create_table_artifact", lambda **kw: published.append(json.dumps(kw)))
     monkeypatch.setattr(flow, "create_markdown_artifact", lambda **kw: published.append(json.dumps(kw)))
-    monkeypatch.setattr(flow, "get_run_logger", lambda: type("L", (), {"info": lambda *a: published.append(
-        " ".join(map(str, a)))})())
+    monkeypatch.setattr(
+        flow, "get_run_logger", lambda: type("L", (), {"info": lambda *a: published.append(" ".join(map(str, a)))})()
+    )
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
     flow.publish_metrics.fn(str(repo.root))
     assert len(published) >= 2 and any("fid" in p for p in published)

@@ -2,6 +2,7 @@
 beyond the loopback.  (A secret of the environment in logs, metrics and Prefect artifacts:
 tests/reliability/test_kill.py::test_no_secret_in_logs_metrics_or_prefect_artifacts.  Archive members that
 leave the target by "..", absolute names, symlinks and zip paths: tests/test_fetch.py.)"""
+
 import builtins
 import pickle
 import re
@@ -73,7 +74,7 @@ def _calls(text: str, name: str) -> list[str]:
         while depth and i < len(text):
             depth += {"(": 1, ")": -1}.get(text[i], 0)
             i += 1
-        out.append(text[m.start():i])
+        out.append(text[m.start() : i])
     return out
 
 
@@ -83,9 +84,15 @@ def test_source_loads_only_safely():
     loads = [(p, c) for p, t in sources.items() for c in _calls(t, "torch.load")]
     assert len(loads) >= 3
     assert [(str(p), c) for p, c in loads if "weights_only=True" not in c] == []
-    unpicklers = [(str(p.relative_to(ROOT)), m.group()) for p, t in sources.items()
-                  for m in re.finditer(r"\bpickle\.(loads?|Unpickler)\b|\bjoblib\.load\b|allow_pickle=True|"
-                                       r"\byaml\.load\(|\byaml\.(unsafe_)?load\b|(?<![.\w])(eval|exec)\(", t)]
+    unpicklers = [
+        (str(p.relative_to(ROOT)), m.group())
+        for p, t in sources.items()
+        for m in re.finditer(
+            r"\bpickle\.(loads?|Unpickler)\b|\bjoblib\.load\b|allow_pickle=True|"
+            r"\byaml\.load\(|\byaml\.(unsafe_)?load\b|(?<![.\w])(eval|exec)\(",
+            t,
+        )
+    ]
     # the one unpickler: cub._SafeUnpickler (numpy arrays and plain types only)
     assert unpicklers == [("src/gancls/cub.py", "pickle.Unpickler")], unpicklers
 
@@ -112,13 +119,24 @@ def test_nothing_binds_beyond_the_loopback():
     """The one server the project starts is `make serve`'s Prefect server (flows/serve.py), on ``serve.host``
     of params.yaml, 127.0.0.1 by default; nothing in src/, flows/, the Makefile or dvc.yaml binds 0.0.0.0,
     and a Prefect server started for the flow listens on 127.0.0.1 unless told otherwise."""
-    files = [*(ROOT / "src").rglob("*.py"), *(ROOT / "flows").rglob("*.py"), ROOT / "Makefile", ROOT / "dvc.yaml",
-             *(ROOT / "tests").rglob("*.py")]
-    wide = [str(p) for p in files if re.search(r"0\.0\.0\.0|host\s*=\s*['\"]{2}|['\"]::['\"]", p.read_text())
-            and p.name != "test_security.py"]
+    files = [
+        *(ROOT / "src").rglob("*.py"),
+        *(ROOT / "flows").rglob("*.py"),
+        ROOT / "Makefile",
+        ROOT / "dvc.yaml",
+        *(ROOT / "tests").rglob("*.py"),
+    ]
+    wide = [
+        str(p)
+        for p in files
+        if re.search(r"0\.0\.0\.0|host\s*=\s*['\"]{2}|['\"]::['\"]", p.read_text()) and p.name != "test_security.py"
+    ]
     assert wide == []
-    servers = [str(p) for p in files if re.search(r"\.bind\(|serve\(|HTTPServer|uvicorn", p.read_text())
-               and "tests" not in p.parts]
+    servers = [
+        str(p)
+        for p in files
+        if re.search(r"\.bind\(|serve\(|HTTPServer|uvicorn", p.read_text()) and "tests" not in p.parts
+    ]
     assert servers == [str(ROOT / "flows" / "serve.py")]  # update this test when another server is added
     serve = (ROOT / "flows" / "serve.py").read_text()
     assert '"--host", host' in serve and "start_server(params.serve.host" in serve

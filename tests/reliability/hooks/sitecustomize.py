@@ -2,6 +2,7 @@
 folder on PYTHONPATH): ``config.atomic_path`` pauses that many seconds after an output whose name matches
 GANCLS_TEST_WRITE_PAUSE_NAMES (comma-separated globs) is written to its temporary sibling and before it
 is moved into place, so that a SIGKILL can land mid-write."""
+
 import os
 
 if os.environ.get("GANCLS_TEST_WRITE_PAUSE"):
