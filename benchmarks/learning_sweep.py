@@ -63,8 +63,8 @@ def setup(out: Path) -> tuple[Path, Path]:
     """The default sample, prepared, and its scorer, under ``out``."""
     from gancls.config import parse_params
     from gancls.prepare import prepare
-    from gancls.sample import make_sample
     from gancls.scorer import train_scorer
+    from gancls.synthetic import make_sample
 
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     prepared, scorer = out / "birds.h5", out / "scorer.pt"

@@ -35,8 +35,9 @@ import torch  # noqa: E402
 from gancls.batches import Batches  # noqa: E402
 from gancls.config import parse_params, resolve_device  # noqa: E402
 from gancls.experiment import params_with, settings_file  # noqa: E402
-from gancls.prepared import read_split  # noqa: E402
-from gancls.train import build_training, make_step, train  # noqa: E402
+from gancls.prepared import read_prepared  # noqa: E402
+from gancls.state import build_training  # noqa: E402
+from gancls.train import make_step, train  # noqa: E402
 
 
 def ensure_prepared(params) -> Path:
@@ -46,7 +47,7 @@ def ensure_prepared(params) -> Path:
     if params.data.source != "sample":
         sys.exit(f"{prepared}: prepared file not found (run `dvc repro prepare` first)")
     from gancls.prepare import prepare
-    from gancls.sample import make_sample
+    from gancls.synthetic import make_sample
 
     print(f"{prepared} missing: making the embedded sample and preparing it", file=sys.stderr)
     make_sample(params.sample, params.sample.out_dir)
@@ -65,7 +66,9 @@ def bare(params, prepared: Path, steps: int, warmup: int = 3) -> float:
     device = resolve_device(t.device)
     torch.manual_seed(params.seed)
     gen = torch.Generator(device=device).manual_seed(params.seed)
-    data = Batches(read_split(prepared, "train"), m.image_size, t.captions_per_sample, t.flip, device, t.channels_last)
+    data = Batches(
+        read_prepared(prepared, "train"), m.image_size, t.captions_per_sample, t.flip, device, t.channels_last
+    )
     batches = [b for _, b in zip(range(4), data.epoch(t.batch_size, gen))]
     del data
     graphed = t.cuda_graph and device.type == "cuda"
@@ -132,7 +135,7 @@ def main(argv=None) -> int:
         )
         params = parse_params(raw, args.params)
         prepared = ensure_prepared(params)
-        n = len(read_split(prepared, "train")["class_ids"])
+        n = len(read_prepared(prepared, "train")["class_ids"])
         steps = max(n // args.batch_size, 1) * args.epochs
 
         with contextlib.redirect_stdout(sys.stderr):  # stdout: the JSON line alone

@@ -37,6 +37,18 @@ TINY = {
 }
 
 
+# Counted by tests/reliability/test_bad_inputs.py (each case asserts its own error); summed up at the end.
+BAD_INPUT_FIGURES = {"tried": 0, "clear": 0, "lost": 0}
+
+
+def pytest_terminal_summary(terminalreporter):
+    f = BAD_INPUT_FIGURES
+    if f["tried"]:
+        terminalreporter.write_line(
+            f"bad inputs tried {f['tried']} / clear one-line errors {f['clear']} / outputs lost {f['lost']}"
+        )
+
+
 def merge(base: dict, over: dict) -> dict:
     out = copy.deepcopy(base)
     for k, v in over.items():
@@ -130,8 +142,8 @@ def learned(tmp_path_factory):
     """
     from gancls.config import parse_params
     from gancls.prepare import prepare
-    from gancls.sample import make_sample
     from gancls.scorer import train_scorer
+    from gancls.synthetic import make_sample
     from gancls.train import train
     from gancls.train_text_encoder import train_text_encoder
 
@@ -187,7 +199,7 @@ def tiny_scorer(learned):
 def tiny_prepared(tmp_path_factory) -> Path:
     from gancls.config import parse_params
     from gancls.prepare import prepare
-    from gancls.sample import make_sample
+    from gancls.synthetic import make_sample
 
     root = tmp_path_factory.mktemp("tiny")
     params = parse_params(merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY))

@@ -4,7 +4,9 @@ import pickle
 import numpy as np
 import pytest
 
-from gancls.cub import LayoutError, load_index, safe_pickle_load
+from gancls.cub import LayoutError
+from gancls.layouts import safe_pickle_load
+from gancls.raw import load_index
 
 
 class Evil:

@@ -64,7 +64,7 @@ def _fetch_params(tmp: Path, base_url: str, **fetch_over):
 @pytest.fixture(scope="module")
 def archives(tmp_path_factory):
     """A tiny CUB-layout sample packed as the three archives: CUB's tgz, StackGAN's zip, Reed's captions."""
-    from gancls.sample import make_sample
+    from gancls.synthetic import make_sample
 
     root = tmp_path_factory.mktemp("archives")
     raw = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), {"sample": TINY["sample"]})

@@ -1,4 +1,4 @@
-"""Every published embedding layout beside CUB_200_2011/ (REFERENCE.md §2) reads through gancls.cub.
+"""Every published embedding layout beside CUB_200_2011/ (REFERENCE.md §2) reads through gancls.raw.
 
 Each layout is written here from the tiny generated sample (StackGAN layout): Reed's ``cub_icml/``
 Torch7 files with a minimal writer of the Torch7 binary format, and aelnouby's ``birds.hdf5`` with
@@ -16,11 +16,12 @@ import h5py
 import numpy as np
 import pytest
 
-from gancls import cub
+from gancls import cub, raw
 from gancls.config import parse_params
-from gancls.layouts import REED_ALPHABET, decode_reed_chars, detect_layout
+from gancls.cub_icml import REED_ALPHABET, decode_reed_chars
+from gancls.layouts import EMBEDDINGS_FILE, FILENAMES_FILE, detect_layout
 from gancls.prepare import prepare
-from gancls.sample import make_sample
+from gancls.synthetic import make_sample
 from gancls.validate import ValidationFailed, validate_prepared, validate_raw
 
 from conftest import TINY, tiny_run_params
@@ -110,8 +111,8 @@ def reed_chars(captions, length=201) -> np.ndarray:
 
 
 def _sample_data(root):
-    records = cub.load_index(root, "stackgan")
-    emb = {s: cub.load_embeddings(root, s, "stackgan") for s in cub.SPLITS}
+    records = raw.load_index(root, "stackgan")
+    emb = {s: raw.load_embeddings(root, s, "stackgan") for s in cub.SPLITS}
     return records, emb
 
 
@@ -130,7 +131,7 @@ def write_reed_t7(sample, dest):
     t7 = dest / "cub_icml"
     for r in records:
         info = {
-            "char": reed_chars(cub.load_captions(sample, r.key)),
+            "char": reed_chars(raw.load_captions(sample, r.key)),
             "img": f"{r.key}.jpg",
             "txt": emb[r.split][r.emb_index],
         }
@@ -158,7 +159,7 @@ def write_hdf5(sample, dest):
         for r in records:
             g = groups["test" if r.split == "test" else "valid" if r.class_name in valid else "train"]
             name = r.key.split("/")[1]
-            lines = [c + "\n" for c in cub.load_captions(sample, r.key)]
+            lines = [c + "\n" for c in raw.load_captions(sample, r.key)]
             img = r.path.read_bytes()
             for c, i in enumerate(rng.choice(range(10), 5)):
                 ex = g.create_group(f"{name}_{c}")
@@ -212,22 +213,22 @@ def failing(root, tmp_path) -> str:
 def test_detects_each_layout_and_refuses_two(layouts, tmp_path):
     for name, root in layouts.items():
         assert detect_layout(root) == name
-        assert cub.open_raw(root).layout == name
+        assert raw.open_raw(root).layout == name
     both = shutil.copytree(layouts["reed_t7"], tmp_path / "both")
     shutil.copytree(layouts["stackgan"] / "train", both / "train")
     with pytest.raises(cub.LayoutError, match="several embedding layouts.*set data.layout"):
         detect_layout(both)
     assert detect_layout(both, "reed_t7") == "reed_t7"
-    assert [r.split for r in cub.load_index(both, "reed_t7")] == [r.split for r in cub.load_index(layouts["stackgan"])]
+    assert [r.split for r in raw.load_index(both, "reed_t7")] == [r.split for r in raw.load_index(layouts["stackgan"])]
     with pytest.raises(cub.LayoutError, match="data.layout must be"):
         detect_layout(both, "lmdb")
 
 
 def test_every_layout_gives_the_same_records_embeddings_and_captions(layouts):
-    base = {r.key: r for r in cub.load_index(layouts["stackgan"])}
+    base = {r.key: r for r in raw.load_index(layouts["stackgan"])}
     for name in ("reed_t7", "hdf5"):
         root = layouts[name]
-        recs = cub.load_index(root)
+        recs = raw.load_index(root)
         assert [r.key for r in recs] == list(base)
         for r in recs:
             b = base[r.key]
@@ -241,23 +242,23 @@ def test_every_layout_gives_the_same_records_embeddings_and_captions(layouts):
             assert r.path == root / cub.CUB_DIR / "images" / f"{r.key}.jpg"
     t7, ref = layouts["reed_t7"], layouts["stackgan"]
     for split in cub.SPLITS:
-        recs = [r for r in cub.load_index(t7) if r.split == split]
-        ref_emb, emb = cub.load_embeddings(ref, split), cub.load_embeddings(t7, split)
+        recs = [r for r in raw.load_index(t7) if r.split == split]
+        ref_emb, emb = raw.load_embeddings(ref, split), raw.load_embeddings(t7, split)
         assert emb.shape == ref_emb.shape and emb.dtype == np.float32
         for r in recs:
             assert np.array_equal(emb[r.emb_index], ref_emb[base[r.key].emb_index])
     key = next(iter(base))
-    assert cub.load_captions(t7, key) == cub.load_captions(ref, key)  # decoded from char
-    h5 = cub.open_raw(layouts["hdf5"])
+    assert raw.load_captions(t7, key) == raw.load_captions(ref, key)  # decoded from char
+    h5 = raw.open_raw(layouts["hdf5"])
     assert h5.captions_per_image == 5
     caps = h5.captions(key)
-    assert len(caps) == 5 and set(caps) <= set(cub.load_captions(ref, key))
+    assert len(caps) == 5 and set(caps) <= set(raw.load_captions(ref, key))
     r = next(x for x in h5.index() if x.key == key)
     emb = h5.embeddings(r.split)[r.emb_index]
-    ref_rows = cub.load_embeddings(ref, r.split)[base[key].emb_index]
+    ref_rows = raw.load_embeddings(ref, r.split)[base[key].emb_index]
     assert emb.shape == (5, 1024)
     for c, row in zip(caps, emb):  # each embedding is the one of its caption
-        assert np.array_equal(row, ref_rows[cub.load_captions(ref, key).index(c)])
+        assert np.array_equal(row, ref_rows[raw.load_captions(ref, key).index(c)])
 
 
 def test_reed_char_codes_decode_either_orientation():
@@ -275,10 +276,10 @@ def test_t7_loading_runs_no_code(tmp_path, copy_of):
     w._int(6), w._ref(), w._raw_string(b"\x1bLua...os.execute('touch pwned')"), w.obj(None)
     w.save(victim)
     with pytest.raises(cub.LayoutError, match=f"{victim.name}: expected a table with img"):
-        cub.load_index(root)
+        raw.load_index(root)
     victim.write_bytes(b"\x80\x04garbage")  # a pickle is not a Torch7 file
     with pytest.raises(cub.LayoutError, match=f"{victim.name}: cannot be read as a Torch7 file"):
-        cub.load_index(root)
+        raw.load_index(root)
     assert not (tmp_path / "pwned").exists() and not os.path.exists("pwned")
 
 
@@ -330,17 +331,17 @@ def test_layout_runs_validate_prepare_train(layouts, layout, tmp_path, one_threa
 
 def test_stackgan_row_count_disagreeing_with_filenames_names_the_pickle(copy_of, tmp_path):
     root = copy_of("stackgan")
-    emb = cub.load_embeddings(root, "test")
-    with open(root / "test" / cub.EMBEDDINGS_FILE, "wb") as f:
+    emb = raw.load_embeddings(root, "test")
+    with open(root / "test" / EMBEDDINGS_FILE, "wb") as f:
         pickle.dump(np.concatenate([emb, emb[:1]]), f, protocol=2)
     msg = failing(root, tmp_path)
-    assert f"test/{cub.EMBEDDINGS_FILE} (9 embedding rows for 8 keys in test/{cub.FILENAMES_FILE})" in msg
+    assert f"test/{EMBEDDINGS_FILE} (9 embedding rows for 8 keys in test/{FILENAMES_FILE})" in msg
 
 
 def test_reed_t7_mismatches_name_the_t7_file_and_class(copy_of, tmp_path):
     root = copy_of("reed_t7")
     t7 = root / "cub_icml"
-    records = cub.load_index(root)
+    records = raw.load_index(root)
     train = [r for r in records if r.split == "train"]
     # an image that CUB does not have
     orphan = t7 / f"{train[0].key}.t7"
@@ -365,7 +366,7 @@ def test_reed_t7_mismatches_name_the_t7_file_and_class(copy_of, tmp_path):
 
 def test_hdf5_missing_image_and_caption_count_name_the_files(copy_of, tmp_path):
     root = copy_of("hdf5")
-    records = cub.load_index(root)
+    records = raw.load_index(root)
     gone = records[3]
     gone.path.unlink()
     short = next(r for r in records if r.split == "test")

@@ -11,113 +11,124 @@ import sys
 from pathlib import Path
 
 import h5py
+import pytest
 import yaml
 from PIL import Image
 
-from gancls.cub import load_embeddings
+from gancls.raw import load_embeddings
 
-from conftest import ROOT, TINY, dvc, sh
+from conftest import ROOT, TINY, clone_project, dvc, sh
 
 
-def test_dvc_repro_end_to_end(project_clone):
-    repo = project_clone()
+@pytest.fixture(scope="module")
+def repro(tmp_path_factory):
+    """A clone of this repository with tiny params after one `dvc repro` of every stage."""
+    repo = clone_project(tmp_path_factory.mktemp("e2e") / "repo")
     dvc("repro", cwd=repo)
+    return repo
 
-    # validate: GX result + Data Docs
-    result = json.loads((repo / "reports/validation/result.json").read_text())
+
+def test_validate_writes_the_gx_result_and_data_docs(repro):
+    result = json.loads((repro / "reports/validation/result.json").read_text())
     assert result["success"] is True
-    assert (repo / "reports/validation/data_docs/index.html").is_file()
-    # prepare: one HDF5 with both class-disjoint splits
-    with h5py.File(repo / "build/prepared/birds.h5") as h5:
+    assert (repro / "reports/validation/data_docs/index.html").is_file()
+
+
+def test_prepare_writes_both_class_disjoint_splits(repro):
+    with h5py.File(repro / "build/prepared/birds.h5") as h5:
         assert h5["train/images"].shape[1:] == (76, 76, 3)
         assert h5["train/embeddings"].shape[1:] == (10, 1024)
         assert h5["test/captions"].shape[1] == 10
         assert not set(h5["train/class_ids"][()]) & set(h5["test/class_ids"][()])
         assert len(h5["train/keys"]) + len(h5["test/keys"]) == 32 and len(h5["test/keys"]) == 8
-    # train: the model, DVCLive history (per-epoch TSVs, a DVC plot), fixed sample grids, summary
-    assert (repo / "build/model/checkpoint.pt").is_file() and (repo / "build/model/generator.pt").is_file()
-    assert not list((repo / "build/checkpoints").glob("*.pt"))  # resume checkpoints go once the run is done
-    rows = list(csv.DictReader((repo / "dvclive/plots/metrics/d_loss.tsv").open(), delimiter="\t"))
+
+
+def test_train_writes_the_model_its_history_and_grids(repro):
+    assert (repro / "build/model/checkpoint.pt").is_file() and (repro / "build/model/generator.pt").is_file()
+    assert not list((repro / "build/checkpoints").glob("*.pt"))  # resume checkpoints go once the run is done
+    rows = list(csv.DictReader((repro / "dvclive/plots/metrics/d_loss.tsv").open(), delimiter="\t"))
     assert [int(r["step"]) for r in rows] == [1, 2]
     assert all(float(r["d_loss"]) > 0 for r in rows)
-    assert sorted(p.name for p in (repo / "dvclive/plots/images/samples").iterdir()) == ["00001.png", "00002.png"]
-    grid = Image.open(repo / "reports/train_samples.png")
+    assert sorted(p.name for p in (repro / "dvclive/plots/images/samples").iterdir()) == ["00001.png", "00002.png"]
+    grid = Image.open(repro / "reports/train_samples.png")
     assert grid.height > 3 * 66 and grid.width > 3 * 66 + 300  # captions panel beside 3 x 3 images
-    gif = Image.open(repo / "reports/train_progress.gif")
-    assert gif.n_frames == 2  # one frame per sample_every epochs
-    train_metrics = json.loads((repo / "dvclive/metrics.json").read_text())
-    assert "moving average" in train_metrics["shipped"] and train_metrics["steps"] == 2 * 3  # 24 images / 8
-    assert train_metrics["epochs"] == 2 and train_metrics["resumed_from_epoch"] == 0
-    shown = json.loads(dvc("metrics", "show", "--json", cwd=repo).stdout)
+    assert Image.open(repro / "reports/train_progress.gif").n_frames == 2  # one frame per sample_every epochs
+    summary = json.loads((repro / "dvclive/metrics.json").read_text())
+    assert "moving average" in summary["shipped"] and summary["steps"] == 2 * 3  # 24 images / 8
+    assert summary["epochs"] == 2 and summary["resumed_from_epoch"] == 0
+    shown = json.loads(dvc("metrics", "show", "--json", cwd=repro).stdout)
     assert any("dvclive/metrics.json" in str(v) for v in shown.values())
-    # train-scorer: the classifier and its held-out accuracy
-    scorer = json.loads((repo / "metrics/scorer.json").read_text())
+
+
+def test_the_scorer_and_the_text_encoder_are_trained_and_scored(repro):
+    scorer = json.loads((repro / "metrics/scorer.json").read_text())
     assert scorer["labels"] == ["body", "wing", "head", "beak"] and scorer["n_heldout"] == 8
-    # train-text-encoder: fitted on the training captions, scored on the test ones
-    encoder = json.loads((repo / "metrics/text_encoder.json").read_text())
+    encoder = json.loads((repro / "metrics/text_encoder.json").read_text())
     assert encoder["source"] == "fit" and encoder["test_captions"] == 80 and encoder["train_captions"] == 240
-    assert (repo / "build/text_encoder/encoder.pt").is_file()
-    # generate: 12 images from test captions (stored embeddings and encoded text) + the captioned grids
-    with h5py.File(repo / "build/generated/images.h5") as h5:
+    assert (repro / "build/text_encoder/encoder.pt").is_file()
+
+
+def test_generate_draws_stored_and_encoded_captions_and_the_grids(repro):
+    with h5py.File(repro / "build/generated/images.h5") as h5:
         assert h5["images"].shape == h5["encoded_images"].shape == (12, 64, 64, 3)
         assert len(h5["captions"]) == 12 and h5["image_index"][()].max() < 8
     for name in ("generated_grid", "interp_text", "interp_noise", "typed_sentences"):
-        assert Image.open(repo / f"reports/{name}.png").width > 3 * 66, name
-    # evaluate: real FID/KID with the recorded extractor; IS reported missing with a reason
-    scores = json.loads((repo / "metrics/scores.json").read_text())
+        assert Image.open(repro / f"reports/{name}.png").width > 3 * 66, name
+
+
+def test_evaluate_scores_with_the_recorded_extractor_and_reports(repro):
+    scores = json.loads((repro / "metrics/scores.json").read_text())
     assert scores["fid"] > 0 and scores["n_fake"] == 12 and scores["n_real"] == 8
     assert scores["feature_extractor"]["sha1"] == "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
-    assert scores["is"] is None and scores["is_missing_reason"]
+    assert scores["is"] is None and scores["is_missing_reason"]  # IS missing, with the reason
     tm = scores["text_match"]
-    assert set(tm) >= {"accuracy", "chance", "real_ceiling", "mismatched_accuracy", "encoded_accuracy"}
-    assert all(
-        0 <= tm[k] <= 1 for k in ("accuracy", "chance", "real_ceiling", "mismatched_accuracy", "encoded_accuracy")
-    )
-    report = (repo / "reports/report.md").read_text()
+    named = ("accuracy", "chance", "real_ceiling", "mismatched_accuracy", "encoded_accuracy")
+    assert set(tm) >= set(named) and all(0 <= tm[k] <= 1 for k in named)
+    report = (repro / "reports/report.md").read_text()
     assert "real held-out images (ceiling)" in report and "generated_grid.png" in report
     assert "typed_sentences.png" in report and "gancls sample --text" in report
 
-    # a second repro reruns nothing
-    assert "up to date" in dvc("status", "dvc.yaml", cwd=repo).stdout
-    # only data/ (data.dvc) is missing: `gancls fetch` makes it, the embedded sample does not read it
-    assert json.loads(dvc("status", "--json", cwd=repo).stdout) == {"data.dvc": [{"changed outs": {"data": "deleted"}}]}
-    again = dvc("repro", cwd=repo).stdout
-    assert "Running stage" not in again
 
-    # the README's experiment block, pasted into a plain shell (no environment active) on the clone
-    sh(["git", "add", "-A"], repo)
-    sh(["git", "commit", "-qm", "baseline"], repo)
+def test_a_second_repro_reruns_nothing(repro):
+    assert "up to date" in dvc("status", "dvc.yaml", cwd=repro).stdout
+    # only data/ (data.dvc) is missing: `gancls fetch` makes it, the embedded sample does not read it
+    assert json.loads(dvc("status", "--json", cwd=repro).stdout) == {
+        "data.dvc": [{"changed outs": {"data": "deleted"}}]
+    }
+    assert "Running stage" not in dvc("repro", cwd=repro).stdout
+
+
+def test_the_readme_experiment_block_in_a_plain_shell(repro):
+    """The README's experiment block, pasted into a plain shell (no environment active) on the clone."""
+    sh(["git", "add", "-A"], repro)
+    sh(["git", "commit", "-qm", "baseline"], repro)
     block = readme_block("dvc exp run -S train.epochs=")
-    out = plain_shell(block, repo)
+    out = plain_shell(block, repro)
     # `dvc metrics diff` prints the metrics that changed (the tiny model's text match may stay at its floor)
     table = out.stdout[out.stdout.index("Path ") :]
     assert re.search(r"metrics/scores\.json\s+fid\s", table) and re.search(
         r"dvclive/metrics\.json\s+epochs\s", table
     ), table
-    diff = json.loads(dvc("metrics", "diff", "--json", cwd=repo).stdout)
+    diff = json.loads(dvc("metrics", "diff", "--json", cwd=repro).stdout)
     assert diff["metrics/scores.json"]["fid"]["diff"] != 0
     epochs = int(re.search(r"train\.epochs=(\d+)", block).group(1))
     assert diff["dvclive/metrics.json"]["epochs"]["new"] == epochs
-    shown = dvc("metrics", "show", "--json", cwd=repo).stdout
+    shown = dvc("metrics", "show", "--json", cwd=repro).stdout
     assert '"text_match"' in shown and '"mismatched_accuracy"' in shown and '"test_top1"' in shown
 
-    # how a run is watched or placed is not what it computes: changing it reruns no stage
-    watched = dvc(
-        "exp",
-        "run",
-        "-S",
-        "train.log_every=10",
-        "-S",
-        "train.checkpoint_every=3",
-        "-S",
-        "train.device=cpu",
-        "-S",
-        "train.sample_every=2",
-        "-S",
-        "train.checkpoint_dir=build/other_checkpoints",
-        cwd=repo,
-    ).stdout
-    assert "Running stage" not in watched, watched
+
+def test_settings_that_watch_or_place_a_run_rerun_no_stage(repro):
+    """How a run is watched or placed is not what it computes: `dvc exp run -S` of them reruns nothing."""
+    watched = {
+        "train.log_every": 10,
+        "train.checkpoint_every": 3,
+        "train.device": "cpu",
+        "train.sample_every": 2,
+        "train.checkpoint_dir": "build/other_checkpoints",
+    }
+    out = dvc("exp", "run", *(a for k, v in watched.items() for a in ("-S", f"{k}={v}")), cwd=repro).stdout
+    assert "Running stage" not in out, out
+    assert yaml.safe_load((repro / "params.yaml").read_text())["train"]["log_every"] == 10  # the change was made
 
 
 def readme_block(containing: str) -> str:

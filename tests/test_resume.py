@@ -16,7 +16,8 @@ import yaml
 import gancls.train as train_mod
 from gancls.checkpoint import CheckpointError, latest_checkpoint
 from gancls.cli import main
-from gancls.train import TrainingDiverged, train
+from gancls.stats import TrainingDiverged
+from gancls.train import train
 
 from conftest import env, tiny_run_params
 

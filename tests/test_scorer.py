@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from gancls import sample, scorer
+from gancls import scorer, synthetic
 from gancls.scorer import (
     Scorer,
     caption_labels,
@@ -40,7 +40,7 @@ def test_image_targets_merge_the_captions_of_an_image():
         ),
     }
     t = image_targets(split, vocab, "sample")
-    red, green, blue = (sample.VOCAB["body"].index(c) for c in ("red", "green", "blue"))
+    red, green, blue = (synthetic.VOCAB["body"].index(c) for c in ("red", "green", "blue"))
     assert t.tolist() == [[red, -1, green, -1], [-1, blue, -1, -1]]
     with pytest.raises(ValueError, match="not attributes"):
         vocabulary(["tail"], "sample", [1])
@@ -74,7 +74,7 @@ class Oracle(Scorer):
 
     def __init__(self, vocab):
         super().__init__(vocab, width=4)
-        self.palette = torch.tensor([sample.PALETTE[c] for c in vocab["body"]], dtype=torch.float32)
+        self.palette = torch.tensor([synthetic.PALETTE[c] for c in vocab["body"]], dtype=torch.float32)
 
     def forward(self, images):
         px = images[:, 32, 32].float()
@@ -83,7 +83,7 @@ class Oracle(Scorer):
 
 
 def painted(colours):
-    return np.stack([np.full((64, 64, 3), sample.PALETTE[c], np.uint8) for c in colours])
+    return np.stack([np.full((64, 64, 3), synthetic.PALETTE[c], np.uint8) for c in colours])
 
 
 def test_text_match_follows_the_pictures_and_cannot_be_fooled():

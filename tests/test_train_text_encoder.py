@@ -10,7 +10,7 @@ import yaml
 
 from gancls.cli import main
 from gancls.config import ConfigError, parse_params
-from gancls.prepared import read_split
+from gancls.prepared import read_prepared
 from gancls.text_encoder import encode, load_encoder
 from gancls.train_text_encoder import caption_pairs, train_text_encoder
 
@@ -47,8 +47,8 @@ def test_fitted_encoder_is_scored_on_test_captions_and_saved(tiny_prepared, tmp_
     assert main(["--params", str(params_file), "train-text-encoder"]) == 0
     assert "test captions cosine" in capsys.readouterr().out
     metrics = json.loads((tmp_path / "text_encoder.json").read_text())
-    test = read_split(tiny_prepared, "test", ("captions", "embeddings"))
-    train = read_split(tiny_prepared, "train", ("captions",))
+    test = read_prepared(tiny_prepared, "test", ("captions", "embeddings"))
+    train = read_prepared(tiny_prepared, "train", ("captions",))
     assert metrics["source"] == "fit" and metrics["test_captions"] == len(caption_pairs(test)[0])
     assert metrics["train_captions"] == int((train["captions"] != "").sum())  # the training split only
     assert -1 <= metrics["test_cosine"] <= 1 and 0 <= metrics["test_top1"] <= 1

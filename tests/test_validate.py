@@ -11,8 +11,12 @@ import pytest
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
-from gancls import cub  # noqa: E402
-from gancls.sample import make_sample  # noqa: E402
+from gancls import (
+    cub,  # noqa: E402
+    layouts,
+)
+from gancls.raw import load_embeddings, load_index
+from gancls.synthetic import make_sample  # noqa: E402
 from gancls.validate import ValidationFailed, build_manifest, validate_prepared, validate_raw  # noqa: E402
 
 from conftest import section  # noqa: E402
@@ -42,7 +46,7 @@ def raw(pristine, tmp_path):
 
 
 def records(root):
-    return {r.key: r for r in cub.load_index(root)}
+    return {r.key: r for r in load_index(root)}
 
 
 def failing(root, tmp_path, source="sample") -> str:
@@ -97,23 +101,23 @@ def test_corrupt_jpegs_fail_naming_each_file(raw, tmp_path):
 
 
 def test_wrong_embedding_shape_fails_naming_pickle(raw, tmp_path):
-    path = raw / "test" / cub.EMBEDDINGS_FILE
-    n = len(cub.load_embeddings(raw, "test"))
+    path = raw / "test" / layouts.EMBEDDINGS_FILE
+    n = len(load_embeddings(raw, "test"))
     with open(path, "wb") as f:
         pickle.dump(np.ones((n, 10, 512), np.float32), f, protocol=2)
     msg = failing(raw, tmp_path)
-    assert f"test/{cub.EMBEDDINGS_FILE} gives shape 10x512, not 10x1024" in msg
+    assert f"test/{layouts.EMBEDDINGS_FILE} gives shape 10x512, not 10x1024" in msg
     assert "8 of 32 rows bad" in msg
 
 
 def test_embedding_array_of_wrong_ndim_marks_whole_split(raw, tmp_path):
-    n = len(cub.load_embeddings(raw, "train"))
-    with open(raw / "train" / cub.EMBEDDINGS_FILE, "wb") as f:
+    n = len(load_embeddings(raw, "train"))
+    with open(raw / "train" / layouts.EMBEDDINGS_FILE, "wb") as f:
         pickle.dump(np.ones((n, 1024), np.float32), f, protocol=2)
     df = build_manifest(raw)
     assert set(df.emb_shape[df.split == "train"]) == {f"{n}x1024"}
     assert set(df.emb_shape[df.split == "test"]) == {"10x1024"}
-    assert f"train/{cub.EMBEDDINGS_FILE} gives shape {n}x1024" in failing(raw, tmp_path)
+    assert f"train/{layouts.EMBEDDINGS_FILE} gives shape {n}x1024" in failing(raw, tmp_path)
 
 
 def test_caption_file_with_nine_lines_fails(raw, tmp_path):
@@ -247,8 +251,8 @@ def _rewrite_class(root, old: int, new: int):
             lines.append(" ".join(parts))
         path.write_text("\n".join(lines) + "\n")
     for split in cub.SPLITS:
-        info = root / split / cub.CLASS_INFO_FILE
-        ids = [new if c == old else c for c in cub.safe_pickle_load(info)]
+        info = root / split / layouts.CLASS_INFO_FILE
+        ids = [new if c == old else c for c in layouts.safe_pickle_load(info)]
         info.write_bytes(pickle.dumps(ids, protocol=2))
 
 
@@ -282,20 +286,20 @@ def test_class_id_missing_from_classes_txt_fails(raw, tmp_path, source, cub_coun
 
 
 def test_key_in_both_splits_fails(raw, tmp_path):
-    keys, classes = cub.read_split(raw, "train")
-    test_keys, test_classes = cub.read_split(raw, "test")
-    emb = cub.load_embeddings(raw, "test")
-    train_emb = cub.load_embeddings(raw, "train")
-    (raw / "test" / cub.FILENAMES_FILE).write_bytes(pickle.dumps(test_keys + [keys[0]], protocol=2))
-    (raw / "test" / cub.CLASS_INFO_FILE).write_bytes(pickle.dumps(test_classes + [classes[0]], protocol=2))
-    (raw / "test" / cub.EMBEDDINGS_FILE).write_bytes(pickle.dumps(np.concatenate([emb, train_emb[:1]]), protocol=2))
+    keys, classes = layouts.read_stackgan_split(raw, "train")
+    test_keys, test_classes = layouts.read_stackgan_split(raw, "test")
+    emb = load_embeddings(raw, "test")
+    train_emb = load_embeddings(raw, "train")
+    (raw / "test" / layouts.FILENAMES_FILE).write_bytes(pickle.dumps(test_keys + [keys[0]], protocol=2))
+    (raw / "test" / layouts.CLASS_INFO_FILE).write_bytes(pickle.dumps(test_classes + [classes[0]], protocol=2))
+    (raw / "test" / layouts.EMBEDDINGS_FILE).write_bytes(pickle.dumps(np.concatenate([emb, train_emb[:1]]), protocol=2))
     msg = failing(raw, tmp_path)
     assert f"image {keys[0]} is also listed in train/filenames.pickle" in msg
 
 
 def test_class_info_disagreeing_with_cub_labels_fails(raw, tmp_path):
-    keys, classes = cub.read_split(raw, "train")
-    info = raw / "train" / cub.CLASS_INFO_FILE
+    keys, classes = layouts.read_stackgan_split(raw, "train")
+    info = raw / "train" / layouts.CLASS_INFO_FILE
     wrong = [c % 6 + 1 if i == 2 else c for i, c in enumerate(classes)]
     info.write_bytes(pickle.dumps(wrong, protocol=2))
     msg = failing(raw, tmp_path)

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import ModelParams, Params, TrainParams, atomic_path, save_torch
+from .config import ModelParams, Params, TrainParams
+from .files import atomic_path, save_torch
 from .model import build_generator
 
 FORMAT = 1

@@ -18,7 +18,7 @@ from .config import ConfigError, load_params
 
 
 def _make_sample(args, params):
-    from .sample import make_sample
+    from .synthetic import make_sample
 
     out = make_sample(params.sample, params.sample.out_dir)
     print(f"sample written to {out}")
@@ -83,10 +83,6 @@ def _train(args, params):
 
     n = params.train.processes
     if n > 1 and "WORLD_SIZE" not in os.environ:  # start n DDP copies of this command under torchrun
-        if params.train.batch_size % n:
-            raise ConfigError(
-                f"{args.params}: train.batch_size {params.train.batch_size} is not divisible by train.processes {n}"
-            )
         code = launch(n, ["--params", args.params, "train"])
         if code:
             raise ConfigError(f"{n} training processes failed (exit {code}); their messages are above")
@@ -116,7 +112,7 @@ def _evaluate(args, params):
 
 
 def _sample(args, params):
-    from .synthesize import SentenceError, draw_sentences, sample_images
+    from .draw import SentenceError, draw_sentences, sample_images
 
     texts = list(args.text)
     if args.file:
@@ -162,7 +158,7 @@ def _sample(args, params):
 
 
 def _import_encoder(args, params):
-    from .config import file_digest
+    from .files import file_digest
     from .reed_t7 import import_reed_t7
     from .text_encoder import save_encoder
 
@@ -265,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="Reed's .t7")
     p.add_argument("--out", help="weights file to write (default text_encoder.weights of params.yaml)")
     p.set_defaults(fn=_import_encoder)
-    from .synthesize import ENCODER_NOTE
+    from .draw import ENCODER_NOTE
 
     p = sub.add_parser(
         "sample",
@@ -303,11 +299,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .checkpoint import CheckpointError
     from .cub import LayoutError
+    from .draw import NoMatch, SentenceError
     from .fetch import FetchError
     from .prepared import PreparedFileError
-    from .synthesize import NoMatch, SentenceError
+    from .stats import TrainingDiverged
     from .text_encoder import EncoderImportError
-    from .train import TrainingDiverged
 
     errors: tuple[type[BaseException], ...] = (
         ConfigError,

@@ -1,20 +1,15 @@
-"""params.yaml access and the small helpers every stage shares (device, seeding, atomic writes)."""
+"""params.yaml: its typed schema and loader, plus the device and seeding helpers every stage shares.
+
+Writing files safely is ``gancls.files``."""
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import json
-import os
 import random
-import shutil
-import socket
-import tempfile
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -44,6 +39,9 @@ def parse_params(raw: dict, source: str | Path = DEFAULT_PARAMS) -> Params:
         problems = []
         for err in exc.errors():
             key = ".".join(str(p) for p in err["loc"])
+            if err["type"] == "value_error" and isinstance(err["input"], dict):
+                problems.append(err["msg"].removeprefix("Value error, "))  # a rule across keys names them
+                continue
             got = "" if err["type"] == "missing" else f" (got {err['input']!r})"
             what = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
             problems.append(f"{key}: {what}{got}")
@@ -67,86 +65,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-@contextlib.contextmanager
-def atomic_path(target: str | Path):
-    """Yield a temporary sibling path; move it onto ``target`` only if the block succeeds.
-
-    Works for files and directories, so a failed stage never leaves half-written output and never
-    destroys what was there before.
-    """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale(target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}@{socket.gethostname()}.", dir=target.parent))
-    work = tmp / target.name
-    try:
-        (tmp / ".gitignore").write_text("*\n")  # a killed writer's leftovers are never `git add`ed
-        yield work
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
-        os.replace(work, target)
-    except Exception as exc:  # a full disk (or quota, file-size limit) becomes one line naming the target
-        code = _no_space(exc)
-        if code is None:
-            raise
-        raise OSError(code, f"{target}: not written ({os.strerror(code)}); any earlier version is kept") from exc
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _remove_stale(target: Path) -> None:
-    """Remove temporary siblings of ``target`` left by killed writers (a dead process of this host)."""
-    host = socket.gethostname()
-    for stale in target.parent.glob(f".{target.name}.*@*.*"):
-        owner = stale.name[len(target.name) + 2 :].rsplit(".", 1)[0]
-        pid, _, where = owner.partition("@")
-        if where != host or not pid.isdigit() or not (stale / ".gitignore").is_file():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(stale, ignore_errors=True)
-        except OSError:
-            pass  # alive (another user's process): leave it
-
-
-_NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
-
-
-def _no_space(exc: BaseException | None) -> int | None:
-    """The errno of a no-space OSError in ``exc`` or what it was raised from (torch wraps it), else None."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
-            return exc.errno
-        exc = exc.__cause__ or exc.__context__
-    return None
-
-
-def file_digest(path: str | Path, algorithm: str = "sha1") -> str:
-    """Hex digest of a file's bytes (``hashlib`` algorithm name)."""
-    import hashlib
-
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, algorithm).hexdigest()
-
-
-def save_torch(obj, path: str | Path) -> None:
-    """``torch.save`` through a Python file, so that a failed write raises the OSError (errno) behind it."""
-    import torch
-
-    with open(path, "wb") as f:
-        torch.save(obj, f)
-
-
-def write_json(path: str | Path, data: dict) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 # --- the params.yaml schema ---------------------------------------------------------------------
@@ -278,6 +196,14 @@ class TrainParams(Section):
     live_dir: str
     grid: str
     progress_gif: str
+
+    @model_validator(mode="after")
+    def _rules_across_keys(self):
+        if self.batch_size % self.processes:
+            raise ValueError(f"train.batch_size {self.batch_size} is not divisible by train.processes {self.processes}")
+        if self.compile and self.cuda_graph:
+            raise ValueError("train.compile and train.cuda_graph are both true: choose one")
+        return self
 
     @classmethod
     def model_keys(cls) -> list[str]:

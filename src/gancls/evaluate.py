@@ -30,17 +30,9 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from .config import (
-    ConfigError,
-    EvaluateParams,
-    Params,
-    atomic_path,
-    file_digest,
-    resolve_device,
-    seed_everything,
-    write_json,
-)
-from .prepared import center_crop, read_split
+from .config import ConfigError, EvaluateParams, Params, resolve_device, seed_everything
+from .files import atomic_path, file_digest, write_json
+from .prepared import center_crop, read_prepared
 from .report import write_report
 from .scorer import score_generated
 
@@ -163,7 +155,7 @@ def real_features(prepared: str | Path, params: Params) -> dict:
     device = resolve_device(cfg.device)
     path = extractor_path(cfg.feature_extractor)
     size = int(params.model.image_size)
-    test = read_split(prepared, "test")
+    test = read_prepared(prepared, "test")
     feats = extract(center_crop(test["images"], size), InceptionFeatures(path).to(device), int(cfg.batch_size), device)
     out = Path(cfg.real_features)
     with atomic_path(out) as tmp:

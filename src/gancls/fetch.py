@@ -2,7 +2,7 @@
 
 What it does, in order (settings: the ``fetch:`` section of params.yaml, ``FetchParams``):
 
-1. Looks at ``data_dir`` (default ``data/``): each part of the layout that ``gancls.cub`` reads —
+1. Looks at ``data_dir`` (default ``data/``): each part of the layout that ``gancls.raw`` reads —
    ``CUB_200_2011/``, ``text_c10/``, ``train/`` + ``test/`` — that is already there and complete
    is kept as it is, and its archive is not needed.
 2. For each missing part, takes its archive from ``download_dir`` (default ``build/downloads/``):
@@ -25,7 +25,7 @@ What it does, in order (settings: the ``fetch:`` section of params.yaml, ``Fetch
    ``data`` filter (plus a refusal of absolute member names, which that filter would only strip),
    zip files after checking that no member leaves the folder — finds the parts in it (at any depth:
    ``birds/train``, ``cvpr2016_cub/text_c10``, ...) and moves each into ``data_dir`` with one rename.
-   Of the embedding folders only the three pickles ``gancls.cub`` reads are kept.
+   Of the embedding folders only the three pickles ``gancls.raw`` reads are kept.
 5. Reed's pretrained CUB text encoder (``fetch.text_encoder``, a ``.t7``; ``null``: skipped): taken
    from ``download_dir`` or downloaded like the archives, its SHA-256 recorded or checked, read with
    ``gancls.reed_t7`` (a file that is not Reed's encoder is removed and refused), and copied to
@@ -51,8 +51,10 @@ import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from .config import FetchParams, atomic_path, file_digest, write_json
-from .cub import CLASS_INFO_FILE, CUB_DIR, EMBEDDINGS_FILE, FILENAMES_FILE, SPLITS, TEXT_DIR
+from .config import FetchParams
+from .cub import CUB_DIR, SPLITS, TEXT_DIR
+from .files import atomic_path, file_digest, write_json
+from .layouts import CLASS_INFO_FILE, EMBEDDINGS_FILE, FILENAMES_FILE
 
 
 class FetchError(RuntimeError):
@@ -287,7 +289,7 @@ def part_complete(data_dir: Path, part: str) -> bool:
 
 
 def _find(root: Path, part: str) -> Path | None:
-    """The shallowest folder named ``part`` under ``root`` that holds what ``gancls.cub`` reads."""
+    """The shallowest folder named ``part`` under ``root`` that holds what ``gancls.raw`` reads."""
 
     def ok(d: Path) -> bool:
         if part == CUB_DIR:
@@ -303,9 +305,9 @@ def _find(root: Path, part: str) -> Path | None:
 def _place(extracted: Path, part: str, data_dir: Path, archive: Path) -> None:
     src = _find(extracted, part)
     if src is None:
-        raise FetchError(f"{archive}: holds no {part}/ folder in the layout gancls.cub reads")
+        raise FetchError(f"{archive}: holds no {part}/ folder in the layout gancls.raw reads")
     with atomic_path(data_dir / part) as work:
-        if part in SPLITS:  # only the pickles gancls.cub reads (not the large image pickles)
+        if part in SPLITS:  # only the pickles gancls.raw reads (not the large image pickles)
             work.mkdir()
             for f in SPLIT_FILES:
                 os.replace(src / f, work / f)

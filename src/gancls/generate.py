@@ -35,9 +35,10 @@ import numpy as np
 import torch
 
 from .checkpoint import load_generator
-from .config import ConfigError, Params, atomic_path, resolve_device, seed_everything
+from .config import ConfigError, Params, resolve_device, seed_everything
+from .files import atomic_path
 from .grids import captioned_grid, lerp, slerp
-from .prepared import read_split
+from .prepared import read_prepared
 from .text_encoder import encode, load_encoder
 
 
@@ -73,7 +74,7 @@ def generate(generator_path: str | Path, prepared: str | Path, params: Params) -
     seed_everything(seed)
     device = resolve_device(params.train.device)
     g, mcfg = load_generator(generator_path, device)
-    test = read_split(prepared, "test")
+    test = read_prepared(prepared, "test")
     n_img, n_cap = test["embeddings"].shape[:2]
     n = int(cfg.num_samples)
     img_idx, cap_idx = sample_plan(n, n_img, n_cap)

@@ -1,7 +1,7 @@
 """Pictures people read: image grids with the caption of each row beside it, and animated GIFs.
 
 The grid itself is torchvision's ``make_grid``; this module adds the text panel and the GIF, and
-writes through ``config.atomic_path`` so a reader never sees a half-written picture.
+writes through ``files.atomic_path`` so a reader never sees a half-written picture.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torchvision.utils import make_grid
 
-from .config import atomic_path
+from .files import atomic_path
 
 PANEL_WIDTH = 360
 LINE_HEIGHT = 12

@@ -16,7 +16,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from . import cub
-from .config import PrepareParams, atomic_path
+from .config import PrepareParams
+from .files import atomic_path
+from .raw import open_raw
 
 
 def crop_box(bbox, width: int, height: int) -> tuple[int, int, int, int]:
@@ -79,11 +81,11 @@ def prepare(
 
     ``check(path)`` (the prepared-data validation) runs on the finished file before it replaces
     ``out``; if it raises, ``out`` is left as it was.  ``layout`` (params ``data.layout``) forces
-    the embedding layout read by ``gancls.cub``; ``auto`` detects it.
+    the embedding layout read by ``gancls.raw``; ``auto`` detects it.
     """
     raw_dir = Path(raw_dir)
     size = int(cfg.load_size)
-    raw = cub.open_raw(raw_dir, layout)
+    raw = open_raw(raw_dir, layout)
     by_split: dict[str, list[cub.Record]] = {s: [] for s in cub.SPLITS}
     for rec in raw.index():
         if rec.split is not None:
@@ -107,7 +109,7 @@ def prepare(
                 if not isinstance(emb, np.ndarray) or emb.ndim != 3 or emb.shape[0] < n:
                     shape = emb.shape if isinstance(emb, np.ndarray) else "ragged (rows differ in shape)"
                     raise cub.LayoutError(
-                        f"{raw_dir / raw.embeddings_source(split)}: embeddings of shape {shape} do not fit {n} images"
+                        f"{raw_dir / raw.embeddings_file(split)}: embeddings of shape {shape} do not fit {n} images"
                     )
                 g = h5.create_group(split)
                 images = g.create_dataset("images", (n, size, size, 3), np.uint8, chunks=(1, size, size, 3))

@@ -25,7 +25,7 @@ class PreparedFileError(ValueError):
     """The prepared file lacks a split or dataset (e.g. written by an older ``gancls prepare``)."""
 
 
-def read_split(path: str | Path, split: str, names: tuple[str, ...] = DATASETS) -> dict[str, np.ndarray]:
+def read_prepared(path: str | Path, split: str, names: tuple[str, ...] = DATASETS) -> dict[str, np.ndarray]:
     """Datasets ``names`` of one split of the prepared file, fully in memory (CUB's train images: 0.5 GB)."""
     with h5py.File(path, "r") as h5:
         if split not in h5:

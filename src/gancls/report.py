@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from .config import atomic_path
+from .files import atomic_path
 
 
 def _fmt(v, digits: int = 3) -> str:

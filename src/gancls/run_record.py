@@ -18,7 +18,8 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from .config import TrainParams, atomic_path
+from .config import TrainParams
+from .files import atomic_path
 from .grids import captioned_image, save_gif, save_png
 
 FRAMES = "samples"  # DVCLive image folder of the fixed-caption grids: samples/<epoch>.png

@@ -221,7 +221,7 @@ def last_run(root: str | Path) -> dict | None:
 
 
 def save_run(root: str | Path, head: str, experiment: str, rev: str, accepted: bool) -> None:
-    from gancls.config import write_json
+    from gancls.files import write_json
 
     previous = (last_run(root) or {}).get("accepted")
     write_json(

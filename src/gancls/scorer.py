@@ -5,7 +5,7 @@ in ``evaluate`` to the images generated from test captions.  What it recognises 
 
 * the embedded sample (``data.source: sample``): the attributes a caption can name, one head per
   kind in ``scorer.kinds`` (body, wing, head and beak colour by default).  An image's labels are
-  the attributes its own captions state (``gancls.sample.mentions`` inverts the caption templates,
+  the attributes its own captions state (``gancls.synthetic.mentions`` inverts the caption templates,
   so these are the sample's attributes, never anything derived from the generator).  Trained on
   the training split, checked on the test split (whose classes it has never seen).
 * real CUB (``data.source: cub``): the class of the image, among the test split's classes.  Trained
@@ -29,8 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import Params, ScorerParams, atomic_path, resolve_device, save_torch, write_json
-from .prepared import center_crop, read_split
+from .config import Params, ScorerParams, resolve_device
+from .files import atomic_path, save_torch, write_json
+from .prepared import center_crop, read_prepared
 
 CLASS_KIND = "class"
 
@@ -42,7 +43,7 @@ def caption_labels(caption: str, class_id: int, kinds: list[str], source: str) -
     """What a caption states, restricted to the scored kinds: {kind: value}."""
     if source == "cub":
         return {CLASS_KIND: str(int(class_id))}
-    from .sample import mentions
+    from .synthetic import mentions
 
     return {k: v for k, v in mentions(caption) if k in kinds}
 
@@ -55,7 +56,7 @@ def vocabulary(kinds: list[str], source: str, class_ids) -> dict[str, list[str]]
     """The values each head can predict."""
     if source == "cub":
         return {CLASS_KIND: [str(int(c)) for c in sorted(set(int(c) for c in class_ids))]}
-    from .sample import VOCAB
+    from .synthetic import VOCAB
 
     unknown = [k for k in kinds if k not in VOCAB]
     if unknown:
@@ -154,7 +155,7 @@ def train_scorer(prepared: str | Path, params: Params, out: str | Path, metrics:
     size = int(params.model.image_size)
     kinds = scored_kinds(cfg, source)
     if source == "cub":  # classes of the test split: a part of each class to train on, the rest to check
-        data = read_split(prepared, "test")
+        data = read_prepared(prepared, "test")
         vocab = vocabulary(kinds, source, data["class_ids"])
         targets = image_targets(data, vocab, source)
         held = heldout_mask(data["class_ids"], float(cfg.heldout_fraction), seed)
@@ -163,7 +164,7 @@ def train_scorer(prepared: str | Path, params: Params, out: str | Path, metrics:
         heldout_keys = [str(k) for k in data["keys"][held]]
         trained_on = f"test split, {1 - float(cfg.heldout_fraction):.0%} of each class"
     else:  # attributes: train on the training split, check on the unseen test classes
-        tr, te = read_split(prepared, "train"), read_split(prepared, "test")
+        tr, te = read_prepared(prepared, "train"), read_prepared(prepared, "test")
         vocab = vocabulary(kinds, source, tr["class_ids"])
         train_x, train_y = tr["images"], image_targets(tr, vocab, source)
         check_x, check_y = te["images"], image_targets(te, vocab, source)
@@ -342,6 +343,6 @@ def score_generated(
         image_index = h5["image_index"][()]
         class_ids = h5["class_ids"][()]
         captions = [str(c) for c in h5["captions"].asstr()[()]]
-    test = read_split(prepared, "test")
+    test = read_prepared(prepared, "test")
     model, state = load_scorer(scorer_path, device)
     return text_match(model, state, fake, test["images"], captions, class_ids, image_index, test["keys"], seed, device)

@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import atomic_path, save_torch
-from .layouts import REED_ALPHABET
+from .cub_icml import REED_ALPHABET
+from .files import atomic_path, save_torch
 
 # Reed's alphabet (icml2016 donkey_folder_txt.lua), the one his .t7 caption codes use too.
 ALPHABET = REED_ALPHABET

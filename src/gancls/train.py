@@ -10,9 +10,9 @@ One D step then one G step; Adam, lr halved every ``lr_decay_every`` epochs.
 
 Read ``_train`` first: set-up, then for each epoch the update, the lr schedule, the record and the
 checkpoint; then the shipped model.  Behind names: the batches (``batches.py``), the training state
-(``TrainingState``: one ``state_dict`` for resume checkpoints, ``checkpoint.py``, and the final
+(``state.TrainingState``: one ``state_dict`` for resume checkpoints, ``checkpoint.py``, and the final
 ``checkpoint.pt``), the step as run (``make_step``: compiled or a CUDA graph), statistics read once
-per ``log_every`` steps with a guard that stops at the first non-finite loss (``EpochStats``), the
+per ``log_every`` steps with a guard that stops at the first non-finite loss (``stats.EpochStats``), the
 averaged G (``ema.py``), the record (``run_record.py``: console, DVCLive, grids; rank 0 only) and DDP
 under torchrun (``distributed.py``).
 """
@@ -38,23 +38,18 @@ from .checkpoint import (
     set_rng_state,
     trained_with,
 )
-from .config import ConfigError, Params, atomic_path, file_digest, save_torch, seed_everything
+from .config import ConfigError, Params, seed_everything
 from .distributed import Dist, no_sync
-from .ema import EMA
-from .model import build_models
-from .prepared import read_split
+from .files import atomic_path, file_digest, save_torch
+from .prepared import read_prepared
 from .run_record import RunRecord, sample_frame
+from .state import TrainingState
+from .stats import STATS, EpochStats
 
 SHIPPED_LAST = "last epoch: G's weights after the final step"
 SHIPPED_EMA = (
     "last epoch: exponential moving average of G's weights (decay {decay}) with re-estimated BatchNorm statistics"
 )
-STATS = ("d_loss", "g_loss", "g_int_loss", "d_real", "d_wrong", "d_fake")  # what train_step returns
-LOSSES = 3  # the first three are losses: the non-finite guard watches them
-
-
-class TrainingDiverged(RuntimeError):
-    """A loss became NaN or infinite; the message names the epoch and step."""
 
 
 def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
@@ -165,78 +160,6 @@ class GraphedStep:
         return self.out.clone()
 
 
-class EpochStats:
-    """Per-step STATS kept on the device; read to the host once per ``log_every`` steps.
-
-    Each read checks the losses: the first non-finite one stops training (``TrainingDiverged``)
-    before anything of that epoch is saved.  Under DDP the sums and the check cover all ranks.
-    """
-
-    def __init__(self, dist: Dist, epoch: int, first_step: int):
-        self.dist, self.epoch, self.first_step = dist, epoch, first_step
-        self.pending: list[torch.Tensor] = []
-        self.sums = np.zeros(len(STATS))
-        self.count = 0  # steps read so far (over all ranks)
-        self.latest: dict[str, float] = {}
-
-    def add(self, stats: torch.Tensor) -> None:
-        self.pending.append(stats)
-
-    def read(self) -> None:
-        if not self.pending:
-            return
-        block = torch.stack(self.pending).float()
-        bad = ~torch.isfinite(block[:, :LOSSES]).all(dim=1)
-        # first bad step of this block (or len), then the block's sums: one transfer, one all-reduce
-        first = torch.where(bad, torch.arange(len(block), device=block.device), len(block)).min()
-        packed = torch.cat([block.sum(0), first.float()[None], torch.ones(1, device=block.device)])
-        if self.dist.active:
-            first_all = packed[-2].clone()
-            self.dist.sum_(packed)
-            torch.distributed.all_reduce(first_all, op=torch.distributed.ReduceOp.MIN)
-            packed[-2] = first_all
-        host = packed.cpu().numpy()
-        ranks = int(host[-1])
-        if host[-2] < len(block):
-            step = self.first_step + self.count // ranks + int(host[-2]) + 1
-            values = block[int(host[-2])] if bool(bad[int(host[-2])]) else None
-            detail = (
-                ""
-                if values is None
-                else " (" + ", ".join(f"{k} {v:.4g}" for k, v in zip(STATS[:LOSSES], values[:LOSSES].tolist())) + ")"
-            )
-            raise TrainingDiverged(f"non-finite loss at epoch {self.epoch}, step {step}{detail}")
-        self.sums += host[: len(STATS)]
-        self.count += len(block) * ranks
-        self.latest = {k: float(v) for k, v in zip(STATS, host[: len(STATS)] / (len(block) * ranks))}
-        self.pending.clear()
-
-    def means(self) -> dict[str, float]:
-        return {k: float(v) for k, v in zip(STATS, self.sums / max(self.count, 1))}
-
-
-def build_training(mcfg, tcfg, device: torch.device, graphed: bool):
-    """G and D on ``device`` in the configured memory layout, with their Adam optimisers; the CUDA
-    backend switches set.  ``graphed``: optimisers that a CUDA graph can record (``capturable``, lr a
-    device tensor so the scheduler still works)."""
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tcfg.tf32
-    g, d = build_models(mcfg)
-    fmt = torch.channels_last if tcfg.channels_last else torch.contiguous_format
-    g.to(device, memory_format=fmt), d.to(device, memory_format=fmt)
-    opts = [
-        torch.optim.Adam(
-            m.parameters(),
-            betas=(tcfg.beta1, tcfg.beta2),
-            capturable=graphed,
-            lr=torch.tensor(tcfg.lr, device=device) if graphed else tcfg.lr,
-        )
-        for m in (g, d)
-    ]
-    return g, d, *opts
-
-
 def make_step(g, d, opt_g, opt_d, mcfg, tcfg, graphed: bool):
     """The step the loop (and ``benchmarks/train_speed.py``) runs: ``train_step`` with the run's settings,
     compiled (``train.compile``) or recorded as a CUDA graph (``graphed``); (real, text, wrong) -> STATS."""
@@ -262,64 +185,6 @@ def make_step(g, d, opt_g, opt_d, mcfg, tcfg, graphed: bool):
     return GraphedStep(step) if graphed else step
 
 
-class TrainingState:
-    """What a run has learnt so far: G, D, their optimisers and lr schedules, the averaged G, the fixed
-    grid noise, the epoch and step reached and the per-epoch history.  ``state_dict`` is what a resume
-    checkpoint holds (with the random states) and what ``<train.out_dir>/checkpoint.pt`` keeps."""
-
-    def __init__(self, mcfg, tcfg, device: torch.device, graphed: bool, gen: torch.Generator):
-        self.g, self.d, self.opt_g, self.opt_d = build_training(mcfg, tcfg, device, graphed)
-        self.scheds = [
-            torch.optim.lr_scheduler.StepLR(o, tcfg.lr_decay_every, tcfg.lr_decay_factor)
-            for o in (self.opt_g, self.opt_d)
-        ]
-        self.ema = EMA(self.g, tcfg.ema_decay)
-        self.fixed_z = torch.randn(tcfg.grid_size, mcfg.z_dim, generator=gen, device=device)
-        self.epoch, self.step, self.history = 0, 0, []
-
-    def end_epoch(self, epoch: int, steps: int, stats: dict[str, float], t0: float, batch_size: int) -> dict:
-        """Count the epoch, step the lr schedules, and add the epoch's row to the history."""
-        self.epoch, self.step = epoch, self.step + steps
-        lr = float(self.opt_g.param_groups[0]["lr"])
-        for sched in self.scheds:
-            sched.step()
-        secs = time.perf_counter() - t0
-        row = {
-            "epoch": epoch,
-            "steps": steps,
-            **stats,
-            "lr": lr,
-            "seconds": secs,
-            "images_per_s": steps * batch_size / secs,
-        }
-        self.history.append(row)
-        return row
-
-    def state_dict(self) -> dict:
-        return {
-            "epoch": self.epoch,
-            "step": self.step,
-            "history": self.history,
-            "generator": self.g.state_dict(),
-            "discriminator": self.d.state_dict(),
-            "opt_g": self.opt_g.state_dict(),
-            "opt_d": self.opt_d.state_dict(),
-            "schedulers": [s.state_dict() for s in self.scheds],
-            "ema_generator": None if self.ema.avg is None else self.ema.avg.state_dict(),
-            "fixed_z": self.fixed_z.cpu(),
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.g.load_state_dict(state["generator"]), self.d.load_state_dict(state["discriminator"])
-        self.opt_g.load_state_dict(state["opt_g"]), self.opt_d.load_state_dict(state["opt_d"])
-        for sched, saved in zip(self.scheds, state["schedulers"]):
-            sched.load_state_dict(saved)
-        if self.ema.avg is not None:
-            self.ema.avg.load_state_dict(state["ema_generator"])
-        self.fixed_z = state["fixed_z"].to(self.fixed_z.device)
-        self.epoch, self.step, self.history = state["epoch"], state["step"], state["history"]
-
-
 def train(prepared: str | Path, params: Params) -> dict:
     """Train GAN-CLS on the prepared file's train split; every output path comes from ``params.train``.
 
@@ -338,7 +203,7 @@ def _train(prepared: str | Path, params: Params, dist: Dist) -> dict:
     seed_everything(seed + dist.rank)
     gen = torch.Generator(device=dist.device).manual_seed(seed + 1000 * dist.rank)  # this rank's draws
     order_gen = torch.Generator(device=dist.device).manual_seed(seed + 1)  # the same on every rank
-    split = read_split(prepared, "train")
+    split = read_prepared(prepared, "train")
     data = _batches(split, prepared, params, dist)
     graphed = _graphed(tcfg, dist)
     state = TrainingState(mcfg, tcfg, dist.device, graphed, gen)
@@ -404,7 +269,7 @@ def _train(prepared: str | Path, params: Params, dist: Dist) -> dict:
 def _batches(split: dict, prepared, params: Params, dist: Dist) -> Batches:
     """The split on the device as this rank's batches; bad settings or data as one ConfigError line."""
     tcfg, mcfg = params.train, params.model
-    if tcfg.batch_size % dist.world:
+    if tcfg.batch_size % dist.world:  # the schema checks train.processes; this, a torchrun started by hand
         raise ConfigError(f"train.batch_size {tcfg.batch_size} is not divisible by the {dist.world} processes")
     try:
         data = Batches(
@@ -432,8 +297,6 @@ def _graphed(tcfg, dist: Dist) -> bool:
     graphed = tcfg.cuda_graph and dist.device.type == "cuda" and not dist.active
     if tcfg.cuda_graph and not graphed and dist.main:
         print("train.cuda_graph needs one process on a CUDA device: running the steps eagerly", flush=True)
-    if graphed and tcfg.compile:
-        raise ConfigError("train.compile and train.cuda_graph: choose one")
     return graphed
 
 

@@ -26,8 +26,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import ConfigError, Params, file_digest, resolve_device, write_json
-from .prepared import read_split
+from .config import ConfigError, Params, resolve_device
+from .files import file_digest, write_json
+from .prepared import read_prepared
 from .text_encoder import NARROW_SIZES, CharCNNRNN, char_codes, encode, one_hot, save_encoder
 
 
@@ -154,7 +155,7 @@ def train_text_encoder(prepared: str | Path, params: Params, log: Callable[[str]
     cfg = params.text_encoder
     device = resolve_device(cfg.device)
     names = ("captions", "embeddings")
-    train, test = read_split(prepared, "train", names), read_split(prepared, "test", names)
+    train, test = read_prepared(prepared, "train", names), read_prepared(prepared, "test", names)
     texts, targets, groups = caption_pairs(train)
     start = time.perf_counter()
     if cfg.source == "reed":

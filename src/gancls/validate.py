@@ -16,12 +16,8 @@ with the offending files -- its first line names a file.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +26,8 @@ from PIL import Image, ImageFile
 
 from . import cub
 from .config import ValidateParams
+from .expectations import Check, ValidationFailed, between, fail_early, in_set, raise_failures, run_suites
+from .raw import open_raw
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
@@ -56,30 +54,6 @@ MANIFEST_COLUMNS = [
     "emb_file",
     "caption_file",
 ]
-RESULT_FORMAT = {"result_format": "SUMMARY", "unexpected_index_column_names": ["path"], "partial_unexpected_count": 20}
-
-
-class ValidationFailed(Exception):
-    """The data broke expectations (or its layout is wrong); the message names the files."""
-
-
-@dataclass
-class Check:
-    label: str
-    expectation: object  # a gx.expectations.* instance
-    detail: Callable[[dict], str] | str  # row -> why it is bad; for table-level checks "file: what"
-
-
-def _in_set(column: str, values: list, detail: Callable[[dict], str]) -> Check:
-    import great_expectations.expectations as gxe
-
-    return Check(column, gxe.ExpectColumnValuesToBeInSet(column=column, value_set=values), detail)
-
-
-def _between(column: str, detail: Callable[[dict], str], **bounds) -> Check:
-    import great_expectations.expectations as gxe
-
-    return Check(column, gxe.ExpectColumnValuesToBeBetween(column=column, **bounds), detail)
 
 
 # --- tables --------------------------------------------------------------------------------------
@@ -122,12 +96,12 @@ def _embedding_stats(arr, index: int) -> tuple[str, bool | None, float, float, f
 
 
 def build_manifest(raw_dir, layout: str = "auto", raw=None) -> pd.DataFrame:
-    """One row per image of ``cub.load_index(raw_dir)`` with the facts the expectations check.
+    """One row per image of ``load_index(raw_dir)`` with the facts the expectations check.
 
-    ``raw``: an already open ``cub.open_raw(raw_dir, layout)``, so the layout is read once."""
+    ``raw``: an already open ``open_raw(raw_dir, layout)``, so the layout is read once."""
     root = Path(raw_dir)
     try:
-        raw = raw or cub.open_raw(root, layout)
+        raw = raw or open_raw(root, layout)
         records = raw.index()
         embeddings = {split: raw.embeddings(split) for split in cub.SPLITS}
     except cub.LayoutError as exc:
@@ -167,7 +141,7 @@ def build_manifest(raw_dir, layout: str = "auto", raw=None) -> pd.DataFrame:
                 "emb_abs_max": emb[2],
                 "emb_norm_min": emb[3],
                 "emb_norm_max": emb[4],
-                "emb_file": raw.embedding_source(r.key, r.split),
+                "emb_file": raw.image_embeddings_file(r.key, r.split),
                 "caption_file": raw.caption_source(r.key),
             }
         )
@@ -208,84 +182,9 @@ def _split_table(df: pd.DataFrame, path_of: Callable[[str], str]) -> pd.DataFram
 def _shared_checks() -> tuple[list[Check], list[Check]]:
     """Checks of the class table (class-disjoint split) and the split table (no empty split)."""
     return (
-        [_between("n_splits", lambda r: f"class {r['class_id']} is in both splits ({r['counts']})", max_value=1)],
-        [_between("n_images", lambda r: f"the {r['split']} split has no images", min_value=1)],
+        [between("n_splits", lambda r: f"class {r['class_id']} is in both splits ({r['counts']})", max_value=1)],
+        [between("n_images", lambda r: f"the {r['split']} split has no images", min_value=1)],
     )
-
-
-# --- running GX and reporting --------------------------------------------------------------------
-
-
-def _validate(
-    tables: list[tuple[str, pd.DataFrame, list[Check]]],
-    report_dir: Path,
-    json_name: str,
-    show: Callable[[str], str],
-    prefix: str,
-    extra: dict,
-) -> tuple[bool, list[str]]:
-    """Validate each (name, table, checks) as one batch; write the JSON and Data Docs; list failures."""
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    report_dir.mkdir(parents=True, exist_ok=True)
-    results, failures = {}, []
-    with tempfile.TemporaryDirectory(prefix="gx-") as tmp:
-        context = gx.get_context(mode="file", project_root_dir=tmp)
-        context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
-        source = context.data_sources.add_pandas("tables")
-        for name, df, checks in tables:
-            by_label = {c.label: c for c in checks}
-            batch = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("all")
-            suite = context.suites.add(gx.ExpectationSuite(name=name))
-            for c in checks:
-                c.expectation.meta = {"check": c.label}
-                suite.add_expectation(c.expectation)
-            definition = context.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch, suite=suite))
-            result = definition.run(batch_parameters={"dataframe": df}, result_format=RESULT_FORMAT)
-            results[name] = result.to_json_dict()
-            order = {c.label: i for i, c in enumerate(checks)}
-            for r in sorted(result.results, key=lambda r: order[r.expectation_config.meta["check"]]):
-                if not r.success:
-                    failures.append(_describe(r, by_label[r.expectation_config.meta["check"]], df, show, prefix))
-        context.build_data_docs()
-        site = Path(tmp) / "gx" / "uncommitted" / "data_docs" / "local_site"
-        docs = report_dir / "data_docs"
-        shutil.rmtree(docs, ignore_errors=True)
-        shutil.copytree(site, docs)
-    success = not failures
-    report = {"success": success, "failures": failures, **extra, "validations": results}
-    (report_dir / json_name).write_text(json.dumps(report, indent=1, default=str), encoding="utf-8")
-    return success, failures
-
-
-def _describe(r, check: Check, df: pd.DataFrame, show: Callable[[str], str], prefix: str) -> str:
-    """One line: '<first bad file>: <why> [<expectation>(<column>): <n> bad rows; also <files>]'."""
-    cfg, res = r.expectation_config, r.result or {}
-    what = f"{cfg.type}({cfg.kwargs.get('column', cfg.kwargs.get('column_B', 'table'))})"
-    if r.exception_info and r.exception_info.get("raised_exception"):
-        return f"{prefix}{check.label}: {what} could not run ({r.exception_info['exception_message']})"
-    bad = [d["path"] for d in res.get("partial_unexpected_index_list") or [] if "path" in d]
-    if callable(check.detail) and bad:
-        row = df[df.path == bad[0]].iloc[0].to_dict()
-        also = f"; also {', '.join(show(p) for p in bad[1:5])}" if len(bad) > 1 else ""
-        return (
-            f"{prefix}{show(bad[0])}: {check.detail(row)} "
-            f"[{what}: {res.get('unexpected_count')} of {res.get('element_count')} rows bad{also}]"
-        )
-    wanted = ", ".join(f"{k}={v}" for k, v in cfg.kwargs.items() if k not in ("batch_id", "column"))
-    return f"{prefix}{check.detail}, observed {res.get('observed_value')} [{what}: {wanted}]"
-
-
-def _fail_early(report: Path, msg: str, extra: dict, cause: Exception | None = None) -> None:
-    """A failure before GX could run (bad layout): write a minimal report, then raise."""
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(json.dumps({"success": False, "failures": [msg], **extra}, indent=1))
-    raise ValidationFailed(msg) from cause
-
-
-def _raise(failures: list[str], report: Path) -> None:
-    raise ValidationFailed("\n".join(failures + [f"(report: {report}, {report.parent / 'data_docs'}/index.html)"]))
 
 
 def validate_raw(raw_dir, cfg: ValidateParams, source: str, report_dir, layout: str = "auto") -> dict:
@@ -300,13 +199,13 @@ def validate_raw(raw_dir, cfg: ValidateParams, source: str, report_dir, layout: 
     root, report_dir = Path(raw_dir), Path(report_dir)
     report = report_dir / "result.json"
     try:
-        raw = cub.open_raw(root, layout)
+        raw = open_raw(root, layout)
         df = build_manifest(root, raw=raw)
         problems = raw.problems()  # layout entries that fit no CUB image or no split
         n_cap = raw.captions_per_image
-        class_ids = sorted(cub._int_map(root / cub.CUB_DIR / "classes.txt"))
+        class_ids = sorted(cub.read_classes(root))
     except (ValidationFailed, cub.LayoutError) as exc:
-        _fail_early(report, str(exc), {"source": source, "raw_dir": str(root), "layout": layout}, exc)
+        fail_early(report, str(exc), {"source": source, "raw_dir": str(root), "layout": layout}, exc)
     emb_shape = f"{n_cap}x{EMB_SHAPE.split('x')[1]}"
 
     def show(path: str) -> str:
@@ -315,11 +214,11 @@ def validate_raw(raw_dir, cfg: ValidateParams, source: str, report_dir, layout: 
     lo, amax, nmin = cfg.min_side, cfg.max_abs_embedding, cfg.min_embedding_norm
     emb = lambda r: r["emb_file"]  # noqa: E731
     checks = [
-        _in_set("decodes", [True], lambda r: f"does not decode ({r['decode_error']})"),
-        _between("width", lambda r: f"width {r['width']} < {lo}", min_value=lo),
-        _between("height", lambda r: f"height {r['height']} < {lo}", min_value=lo),
-        _in_set("mode", ["RGB", "L", "CMYK"], lambda r: f"image mode {r['mode']} is not RGB, L or CMYK"),
-        _in_set(
+        in_set("decodes", [True], lambda r: f"does not decode ({r['decode_error']})"),
+        between("width", lambda r: f"width {r['width']} < {lo}", min_value=lo),
+        between("height", lambda r: f"height {r['height']} < {lo}", min_value=lo),
+        in_set("mode", ["RGB", "L", "CMYK"], lambda r: f"image mode {r['mode']} is not RGB, L or CMYK"),
+        in_set(
             "split",
             list(cub.SPLITS),
             lambda r: (
@@ -327,17 +226,17 @@ def validate_raw(raw_dir, cfg: ValidateParams, source: str, report_dir, layout: 
                 f"({raw.split_source('train')}, {raw.split_source('test')})"
             ),
         ),
-        _in_set("class_id", class_ids, lambda r: f"class id {r['class_id']} is not in {cub.CUB_DIR}/classes.txt"),
-        _in_set("n_captions", [n_cap], lambda r: f"{r['caption_file']} has {r['n_captions']} captions, not {n_cap}"),
-        _in_set("emb_shape", [emb_shape], lambda r: f"{emb(r)} gives shape {r['emb_shape']}, not {emb_shape}"),
-        _in_set("emb_finite", [True], lambda r: f"{emb(r)}: non-finite embedding"),
-        _between("emb_abs_max", lambda r: f"{emb(r)}: |embedding| {r['emb_abs_max']:.4g} > {amax}", max_value=amax),
-        _between(
+        in_set("class_id", class_ids, lambda r: f"class id {r['class_id']} is not in {cub.CUB_DIR}/classes.txt"),
+        in_set("n_captions", [n_cap], lambda r: f"{r['caption_file']} has {r['n_captions']} captions, not {n_cap}"),
+        in_set("emb_shape", [emb_shape], lambda r: f"{emb(r)} gives shape {r['emb_shape']}, not {emb_shape}"),
+        in_set("emb_finite", [True], lambda r: f"{emb(r)}: non-finite embedding"),
+        between("emb_abs_max", lambda r: f"{emb(r)}: |embedding| {r['emb_abs_max']:.4g} > {amax}", max_value=amax),
+        between(
             "emb_norm_min",
             lambda r: f"{emb(r)}: caption embedding norm {r['emb_norm_min']:.4g} < {nmin}",
             min_value=nmin,
         ),
-        _in_set("bbox_ok", [True], lambda r: "bounding box lies outside the image"),
+        in_set("bbox_ok", [True], lambda r: "bounding box lies outside the image"),
         Check("key", gxe.ExpectColumnValuesToBeUnique(column="key"), lambda r: f"key {r['key']} is repeated"),
     ]
     classes, splits = _shared_checks()
@@ -375,7 +274,7 @@ def validate_raw(raw_dir, cfg: ValidateParams, source: str, report_dir, layout: 
             (
                 "layout",
                 pd.DataFrame([{"path": f"{root / f} ({p})", "problem": p, "ok": False} for f, p in problems]),
-                [_in_set("ok", [True], lambda r: f"{raw.layout} entry does not fit {cub.CUB_DIR} or the split")],
+                [in_set("ok", [True], lambda r: f"{raw.layout} entry does not fit {cub.CUB_DIR} or the split")],
             )
         )
     n = {s: int((df.split == s).sum()) for s in cub.SPLITS}
@@ -386,11 +285,11 @@ def validate_raw(raw_dir, cfg: ValidateParams, source: str, report_dir, layout: 
         "n_classes": int(df.class_id.nunique()),
         "layout": raw.layout,
     }
-    success, failures = _validate(
+    success, failures = run_suites(
         tables, report_dir, "result.json", show, "", {"source": source, "raw_dir": str(root), **summary}
     )
     if not success:
-        _raise(failures, report)
+        raise_failures(failures, report)
     return {
         "success": True,
         **summary,
@@ -457,14 +356,14 @@ def validate_prepared(h5_path, cfg: ValidateParams, report_dir) -> dict:
     try:
         df, size, n_cap = _prepared_table(h5_path)
     except ValidationFailed as exc:
-        _fail_early(report, str(exc), {"h5": str(h5_path)}, exc)
+        fail_early(report, str(exc), {"h5": str(h5_path)}, exc)
     want, emb_shape = f"{size}x{size}x3", f"{n_cap}x{EMB_SHAPE.split('x')[1]}"
     checks = [
-        _in_set("image_shape", [want], lambda r: f"image shape {r['image_shape']}, not {want} (load_size {size})"),
-        _in_set("emb_shape", [emb_shape], lambda r: f"embedding shape {r['emb_shape']}, not {emb_shape}"),
-        _in_set("emb_finite", [True], lambda r: "non-finite embedding"),
-        _in_set("n_captions", [n_cap], lambda r: f"{r['n_captions']} non-empty captions, not {n_cap}"),
-        _between("pixel_std", lambda r: "image is constant", min_value=0, strict_min=True),
+        in_set("image_shape", [want], lambda r: f"image shape {r['image_shape']}, not {want} (load_size {size})"),
+        in_set("emb_shape", [emb_shape], lambda r: f"embedding shape {r['emb_shape']}, not {emb_shape}"),
+        in_set("emb_finite", [True], lambda r: "non-finite embedding"),
+        in_set("n_captions", [n_cap], lambda r: f"{r['n_captions']} non-empty captions, not {n_cap}"),
+        between("pixel_std", lambda r: "image is constant", min_value=0, strict_min=True),
         Check("key", gxe.ExpectColumnValuesToBeUnique(column="key"), lambda r: "key is repeated"),
     ]
     classes, splits = _shared_checks()
@@ -474,7 +373,7 @@ def validate_prepared(h5_path, cfg: ValidateParams, report_dir) -> dict:
         ("prepared_splits", _split_table(df, lambda s: f"{s} group"), splits),
     ]
     n = {s: int((df.split == s).sum()) for s in cub.SPLITS}
-    success, failures = _validate(
+    success, failures = run_suites(
         tables,
         report_dir,
         report.name,
@@ -483,7 +382,7 @@ def validate_prepared(h5_path, cfg: ValidateParams, report_dir) -> dict:
         {"h5": str(h5_path), "n_train": n["train"], "n_test": n["test"]},
     )
     if not success:
-        _raise(failures, report)
+        raise_failures(failures, report)
     return {
         "success": True,
         "n_train": n["train"],

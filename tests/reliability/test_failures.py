@@ -67,7 +67,7 @@ def test_disk_full_during_train_keeps_the_earlier_model(run, tmp_path, capsys):
 
 def test_disk_full_during_prepare_keeps_the_earlier_file(tiny_prepared, tmp_path, monkeypatch, capsys):
     """A simulated full disk: every HDF5 block write fails with ENOSPC."""
-    from gancls.sample import make_sample
+    from gancls.synthetic import make_sample
 
     from conftest import ROOT, TINY, merge
 

@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from gancls.checkpoint import load_checkpoint, load_generator
-from gancls.prepared import read_split
+from gancls.prepared import read_prepared
 
 from conftest import TINY, clone_project, env
 
@@ -69,7 +69,7 @@ def repo(tmp_path_factory):
 
 def kill_runs(r: Repo, stage: str, delays: tuple[float, float], targets: list[str], check) -> None:
     """Kill `gancls <stage>` 3 times: after two seeded random delays, then when a temporary sibling of one
-    of ``targets`` (``.<target>.*``, made by config.atomic_path) appears.  ``check`` inspects the outputs."""
+    of ``targets`` (``.<target>.*``, made by files.atomic_path) appears.  ``check`` inspects the outputs."""
     temp_globs = [str(Path(t).parent / f".{Path(t).name}.*") for t in targets]
     rng = random.Random(f"kill-{stage}")
     lo, hi = delays
@@ -119,7 +119,7 @@ def kill_runs(r: Repo, stage: str, delays: tuple[float, float], targets: list[st
 def check_prepared(r: Repo):
     out = r.root / "build/prepared/birds.h5"
     if out.exists():
-        assert len(read_split(out, "train")["keys"]) == 24 and len(read_split(out, "test")["keys"]) == 8
+        assert len(read_prepared(out, "train")["keys"]) == 24 and len(read_prepared(out, "test")["keys"]) == 8
 
 
 def check_trained(r: Repo):

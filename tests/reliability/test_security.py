@@ -12,11 +12,11 @@ import pytest
 import torch
 import yaml
 
-from gancls import cub
+from gancls import layouts
 from gancls.checkpoint import CheckpointError, load_checkpoint, load_generator
 from gancls.cli import main
 from gancls.fetch import FetchError, safe_extract
-from gancls.sample import make_sample
+from gancls.synthetic import make_sample
 
 from conftest import ROOT, TINY, merge, section
 
@@ -34,7 +34,7 @@ class Payload:
 def test_stackgan_pickle_with_code_is_refused_through_the_cli(tmp_path, monkeypatch, capsys):
     raw = make_sample(section("sample", **TINY["sample"]), tmp_path / "raw")
     marker = tmp_path / "pwned"
-    evil = raw / "train" / cub.FILENAMES_FILE
+    evil = raw / "train" / layouts.FILENAMES_FILE
     evil.write_bytes(pickle.dumps([Payload(marker)], protocol=2))
     params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
     params["data"]["raw_dir"] = str(raw)
@@ -93,8 +93,8 @@ def test_source_loads_only_safely():
             t,
         )
     ]
-    # the one unpickler: cub._SafeUnpickler (numpy arrays and plain types only)
-    assert unpicklers == [("src/gancls/cub.py", "pickle.Unpickler")], unpicklers
+    # the one unpickler: layouts._SafeUnpickler (numpy arrays and plain types only)
+    assert unpicklers == [("src/gancls/layouts.py", "pickle.Unpickler")], unpicklers
 
 
 def test_extraction_refuses_hard_links_and_absolute_symlinks_out_of_the_target(tmp_path):

@@ -1,5 +1,5 @@
 """Test hook, active only when GANCLS_TEST_WRITE_PAUSE is set (tests/reliability/test_kill.py puts this
-folder on PYTHONPATH): ``config.atomic_path`` pauses that many seconds after an output whose name matches
+folder on PYTHONPATH): ``files.atomic_path`` pauses that many seconds after an output whose name matches
 GANCLS_TEST_WRITE_PAUSE_NAMES (comma-separated globs) is written to its temporary sibling and before it
 is moved into place, so that a SIGKILL can land mid-write."""
 
@@ -11,7 +11,7 @@ if os.environ.get("GANCLS_TEST_WRITE_PAUSE"):
     import time
     from pathlib import Path
 
-    import gancls.config as _config
+    import gancls.files as _config
 
     _real = _config.atomic_path
 

@@ -17,7 +17,7 @@ import torch
 from .checkpoint import load_generator
 from .config import resolve_device
 from .grids import captioned_grid
-from .prepared import read_split
+from .prepared import read_prepared
 
 ENCODER_NOTE = (
     "--text encodes a sentence with the text encoder of text_encoder.weights (stage "
@@ -80,7 +80,7 @@ def sample_images(
     """Write a grid: one row per matching caption (up to ``max_captions``), ``per_caption`` images."""
     if per_caption < 1 or max_captions < 1:
         raise SentenceError("--n and --max-captions must be at least 1")
-    test = read_split(prepared, "test")
+    test = read_prepared(prepared, "test")
     found = find_captions(test["captions"], test["keys"], query, caption_id)
     if not found:
         raise NoMatch(f"no test caption of {prepared} matches {query!r}")
@@ -161,7 +161,7 @@ def draw_sentences(
     if h5:
         import h5py
 
-        from .config import atomic_path
+        from .files import atomic_path
 
         pixels = to_uint8(images).reshape(len(texts), per_sentence, *images.shape[2:], 3)
         with atomic_path(h5) as tmp, h5py.File(tmp, "w") as f:

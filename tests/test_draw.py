@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from gancls.cli import main
-from gancls.synthesize import NoMatch, find_captions
+from gancls.draw import NoMatch, find_captions
 
 CAPTIONS = np.array(
     [

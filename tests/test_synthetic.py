@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gancls import cub, sample
+from gancls import cub, layouts, raw, synthetic
 
 from conftest import section
 
@@ -39,21 +39,21 @@ def tree_hashes(root: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def root(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("sample") / "sample"
-    assert sample.make_sample(CFG, out) == out
+    assert synthetic.make_sample(CFG, out) == out
     return out
 
 
 @pytest.fixture(scope="module")
 def records(root):
-    return cub.load_index(root)
+    return raw.load_index(root)
 
 
 def test_deterministic(tmp_path, root):
-    again = sample.make_sample(CFG, tmp_path / "again")
+    again = synthetic.make_sample(CFG, tmp_path / "again")
     first = tree_hashes(root)
     assert len(first) == 2 * CFG.n_classes * CFG.images_per_class + 5 + 6  # + tables, pickles
     assert tree_hashes(again) == first
-    other = sample.make_sample(CFG.model_copy(update={"seed": 1}), tmp_path / "other")
+    other = synthetic.make_sample(CFG.model_copy(update={"seed": 1}), tmp_path / "other")
     assert tree_hashes(other) != first
 
 
@@ -64,8 +64,8 @@ def test_layout_read_by_cub(root, records):
     by_key = {r.key: r for r in records}
     seen = []
     for split in cub.SPLITS:
-        keys, class_ids = cub.read_split(root, split)
-        assert len(keys) == len(cub.load_embeddings(root, split))
+        keys, class_ids = layouts.read_stackgan_split(root, split)
+        assert len(keys) == len(raw.load_embeddings(root, split))
         for i, (key, class_id) in enumerate(zip(keys, class_ids)):
             rec = by_key[key]
             assert (rec.split, rec.emb_index, rec.class_id) == (split, i, class_id)
@@ -87,8 +87,8 @@ def test_layout_read_by_cub(root, records):
 
 
 def test_split_is_class_disjoint(root, records):
-    train = set(cub.read_split(root, "train")[1])
-    test = set(cub.read_split(root, "test")[1])
+    train = set(layouts.read_stackgan_split(root, "train")[1])
+    test = set(layouts.read_stackgan_split(root, "test")[1])
     assert not train & test
     n = CFG.n_classes
     assert test == set(range(n - N_TEST_CLASSES + 1, n + 1))
@@ -104,8 +104,8 @@ def test_grayscale_images(records):
 
 def test_embeddings(root):
     for split in cub.SPLITS:
-        emb = cub.load_embeddings(root, split)
-        n = len(cub.read_split(root, split)[0])
+        emb = raw.load_embeddings(root, split)
+        n = len(layouts.read_stackgan_split(root, split)[0])
         assert emb.dtype == np.float32 and emb.shape == (n, 10, 1024) and n > 0
         assert np.isfinite(emb).all()
         norms = np.linalg.norm(emb, axis=-1)
@@ -116,21 +116,21 @@ def test_embeddings(root):
 def test_captions(root, records):
     for rec in records:
         lines = cub.caption_path(root, rec.key).read_text(encoding="utf-8").splitlines()
-        assert len(lines) == 10 and cub.load_captions(root, rec.key) == lines
-        named = [sample.mentions(line) for line in lines]
+        assert len(lines) == 10 and raw.load_captions(root, rec.key) == lines
+        named = [synthetic.mentions(line) for line in lines]
         assert all(len(m) >= 2 and line == line.lower() for m, line in zip(named, lines))
-        for kind in sample.VOCAB:  # all captions of an image agree on each attribute
+        for kind in synthetic.VOCAB:  # all captions of an image agree on each attribute
             assert len({v for m in named for k, v in m if k == kind}) <= 1
-    assert len({line for r in records for line in cub.load_captions(root, r.key)}) > 100
+    assert len({line for r in records for line in raw.load_captions(root, r.key)}) > 100
 
 
 def test_images_show_named_body_colour(root, records):
-    names = list(sample.PALETTE)
-    palette = np.array([sample.PALETTE[n] for n in names], dtype=float)
+    names = list(synthetic.PALETTE)
+    palette = np.array([synthetic.PALETTE[n] for n in names], dtype=float)
     checked = 0
     for rec in records:
         img = Image.open(rec.path)
-        bodies = {v for c in cub.load_captions(root, rec.key) for k, v in sample.mentions(c) if k == "body"}
+        bodies = {v for c in raw.load_captions(root, rec.key) for k, v in synthetic.mentions(c) if k == "body"}
         if img.mode != "RGB" or not bodies:
             continue
         x, y, w, h = rec.bbox
@@ -145,7 +145,7 @@ def test_images_show_named_body_colour(root, records):
 
 def test_box_is_tight(monkeypatch):
     flat = (10, 200, 10)
-    monkeypatch.setattr(sample, "_background", lambda rng, kind, w, h: Image.new("RGB", (w, h), flat))
+    monkeypatch.setattr(synthetic, "_background", lambda rng, kind, w, h: Image.new("RGB", (w, h), flat))
     attrs = {
         "body": "red",
         "wing": "blue",
@@ -156,7 +156,7 @@ def test_box_is_tight(monkeypatch):
         "facing": "left",
         "background": "sky",
     }
-    img, (x, y, w, h) = sample._render(np.random.default_rng(0), attrs, 120, 100)
+    img, (x, y, w, h) = synthetic._render(np.random.default_rng(0), attrs, 120, 100)
     a = np.asarray(img)
     bird = (a != flat).any(axis=-1)
     ys, xs = np.nonzero(bird)
@@ -166,9 +166,9 @@ def test_box_is_tight(monkeypatch):
 def test_embeddings_follow_named_attributes(root, records):
     named, vecs = [], []
     for rec in records[:12]:
-        emb = cub.load_embeddings(root, rec.split)[rec.emb_index]
-        for line, vec in zip(cub.load_captions(root, rec.key), emb):
-            named.append(frozenset(sample.mentions(line)))
+        emb = raw.load_embeddings(root, rec.split)[rec.emb_index]
+        for line, vec in zip(raw.load_captions(root, rec.key), emb):
+            named.append(frozenset(synthetic.mentions(line)))
             vecs.append(vec / np.linalg.norm(vec))
     same, disjoint, overlap = [], [], []
     for i, j in itertools.combinations(range(len(vecs)), 2):
@@ -181,7 +181,7 @@ def test_embeddings_follow_named_attributes(root, records):
 
 
 def test_failure_keeps_existing_sample(tmp_path, monkeypatch):
-    out = sample.make_sample(CFG, tmp_path / "out")
+    out = synthetic.make_sample(CFG, tmp_path / "out")
     (out / "stale.txt").write_text("old")
     before = tree_hashes(out)
     calls = []
@@ -192,14 +192,14 @@ def test_failure_keeps_existing_sample(tmp_path, monkeypatch):
             raise RuntimeError("disk full")
         return real(*args)
 
-    real = sample._render
-    monkeypatch.setattr(sample, "_render", boom)
+    real = synthetic._render
+    monkeypatch.setattr(synthetic, "_render", boom)
     with pytest.raises(RuntimeError, match="disk full"):
-        sample.make_sample(CFG.model_copy(update={"seed": 3}), out)
+        synthetic.make_sample(CFG.model_copy(update={"seed": 3}), out)
     assert tree_hashes(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
-    monkeypatch.setattr(sample, "_render", real)  # a successful rerun replaces it whole
-    sample.make_sample(CFG, out)
+    monkeypatch.setattr(synthetic, "_render", real)  # a successful rerun replaces it whole
+    synthetic.make_sample(CFG, out)
     assert not (out / "stale.txt").exists() and len(tree_hashes(out)) == len(before) - 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

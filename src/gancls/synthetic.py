@@ -3,7 +3,7 @@
 ``make_sample(cfg, out_dir)`` writes drawn birds under ``CUB_200_2011/`` (with CUB's text files and
 tight bounding boxes), 10 captions per image under ``text_c10/``, and StackGAN-layout pickles under
 ``train/`` and ``test/`` (class-disjoint: the last ``round(n_classes * test_fraction)`` classes are
-test).  ``gancls.cub`` reads it exactly as it reads the real data.
+test).  ``gancls.raw`` reads it exactly as it reads the real data.
 
 Every image has attributes (``VOCAB``): body, wing, head and beak colours from ``PALETTE``, a size,
 a pose and a background.  The birds face right (``_draw_bird`` can draw them facing left): the
