@@ -26,6 +26,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"
+# The clone's committed metrics are the full default run's; a tiny run scores far below them (text match
+# ~0.1 against 0.5, FID ~440 against ~265) and would fail as a regression.  This measures time, not scores.
+WIDE_LIMITS = {"flow": {"regression": {"text_match.accuracy": {"max_drop": 1.0}, "fid": {"max_rise": 1.0e6}}}}
 
 TIMER = """import json, subprocess, sys, time
 t = time.perf_counter()
@@ -41,13 +44,13 @@ def main() -> None:
     from prefect.testing.utilities import prefect_test_harness
 
     from gancls.process import git
-    from gancls.project import clone_project
+    from gancls.project import clone_project, merge
 
     with tempfile.TemporaryDirectory(prefix="flow-overhead-") as tmp:
         tmp = Path(tmp)
         times, timer = tmp / "stage_times.jsonl", tmp / "timer.py"
         timer.write_text(TIMER)
-        repo = clone_project(ROOT, tmp / "repo", yaml.safe_load(TINY.read_text()))
+        repo = clone_project(ROOT, tmp / "repo", merge(yaml.safe_load(TINY.read_text()), WIDE_LIMITS))
         stages = yaml.safe_load((repo / "dvc.yaml").read_text())
         for stage in stages["stages"].values():
             stage["cmd"] = f"{sys.executable} {timer} {times} {stage['cmd']}"
