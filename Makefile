@@ -48,7 +48,7 @@ flow: $(STAMP)
 # The scheduled deployment (README "Scheduled runs"): a loopback Prefect server unless PREFECT_API_URL
 # is set, the flow.cron schedule, one run at a time; Ctrl-C stops both.
 serve: $(STAMP)
-	$(BIN)/python -m flows.serve
+	$(BIN)/gancls serve
 
 clean:
 	rm -rf build reports metrics

@@ -27,7 +27,6 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "tests")]
 DEFAULT = {
     f"beta1_{b}_seed{s}": {"seed": s, "train": {"beta1": b, "epochs": 55}} for b in (0.0, 0.5) for s in (0, 1, 2)
 }
@@ -35,8 +34,7 @@ DEFAULT = {
 
 def base_params(out: Path, name: str, over: dict, device: str, cuda_graph: bool):
     from gancls.config import parse_params
-
-    from conftest import merge
+    from gancls.project import merge
 
     run = out / "runs" / name
     raw = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), over)

@@ -1,14 +1,15 @@
 """Shared fixtures: telemetry off, and a clone of this project with tiny params for end-to-end tests."""
 
-import copy
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+from gancls import project
+from gancls.project import merge
 
 for _var, _value in (
     ("DVC_NO_ANALYTICS", "1"),
@@ -19,23 +20,8 @@ for _var, _value in (
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# The tiny configuration: the real stages and libraries, a few dozen images, a narrow model.
-TINY = {
-    "sample": {"n_classes": 8, "images_per_class": 4, "image_size": [64, 80]},
-    "scorer": {"epochs": 2, "width": 8},
-    "model": {"ngf": 8, "ndf": 8},
-    "train": {"epochs": 2, "batch_size": 8, "grid_size": 3, "sample_every": 1},
-    "generate": {
-        "num_samples": 12,
-        "batch_size": 12,
-        "grid_captions": 3,
-        "grid_noise": 3,
-        "interp_pairs": 2,
-        "interp_steps": 3,
-    },
-    "evaluate": {"kid_subset_size": 6, "kid_subsets": 5, "batch_size": 12},
-}
-
+# The tiny configuration (configs/tiny.yaml): the real stages and libraries, a few dozen images, a narrow model.
+TINY = yaml.safe_load((ROOT / "configs" / "tiny.yaml").read_text())
 
 # Counted by tests/reliability/test_bad_inputs.py (each case asserts its own error); summed up at the end.
 BAD_INPUT_FIGURES = {"tried": 0, "clear": 0, "lost": 0}
@@ -47,13 +33,6 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(
             f"bad inputs tried {f['tried']} / clear one-line errors {f['clear']} / outputs lost {f['lost']}"
         )
-
-
-def merge(base: dict, over: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 def section(name: str, **over):
@@ -82,35 +61,9 @@ def dvc(*args, cwd, check=True):
 
 
 def clone_project(repo: Path, overrides: dict | None = None) -> Path:
-    """``repo``: a git clone of this project as committed — every tracked file, ``data.dvc``, ``dvc.lock``
-    and ``.gitignore`` included — with params.yaml made tiny (TINY + ``overrides``) and committed.
-
-    Uncommitted edits of the working tree (changed, staged, new and deleted files, not ignored ones) are
-    laid on top before that commit, so a change is tested before it is committed; on CI's clean clone
-    there are none.
-    """
-    sh(["git", "clone", "-q", str(ROOT), str(repo)], ROOT.parent)
-
-    def listed(*cmd: str) -> list[str]:
-        return [name for name in sh(["git", *cmd, "-z"], ROOT).stdout.split("\0") if name]
-
-    deleted = set(listed("diff", "HEAD", "--name-only", "--no-renames", "--diff-filter=D"))
-    for name in listed("diff", "HEAD", "--name-only", "--no-renames") + listed(
-        "ls-files", "--others", "--exclude-standard"
-    ):
-        if name not in deleted:
-            (repo / name).parent.mkdir(parents=True, exist_ok=True)
-            (repo / name).unlink(missing_ok=True)
-            shutil.copy2(ROOT / name, repo / name, follow_symlinks=False)
-    for name in deleted:
-        (repo / name).unlink(missing_ok=True)
-    params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), merge(TINY, overrides or {}))
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    sh(["git", "config", "user.email", "test@example.com"], repo)
-    sh(["git", "config", "user.name", "test"], repo)
-    sh(["git", "add", "-A"], repo)
-    sh(["git", "commit", "-qm", "tiny params"], repo)
-    return repo
+    """``repo``: a git clone of this project as committed, with params.yaml made tiny (TINY + ``overrides``)
+    and committed; the working tree's uncommitted edits laid on top (``gancls.project.clone_project``)."""
+    return project.clone_project(ROOT, repo, merge(TINY, overrides or {}))
 
 
 @pytest.fixture

@@ -1,8 +1,11 @@
 """gancls.runs: DVC status and metrics diff read into plain data, the regression rule, the run lock."""
 
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -110,7 +113,7 @@ def test_run_lock_refuses_a_second_holder_with_one_line(tmp_path):
 def test_a_worktree_left_locked_by_an_interrupted_add_is_removed(tmp_path):
     """A timeout that stops `git worktree add` half-way leaves the worktree locked ("initializing"):
     the flow's clean-up still removes it, with or without its folder."""
-    from flows.scheduled import remove_worktree
+    from gancls.worktree import remove
 
     repo = tmp_path / "repo"
     repo.mkdir()
@@ -127,6 +130,68 @@ def test_a_worktree_left_locked_by_an_interrupted_add_is_removed(tmp_path):
         )
         if not keep_folder:
             shutil.rmtree(worktree)
-        remove_worktree(str(repo), str(worktree))
+        remove(str(repo), str(worktree))
         assert sh(["git", "worktree", "list", "--porcelain"], repo).stdout.count("worktree ") == 1
         assert not worktree.exists()
+
+
+def test_live_epoch_is_the_epoch_dvclive_last_wrote(tmp_path):
+    """The training progress artifact's epoch: DVCLive's summary as `gancls train` writes it (the step set
+    to the 1-based epoch, then next_step) holds the epoch just completed; an older summary is not read."""
+    from dvclive import Live
+
+    started = time.time() - 1
+    live = Live(str(tmp_path / "live"), save_dvc_exp=False, dvcyaml=False)
+    summary = tmp_path / "live" / "metrics.json"
+    assert runs.live_epoch(summary, started) is None  # nothing written yet
+    for epoch in (1, 2, 3):
+        live.step = epoch  # as gancls.run_record.RunRecord.epoch
+        live.log_metric("d_loss", 1.0 / epoch)
+        live.next_step()
+        assert runs.live_epoch(summary, started) == epoch
+    live.end()
+    assert runs.live_epoch(summary, started) == 3
+    assert runs.live_epoch(summary, time.time() + 60) is None  # written before this run started
+
+
+def test_stream_passes_lines_as_they_come_and_stops_the_group_when_interrupted(tmp_path):
+    """``gancls.process.stream``: each non-blank line (``\\r`` ends one too) in order, ticks while it runs, the
+    exit status; an exception in the caller stops the command and the processes it started."""
+    from gancls import process
+
+    script = (
+        "import sys, time\n"
+        "print('first', flush=True)\n"
+        "sys.stdout.write('50%\\r100%\\n\\n'); sys.stdout.flush()\n"
+        "time.sleep(0.6)\n"
+        "print('last (no newline)', end='')\n"
+        "sys.exit(3)\n"
+    )
+    lines, ticks = [], []
+    code = process.stream([sys.executable, "-c", script], tmp_path, lines.append, lambda: ticks.append(1), 0.1)
+    assert code == 3 and lines == ["first", "50%", "100%", "last (no newline)"] and ticks
+
+    pid_file = tmp_path / "child.pid"
+    script = (
+        "import subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'])\n"
+        f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+        "print('started', flush=True)\n"
+        "time.sleep(300)\n"
+    )
+
+    def interrupt(line: str) -> None:
+        raise TimeoutError("task timed out")  # as a Prefect task timeout raises into the task's thread
+
+    with pytest.raises(TimeoutError):
+        process.stream([sys.executable, "-c", script], tmp_path, interrupt, stop_wait=5)
+    child = int(pid_file.read_text())
+    for _ in range(50):  # reaped by init once its parent is gone
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(child, signal.SIGKILL)
+        raise AssertionError("the command's child outlived the interruption")

@@ -1,6 +1,6 @@
 """The scheduled deployment on a real local Prefect server, on the tiny pipeline.
 
-One server, one served deployment (``python -m flows.serve --interval``) and one tiny repository for
+One server, one served deployment (``gancls serve --interval``) and one tiny repository for
 the whole module; the tests run in order: the first scheduled run does the real work, later ones
 reuse DVC's cache.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, clone_project, dvc, env, sh
+from conftest import clone_project, dvc, env, sh
 
 DEPLOYMENT = "gancls-scheduled/nightly"
 INTERVAL = 15  # seconds between scheduled runs
@@ -57,8 +57,7 @@ def stop_group(proc: subprocess.Popen, sig=signal.SIGINT, wait: float = 60) -> N
 def server(tmp_path_factory):
     """``prefect server start`` on a free loopback port, its SQLite database in a temporary PREFECT_HOME."""
     home = tmp_path_factory.mktemp("prefect-home")
-    sys.path.insert(0, str(ROOT))
-    from flows.serve import free_port, wait_healthy
+    from gancls.serve import free_port, wait_healthy
 
     port = free_port("127.0.0.1")
     api = f"http://127.0.0.1:{port}/api"
@@ -123,7 +122,7 @@ def snapshot(repo: Path) -> tuple[str, dict, bytes, bytes]:
 
 @pytest.fixture(scope="module")
 def served(client_env, repo):
-    """``python -m flows.serve --interval 15`` in the clone, against the test server."""
+    """``gancls serve --interval 15`` in the clone, against the test server."""
     before = snapshot(repo)
     serve_env = dict(
         env(),
@@ -134,7 +133,7 @@ def served(client_env, repo):
     log_path = client_env["home"] / "serve.log"
     # what `make serve` runs, in the clone: its flows/ serve its own repository
     proc = subprocess.Popen(
-        [sys.executable, "-m", "flows.serve", "--interval", str(INTERVAL)],
+        [sys.executable, "-m", "gancls.cli", "serve", "--interval", str(INTERVAL)],
         cwd=repo,
         env=serve_env,
         stdout=open(log_path, "wb"),
@@ -146,7 +145,7 @@ def served(client_env, repo):
         yield {"proc": proc, "deployment": deployment, "before": before, "log": log_path}
     finally:
         stop_group(proc, signal.SIGINT)
-        assert_group_gone(proc.pid, "flows.serve")
+        assert_group_gone(proc.pid, "gancls serve")
 
 
 def _client():
@@ -172,7 +171,7 @@ def wait_for(check, timeout: float, what: str, proc=None, log: Path | None = Non
         if value:
             return value
         if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"flows.serve exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+            raise AssertionError(f"gancls serve exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
         time.sleep(1)
     tail = log.read_text()[-3000:] if log else ""
     raise AssertionError(f"{what} within {timeout} s\n{tail}")

@@ -197,6 +197,13 @@ class ExperimentFailed(RuntimeError):
     pass
 
 
+def _serve(args, params):
+    from .serve import serve_flow
+
+    root = Path(args.root).resolve()
+    serve_flow(root, load_params(root / "params.yaml"), interval=args.interval, cron=args.cron)
+
+
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in text.lower()).strip("_")[:40] or "query"
 
@@ -261,6 +268,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="Reed's .t7")
     p.add_argument("--out", help="weights file to write (default text_encoder.weights of params.yaml)")
     p.set_defaults(fn=_import_encoder)
+    p = sub.add_parser(
+        "serve",
+        help="the scheduled flow on a Prefect server (make serve)",
+        description="Start a loopback Prefect server (serve: in params.yaml) unless PREFECT_API_URL is set, "
+        "and serve the deployment gancls-scheduled/<flow.name> of flows/scheduled.py on the flow.cron "
+        "schedule, one run at a time. Ctrl-C stops both.",
+    )
+    p.add_argument("--root", default=".", help="the git + DVC repository the runs reproduce (default: .)")
+    when = p.add_mutually_exclusive_group()
+    when.add_argument("--interval", type=float, help="seconds between runs instead of flow.cron")
+    when.add_argument("--cron", help="cron schedule instead of flow.cron")
+    p.set_defaults(fn=_serve)
     from .draw import ENCODER_NOTE
 
     p = sub.add_parser(
@@ -327,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:  # pragma: no cover - validate depends on great_expectations
         pass
     try:
-        params = load_params(args.params)
+        params = None if args.stage == "serve" else load_params(args.params)  # serve: --root's params.yaml
         args.fn(args, params)
     except errors as exc:
         msg = str(exc).strip() or type(exc).__name__

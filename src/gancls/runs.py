@@ -1,7 +1,9 @@
 """What the scheduled Prefect run needs besides orchestration: DVC's status and metrics diff read into
-plain data, the regression check, the run's markdown summary, the run lock and the last accepted run.
+plain data, the regression check, the run's markdown summary, the run lock, the last accepted run and
+the training epoch DVCLive last wrote.
 
-Nothing here runs DVC or Prefect; ``flows/scheduled.py`` calls DVC and passes its JSON in.
+Nothing here runs DVC or Prefect; ``flows/scheduled.py`` calls DVC (``gancls.process``,
+``gancls.worktree``) and passes its JSON in.
 """
 
 from __future__ import annotations
@@ -64,6 +66,21 @@ def tracked_data(root: str | Path) -> dict[str, dict]:
             "hashed": all(o.get("md5") or o.get("etag") for o in outs),
         }
     return out
+
+
+def live_epoch(summary: str | Path, since: float) -> int | None:
+    """The epoch DVCLive last wrote to its summary (``<train.live_dir>/metrics.json``), if it was written at
+    or after ``since`` (a ``time.time()``); None before that, or while the file is being replaced.
+
+    ``gancls train`` sets DVCLive's step to the 1-based epoch before ``next_step()`` writes the summary,
+    so the summary's ``step`` is the epoch just completed (60 after the last of 60 epochs).
+    """
+    try:
+        if Path(summary).stat().st_mtime < since:
+            return None
+        return int(json.loads(Path(summary).read_text(encoding="utf-8")).get("step", 0))
+    except (OSError, ValueError):
+        return None
 
 
 def steps_to_run(stale: dict[str, list[str]], steps: dict[str, list[str]]) -> list[str]:

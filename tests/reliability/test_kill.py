@@ -203,7 +203,7 @@ def test_sigkill_evaluate_then_two_repros_at_once(repo):
 
 def test_no_secret_in_logs_metrics_or_prefect_artifacts(repo, monkeypatch):
     """Every subprocess above ran with AWS_SECRET_ACCESS_KEY set: it is in no output, log or artifact."""
-    from flows import pipeline as flow
+    from flows import tasks as flow
 
     published = []
     monkeypatch.setattr(flow, "create_table_artifact", lambda **kw: published.append(json.dumps(kw)))

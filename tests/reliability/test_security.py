@@ -115,10 +115,13 @@ def test_extraction_refuses_hard_links_and_absolute_symlinks_out_of_the_target(t
     assert secret.read_text() == "not yours"
 
 
-def test_nothing_binds_beyond_the_loopback():
-    """The one server the project starts is `make serve`'s Prefect server (flows/serve.py), on ``serve.host``
-    of params.yaml, 127.0.0.1 by default; nothing in src/, flows/, the Makefile or dvc.yaml binds 0.0.0.0,
-    and a Prefect server started for the flow listens on 127.0.0.1 unless told otherwise."""
+def test_nothing_binds_beyond_the_loopback(monkeypatch, tmp_path):
+    """The one server the project starts is `make serve`'s Prefect server (gancls serve: src/gancls/serve.py),
+    on ``serve.host`` of params.yaml, 127.0.0.1 by default; nothing in src/, flows/, the Makefile or dvc.yaml
+    binds 0.0.0.0, and a Prefect server started for the flow listens on 127.0.0.1 unless told otherwise."""
+    from gancls import serve
+    from gancls.config import load_params
+
     files = [
         *(ROOT / "src").rglob("*.py"),
         *(ROOT / "flows").rglob("*.py"),
@@ -135,12 +138,27 @@ def test_nothing_binds_beyond_the_loopback():
     servers = [
         str(p)
         for p in files
-        if re.search(r"\.bind\(|serve\(|HTTPServer|uvicorn", p.read_text()) and "tests" not in p.parts
+        if re.search(r"\.bind\(|\bserve\(|HTTPServer|uvicorn", p.read_text()) and "tests" not in p.parts
     ]
-    assert servers == [str(ROOT / "flows" / "serve.py")]  # update this test when another server is added
-    serve = (ROOT / "flows" / "serve.py").read_text()
-    assert '"--host", host' in serve and "start_server(params.serve.host" in serve
-    assert yaml.safe_load((ROOT / "params.yaml").read_text())["serve"]["host"] == "127.0.0.1"
+    assert servers == [str(ROOT / "src" / "gancls" / "serve.py")]  # update this test when another server is added
+    # what `gancls serve` starts, without starting it: the server command gets serve.host of params.yaml
+    started = []
+
+    class Server:
+        pid = -1
+
+        def __init__(self, cmd, **kwargs):
+            started.append(cmd)
+            raise SystemExit("not started")
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path))  # serve() sets it for itself: restored after the test
+    monkeypatch.setattr(serve.subprocess, "Popen", Server)
+    params = load_params(ROOT / "params.yaml")
+    with pytest.raises(SystemExit, match="not started"):
+        serve.serve_flow(tmp_path, params.model_copy(update={"serve": params.serve.model_copy(update={"home": "h"})}))
+    assert len(started) == 1 and started[0][started[0].index("--host") + 1] == params.serve.host == "127.0.0.1"
+    assert not (ROOT / "h").exists() and (tmp_path / "h").is_dir()
     from prefect.settings import PREFECT_SERVER_API_HOST
 
     assert PREFECT_SERVER_API_HOST.value() == "127.0.0.1"

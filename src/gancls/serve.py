@@ -1,4 +1,4 @@
-"""``make serve``: the scheduled deployment of ``flows.scheduled`` on a Prefect server.
+"""``gancls serve`` (``make serve``): the scheduled deployment of ``flows/scheduled.py`` on a Prefect server.
 
 Without ``PREFECT_API_URL``, starts ``prefect server start`` on ``serve.host``/``serve.port`` with its
 SQLite database in ``serve.home``; with it, uses that server.  Then serves the deployment
@@ -6,12 +6,12 @@ SQLite database in ``serve.home``; with it, uses that server.  Then serves the d
 override it) and a concurrency limit of 1, and prints the UI address.  Ctrl-C (SIGINT) or SIGTERM
 stops serving and then the server it started; no process is left behind.
 
-    python -m flows.serve [--root .] [--interval SECONDS | --cron "0 2 * * *"]
+This is a supervisor of processes, not a flow: the flow it serves is loaded from the repository's
+``flows/scheduled.py:scheduled``, the entrypoint ``prefect.yaml`` deploys.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import socket
@@ -21,10 +21,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-import gancls  # noqa: F401  (first: turns DVC, Prefect and GX telemetry off)
-from gancls.config import ConfigError, load_params
+from .config import Params
+from .process import stop_group
 
-CODE = Path(__file__).resolve().parents[1]  # where flows/ lives: on PYTHONPATH of every flow run
+ENTRYPOINT = "flows/scheduled.py:scheduled"  # as in prefect.yaml, relative to the repository
 
 
 def free_port(host: str) -> int:
@@ -54,14 +54,14 @@ def start_server(host: str, port: int, home: Path, timeout: float) -> tuple[subp
     home.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
     env.pop("PREFECT_API_URL", None)
-    log = open(home / "server.log", "ab")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    with open(home / "server.log", "ab") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     api = f"http://{host}:{port}/api"
     try:
         wait_healthy(api, timeout, server)
@@ -72,37 +72,14 @@ def start_server(host: str, port: int, home: Path, timeout: float) -> tuple[subp
 
 
 def stop_server(server: subprocess.Popen) -> None:
-    """SIGTERM to the server's process group, SIGKILL after 20 s."""
-    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(server.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            server.wait(timeout=wait)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-    try:  # anything of the group still there (workers the server spawned)
-        os.killpg(server.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    """SIGTERM to the server's process group, SIGKILL after 20 s (and to anything of the group left)."""
+    stop_group(server, wait=20.0)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.serve", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--root", default=".", help="the git + DVC repository the runs reproduce")
-    when = parser.add_mutually_exclusive_group()
-    when.add_argument("--interval", type=float, help="seconds between runs instead of flow.cron")
-    when.add_argument("--cron", help="cron schedule instead of flow.cron")
-    args = parser.parse_args(argv)
-
-    root = Path(args.root).resolve()
-    try:
-        params = load_params(root / "params.yaml")
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+def serve_flow(root: str | Path, params: Params, interval: float | None = None, cron: str | None = None) -> int:
+    """Serve ``root``'s scheduled flow until Ctrl-C or SIGTERM (on a server of its own unless
+    ``PREFECT_API_URL`` is set); stops the server it started.  ``params``: ``root``'s params.yaml."""
+    root = Path(root).resolve()
     server = None
     if not os.environ.get("PREFECT_API_URL"):
         home = (root / params.serve.home).resolve()
@@ -112,19 +89,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"prefect server (pid {server.pid}) at {api}, database in {home}", flush=True)
     else:
         wait_healthy(os.environ["PREFECT_API_URL"].rstrip("/"), params.serve.start_timeout)
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(CODE), os.environ.get("PYTHONPATH")) if p)
+    # the flows are the repository's code, not the package's: importable here and in every flow run
+    sys.path.insert(0, str(root))
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH")) if p)
     # Ctrl-C and SIGTERM stop serving (SIGINT too when a parent started us with it ignored)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         # prefect reads PREFECT_API_URL when imported: only now
         from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+        from prefect.flows import load_flow_from_entrypoint
 
-        from flows.scheduled import scheduled
-
+        scheduled = load_flow_from_entrypoint(f"{root / ENTRYPOINT}", use_placeholder_flow=False)
         api = os.environ["PREFECT_API_URL"].rstrip("/")
         ui = api[: -len("/api")] if api.endswith("/api") else api
-        schedule = {"interval": args.interval} if args.interval else {"cron": args.cron or params.flow.cron}
+        schedule = {"interval": interval} if interval else {"cron": cron or params.flow.cron}
         print(
             f"Prefect UI: {ui}  (deployment gancls-scheduled/{params.flow.name}, "
             f"{schedule}, one run at a time)\nstart a run by hand (another shell, in {root}): "
@@ -148,7 +127,3 @@ def main(argv: list[str] | None = None) -> int:
             stop_server(server)
             print("prefect server stopped", flush=True)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
