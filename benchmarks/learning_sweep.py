@@ -1,12 +1,15 @@
-"""How well GAN-CLS learns on the sample under several training settings: text_match per run.
+"""How well GAN-CLS learns on the sample under several training settings: text_match, FID and the
+diversity of the noise per run.
 
-Makes the default sample, prepares it and trains the scorer once (or reuses ``--prepared`` and
-``--scorer``), then trains one GAN-CLS per configuration -- ``params.yaml`` with the configuration's
-overrides -- in parallel processes, generates the test-caption images and scores them exactly as
-``make run`` does (``gancls.scorer.score_generated``).  Each finished run appends one JSON line to
+Makes the default sample, prepares it, trains the scorer and the text encoder and caches the real
+Inception features once (or reuses ``--prepared``, ``--scorer``, ``--encoder``, ``--real-features``),
+then trains one GAN-CLS per configuration -- ``params.yaml`` with the configuration's overrides -- in
+parallel processes, and generates and evaluates exactly as ``make run`` does (``gancls.generate``,
+``gancls.evaluate``: text_match, FID/KID, diversity).  Each finished run appends one JSON line to
 ``<out>/results.jsonl``; a table sorted by accuracy is printed at the end.
 
     python benchmarks/learning_sweep.py                      # README's beta1 comparison: about 40 min on 2 cores
+    python benchmarks/learning_sweep.py benchmarks/noise_remedies.json   # issue "Make the noise matter"
     python benchmarks/learning_sweep.py --device cuda --parallel 12 --cuda-graph configs.json
 
 A configuration file maps run names to overrides in params.yaml's shape, e.g.
@@ -27,13 +30,13 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+SHARED = {"prepared": "birds.h5", "scorer": "scorer.pt", "encoder": "encoder.pt", "real_features": "real.npz"}
 DEFAULT = {
     f"beta1_{b}_seed{s}": {"seed": s, "train": {"beta1": b, "epochs": 55}} for b in (0.0, 0.5) for s in (0, 1, 2)
 }
 
 
 def base_params(out: Path, name: str, over: dict, device: str, cuda_graph: bool):
-    from gancls.config import parse_params
     from gancls.project import merge
 
     run = out / "runs" / name
@@ -53,46 +56,67 @@ def base_params(out: Path, name: str, over: dict, device: str, cuda_graph: bool)
         grid=str(run / "generated_grid.png"),
         interp_grid=str(run / "interp_text.png"),
         noise_grid=str(run / "interp_noise.png"),
+        sentences_grid=str(run / "typed_sentences.png"),
     )
-    return parse_params(raw), run
+    raw["evaluate"].update(out=str(run / "scores.json"), report=str(run / "report.md"), device=device)
+    return raw, run
 
 
-def setup(out: Path) -> tuple[Path, Path]:
-    """The default sample, prepared, and its scorer, under ``out``."""
+def setup(out: Path) -> dict[str, Path]:
+    """The default sample, prepared, its scorer, text encoder and real features, under ``out``."""
     from gancls.config import parse_params
+    from gancls.evaluate import real_features
     from gancls.prepare import prepare
     from gancls.scorer import train_scorer
     from gancls.synthetic import make_sample
+    from gancls.train_text_encoder import train_text_encoder
 
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    prepared, scorer = out / "birds.h5", out / "scorer.pt"
-    raw["prepare"]["out"] = str(prepared)
-    raw["scorer"].update(out=str(scorer), metrics=str(out / "scorer.json"))
+    made = {k: out / n for k, n in SHARED.items()}
+    raw["prepare"]["out"] = str(made["prepared"])
+    raw["scorer"].update(out=str(made["scorer"]), metrics=str(out / "scorer.json"))
+    raw["text_encoder"].update(weights=str(made["encoder"]), metrics=str(out / "text_encoder.json"))
+    raw["evaluate"]["real_features"] = str(made["real_features"])
     params = parse_params(raw)
-    if not prepared.exists():
+    if not made["prepared"].exists():
         make_sample(params.sample, out / "sample")
-        prepare(out / "sample", prepared, params.prepare, "sample")
-    if not scorer.exists():
-        train_scorer(prepared, params, scorer, out / "scorer.json")
-    return prepared, scorer
+        prepare(out / "sample", made["prepared"], params.prepare, "sample")
+    if not made["scorer"].exists():
+        train_scorer(made["prepared"], params, made["scorer"], out / "scorer.json")
+    if not made["encoder"].exists():
+        train_text_encoder(made["prepared"], params)
+    if not made["real_features"].exists():
+        real_features(made["prepared"], params)
+    return made
 
 
 def one(args) -> None:
     """Train, generate and score one configuration (a child process)."""
     import torch
 
+    from gancls.config import parse_params
+    from gancls.evaluate import evaluate
     from gancls.generate import generate
-    from gancls.scorer import score_generated
     from gancls.train import train
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    params, run = base_params(args.out, args.name, json.loads(args.overrides), args.device, args.cuda_graph)
+    raw, run = base_params(args.out, args.name, json.loads(args.overrides), args.device, args.cuda_graph)
+    raw["prepare"]["out"] = str(args.prepared)
+    raw["scorer"]["out"] = str(args.scorer)
+    raw["text_encoder"]["weights"] = str(args.encoder)
+    raw["evaluate"]["real_features"] = str(args.real_features)
+    params = parse_params(raw)
     t = time.perf_counter()
     summary = train(args.prepared, params)
     seconds = time.perf_counter() - t
     generate(run / "model" / "generator.pt", args.prepared, params)
-    match = score_generated(run / "generated" / "images.h5", args.prepared, args.scorer, params.seed)
+    scores = evaluate(run / "generated" / "images.h5", args.prepared, params)
+    match, div = scores["text_match"], scores["diversity"]
+
+    def figure(key):
+        return (div.get(key) or {}).get("of_real")
+
     row = {
         "name": args.name,
         "overrides": json.loads(args.overrides),
@@ -102,6 +126,12 @@ def one(args) -> None:
         **{
             k: match[k] for k in ("accuracy", "mismatched_accuracy", "real_ceiling", "chance", "of_ceiling", "per_kind")
         },
+        "fid": round(scores["fid"], 2),
+        "diversity": div,
+        "unnamed_of_real": figure("unnamed_distinct"),
+        "background_of_real": ((div.get("per_kind") or {}).get("background") or {}).get("of_real"),
+        "pixel_of_real": figure("pixel_std"),
+        "feature_of_real": figure("feature_spread"),
     }
     with open(args.out / "results.jsonl", "a") as f:
         f.write(json.dumps(row) + "\n")
@@ -113,6 +143,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "build" / "learning_sweep")
     ap.add_argument("--prepared", type=Path, help="a prepared sample (default: made under --out)")
     ap.add_argument("--scorer", type=Path, help="its scorer (default: trained under --out)")
+    ap.add_argument("--encoder", type=Path, help="its text encoder (default: trained under --out)")
+    ap.add_argument("--real-features", type=Path, help="its real Inception features (default: made under --out)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     ap.add_argument("--parallel", type=int, default=2, help="runs at a time")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run (0: torch's default)")
@@ -126,8 +158,10 @@ def main() -> None:
         args.name, args.overrides = args.one
         return one(args)
     args.out.mkdir(parents=True, exist_ok=True)
-    if not (args.prepared and args.scorer):
-        args.prepared, args.scorer = setup(args.out)
+    if not (args.prepared and args.scorer and args.encoder and args.real_features):
+        made = setup(args.out)
+        args.prepared, args.scorer = made["prepared"], made["scorer"]
+        args.encoder, args.real_features = made["encoder"], made["real_features"]
     configs = json.loads(args.configs.read_text()) if args.configs else DEFAULT
     pending, running = list(configs.items()), {}
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads or os.cpu_count())}
@@ -144,6 +178,10 @@ def main() -> None:
                 str(args.prepared),
                 "--scorer",
                 str(args.scorer),
+                "--encoder",
+                str(args.encoder),
+                "--real-features",
+                str(args.real_features),
                 "--device",
                 args.device,
                 "--threads",
@@ -169,7 +207,9 @@ def main() -> None:
     for r in sorted(rows, key=lambda r: -r["accuracy"]):
         print(
             f"{r['name']:24s} accuracy {r['accuracy']:.3f}  of ceiling {r['of_ceiling']:.2f}  "
-            f"mismatched {r['mismatched_accuracy']:.3f}  steps {r['steps']}  train {r['train_s']:.0f} s"
+            f"mismatched {r['mismatched_accuracy']:.3f}  FID {r.get('fid', float('nan')):.1f}  "
+            f"free values {r.get('unnamed_of_real')} of real (background {r.get('background_of_real')})  "
+            f"steps {r['steps']}  train {r['train_s']:.0f} s"
         )
 
 

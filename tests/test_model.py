@@ -67,3 +67,19 @@ def test_init_follows_dcgan():
 def test_only_64px_supported():
     with pytest.raises(ValueError, match="64"):
         Generator(image_size=128)
+
+
+def test_conditioning_augmentation_draws_the_text_code_in_training_only():
+    """StackGAN's CA (model.cond_aug): the code is mu + sigma * eps in training, mu in eval; KL >= 0."""
+    torch.manual_seed(0)
+    g = Generator(z_dim=8, text_dim=16, ngf=8, res_blocks=1, cond_aug=True)
+    z, e = torch.randn(4, 8), torch.randn(4, 1024)
+    g.train()
+    a, kl = g(z, e, with_kl=True)
+    b = g(z, e)
+    assert not torch.equal(a, b) and float(kl) >= 0  # another draw of the code, same z and text
+    g.eval()
+    assert torch.equal(g(z, e), g(z, e))
+    plain = Generator(z_dim=8, text_dim=16, ngf=8, res_blocks=1)
+    assert plain.text[0].out_features == 16 and g.text[0].out_features == 32
+    assert float(plain(z, e, with_kl=True)[1]) == 0.0

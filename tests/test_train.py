@@ -88,6 +88,26 @@ def test_matching_aware_losses_and_pairs():
     assert torch.allclose(e5, 0.5 * text + 0.5 * text.roll(1, 0))  # GAN-INT text, never in D's step
 
 
+class NoiseG(ConstG):
+    """Its picture is its first noise coordinate, everywhere."""
+
+    def forward(self, z, e):
+        return torch.zeros(z.shape[0], 3, 64, 64) + self.b + z[:, :1, None, None]
+
+
+def test_mode_seeking_term_is_largest_when_z_is_ignored():
+    """MSGAN: lambda / (mean|G(z1,t) - G(z2,t)| / mean|z1 - z2| + 1e-5), and exactly 0 when switched off."""
+    real, text, wrong = torch.ones(4, 3, 64, 64), torch.randn(4, 1024), torch.randn(4, 1024)
+    ms = {}
+    for name, g, weight in (("ignores_z", ConstG(), 1.0), ("uses_z", NoiseG(), 1.0), ("off", NoiseG(), 0.0)):
+        d = Recorder()
+        opts = [torch.optim.Adam(m.parameters(), lr=1e-4) for m in (g, d)]
+        out = train_step(g, d, *opts, real, text, wrong, z_dim=8, int_weight=1.0, int_beta=0.5, mode_seeking=weight)
+        ms[name] = dict(zip(STATS, out.tolist()))["g_ms_loss"]
+    assert math.isclose(ms["ignores_z"], 1e5, rel_tol=1e-3)  # no spread at all: the term's ceiling
+    assert 0.5 < ms["uses_z"] < 100 and ms["off"] == 0.0
+
+
 def test_gan_int_off():
     g, d = ConstG(), Recorder()
     opts = [torch.optim.Adam(m.parameters(), lr=1e-4) for m in (g, d)]

@@ -117,6 +117,7 @@ class PrepareParams(Section):
 
 class ScorerParams(Section):
     kinds: Annotated[list[str], Field(min_length=1)]
+    free_kinds: list[str]
     width: PositiveInt
     epochs: PositiveInt
     batch_size: Annotated[int, Field(ge=2)]
@@ -138,6 +139,7 @@ class ModelParams(Section):
     d_res_blocks: NonNegInt
     image_size: Literal[64]
     leak: Annotated[float, Field(ge=0, lt=1)]
+    cond_aug: bool = False  # the default only reads checkpoints of earlier versions; params.yaml sets it
 
 
 class TrainParams(Section):
@@ -176,6 +178,8 @@ class TrainParams(Section):
     captions_per_sample: PositiveInt
     int_weight: Annotated[float, Field(ge=0)]
     int_beta: Fraction
+    mode_seeking: Annotated[float, Field(ge=0)]
+    kl_weight: Annotated[float, Field(ge=0)]
     flip: bool
     ema_decay: Annotated[float, Field(ge=0, lt=1)]
     bn_stat_batches: PositiveInt
@@ -229,6 +233,8 @@ class GenerateParams(Section):
     noise_grid: str
     sentences: Annotated[list[Annotated[str, Field(min_length=1, max_length=201)]], Field(min_length=1)]
     sentences_grid: str
+    noise_set_captions: PositiveInt
+    noise_set_size: Annotated[int, Field(ge=2)]
 
 
 class EvaluateParams(Section):
@@ -238,6 +244,7 @@ class EvaluateParams(Section):
     is_splits: PositiveInt
     kid_subset_size: Annotated[int, Field(ge=2)]
     kid_subsets: PositiveInt
+    diversity_feature_captions: PositiveInt
     batch_size: PositiveInt
     device: Device
     out: str

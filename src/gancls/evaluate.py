@@ -31,10 +31,11 @@ from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from .config import ConfigError, EvaluateParams, Params, resolve_device, seed_everything
+from .diversity import diversity
 from .files import atomic_path, file_digest, write_json
 from .prepared import center_crop, read_prepared
 from .report import write_report
-from .scorer import score_generated
+from .scorer import load_scorer, score_generated
 
 FID_HELPER = "fid-helper-inception"
 IS_MISSING = (
@@ -191,7 +192,8 @@ def evaluate(generated: str | Path, prepared: str | Path, params: Params) -> dic
     path = extractor_path(cfg.feature_extractor)
     digest = sha1(path)
     real_feats = load_real_features(cfg.real_features, digest, fake.shape[1])
-    fake_feats = extract(fake, InceptionFeatures(path).to(device), int(cfg.batch_size), device)
+    inception = InceptionFeatures(path).to(device)
+    fake_feats = extract(fake, inception, int(cfg.batch_size), device)
     scores = score_features(real_feats, fake_feats, cfg, device)
     if not all(np.isfinite(v) for v in (scores["fid"], scores["kid_mean"])):
         raise ValueError(f"{generated}: FID/KID came out non-finite: {scores}")
@@ -211,10 +213,21 @@ def evaluate(generated: str | Path, prepared: str | Path, params: Params) -> dic
     encoded = score_generated(generated, prepared, params.scorer.out, int(params.seed), device, "encoded_images")
     match["encoded_accuracy"] = encoded["accuracy"]
     match["encoded_of_stored"] = round(encoded["accuracy"] / match["accuracy"], 4) if match["accuracy"] else None
+    # Does the noise matter: one caption's images across noise vectors, next to real images (diversity.py).
+    spread = diversity(
+        Path(generated).parent / "noise_sets.h5",
+        read_prepared(prepared, "test"),
+        load_scorer(params.scorer.out, device),
+        real_feats,
+        lambda images: extract(images, inception, int(cfg.batch_size), device),
+        params,
+        device,
+    )
     result = {
         **scores,
         **is_scores,
         "text_match": match,
+        "diversity": spread,
         "feature_extractor": {
             "name": cfg.feature_extractor,
             "file": path.name,

@@ -24,6 +24,16 @@ Grids (each row's caption written beside it):
   in every row), so what changes along a row is what the text leaves free (pose, background);
 * ``generate.sentences_grid``: the sentences of ``generate.sentences`` (typed, not from the data),
   encoded by the text encoder, as ``gancls sample --text`` draws them.
+
+Noise sets, for the diversity score (``gancls.diversity``): ``generate.noise_set_captions`` test
+captions (one per test image, drawn with the seed) with ``generate.noise_set_size`` noise vectors
+each, in ``noise_sets.h5`` beside ``images.h5``::
+
+    images        uint8 (K, M, 64, 64, 3)   caption k with noise vector m
+    captions      str   (K,)
+    keys          str   (K,)     the key of the test image the caption belongs to
+    image_index   int   (K,)     its row in the prepared test split
+    caption_index int   (K,)
 """
 
 from __future__ import annotations
@@ -68,6 +78,32 @@ def interpolation_pairs(class_ids: np.ndarray, n_pairs: int, seed: int) -> list[
 
 
 @torch.no_grad()
+def write_noise_sets(g, test: dict, mcfg, cfg, out: Path, seed: int, device) -> Path:
+    """K test captions, M noise vectors each: what changes along a row is what the noise decides."""
+    n_img, n_cap = test["embeddings"].shape[:2]
+    rng = np.random.default_rng(seed)
+    k = min(int(cfg.noise_set_captions), n_img)
+    img = np.sort(rng.choice(n_img, k, replace=False))
+    cap = rng.integers(0, n_cap, k)
+    m = int(cfg.noise_set_size)
+    gen = torch.Generator().manual_seed(seed)
+    with atomic_path(out) as tmp, h5py.File(tmp, "w") as h5:
+        images = h5.create_dataset("images", (k, m, mcfg.image_size, mcfg.image_size, 3), np.uint8)
+        for s in range(0, k, max(1, cfg.batch_size // m)):
+            rows = slice(s, min(s + max(1, cfg.batch_size // m), k))
+            e = torch.from_numpy(test["embeddings"][img[rows], cap[rows]]).to(device)
+            z = torch.randn(len(e) * m, mcfg.z_dim, generator=gen).to(device)
+            images[rows] = to_uint8(g(z, e.repeat_interleave(m, dim=0))).reshape(len(e), m, *images.shape[2:])
+        h5.create_dataset(
+            "captions", data=[str(test["captions"][i, j]) for i, j in zip(img, cap)], dtype=h5py.string_dtype()
+        )
+        h5.create_dataset("keys", data=[str(x) for x in test["keys"][img]], dtype=h5py.string_dtype())
+        h5.create_dataset("image_index", data=img.astype(np.int32))
+        h5.create_dataset("caption_index", data=cap.astype(np.int32))
+    return out
+
+
+@torch.no_grad()
 def generate(generator_path: str | Path, prepared: str | Path, params: Params) -> dict:
     cfg = params.generate
     seed = int(params.seed) + 1
@@ -103,6 +139,8 @@ def generate(generator_path: str | Path, prepared: str | Path, params: Params) -
         h5.create_dataset("class_ids", data=test["class_ids"][img_idx].astype(np.int32))
         h5.create_dataset("caption_index", data=cap_idx.astype(np.int32))
         h5.create_dataset("captions", data=captions, dtype=h5py.string_dtype())
+
+    noise_sets = write_noise_sets(g, test, mcfg, cfg, Path(cfg.out_dir) / "noise_sets.h5", seed, device)
 
     def emb_of(i: int) -> torch.Tensor:
         return torch.from_numpy(test["embeddings"][i, 0]).to(device)
@@ -158,6 +196,7 @@ def generate(generator_path: str | Path, prepared: str | Path, params: Params) -
         "num_samples": n,
         "test_images": n_img,
         "images": str(out),
+        "noise_sets": str(noise_sets),
         "grid": cfg.grid,
         "interp_grid": cfg.interp_grid,
         "noise_grid": cfg.noise_grid,

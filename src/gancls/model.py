@@ -16,6 +16,12 @@ Discriminator D(x, psi(t)):
 
 The number of residual blocks (two in G, one in D in the seed) is ``model.g_res_blocks`` and
 ``model.d_res_blocks`` in params.yaml.
+
+A departure the seed does not make, off unless ``model.cond_aug`` is true: StackGAN's conditioning
+augmentation.  G's text projection then gives a mean and a log-variance (1024 -> 2 x 128, LeakyReLU)
+and, in training, the 128-d code is drawn as ``mu + sigma * eps``; G also returns
+``KL(N(mu, sigma^2) || N(0, I))`` (mean over dimensions) for its loss (``train.kl_weight``).  In eval
+mode the code is ``mu``, so a drawn image depends on (z, text) alone.
 """
 
 from __future__ import annotations
@@ -70,12 +76,24 @@ def _check_size(image_size: int) -> None:
 
 
 class Generator(nn.Module):
-    def __init__(self, z_dim=128, embedding_dim=1024, text_dim=128, ngf=128, res_blocks=2, leak=0.2, image_size=64):
+    def __init__(
+        self,
+        z_dim=128,
+        embedding_dim=1024,
+        text_dim=128,
+        ngf=128,
+        res_blocks=2,
+        leak=0.2,
+        image_size=64,
+        cond_aug=False,
+    ):
         super().__init__()
         _check_size(image_size)
         self.z_dim = z_dim
         self.ngf = ngf
-        self.text = nn.Sequential(nn.Linear(embedding_dim, text_dim), nn.LeakyReLU(leak, inplace=True))
+        self.cond_aug = cond_aug
+        code = 2 * text_dim if cond_aug else text_dim  # conditioning augmentation: mean and log-variance
+        self.text = nn.Sequential(nn.Linear(embedding_dim, code), nn.LeakyReLU(leak, inplace=True))
         self.project = nn.Linear(z_dim + text_dim, ngf * 8 * 4 * 4, bias=False)
         self.project_norm = nn.Sequential(nn.BatchNorm2d(ngf * 8), nn.LeakyReLU(leak, inplace=True))
         # Residual blocks go at 4x4 then 8x8 (the seed's two); extra ones repeat at 8x8.
@@ -91,10 +109,17 @@ class Generator(nn.Module):
             nn.Tanh(),
         )
 
-    def forward(self, z: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
-        h = torch.cat([z, self.text(embedding)], dim=1)
-        h = self.project(h).view(-1, self.ngf * 8, 4, 4)
-        return self.body(self.project_norm(h))
+    def forward(self, z: torch.Tensor, embedding: torch.Tensor, with_kl: bool = False):
+        """The images for noise ``z`` and text ``embedding``; with ``with_kl``, (images, KL term)."""
+        code = self.text(embedding)
+        kl = code.new_zeros(())
+        if self.cond_aug:
+            mu, logvar = code.chunk(2, dim=1)
+            code = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if self.training else mu
+            kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).mean()
+        h = self.project(torch.cat([z, code], dim=1)).view(-1, self.ngf * 8, 4, 4)
+        images = self.body(self.project_norm(h))
+        return (images, kl) if with_kl else images
 
 
 class Discriminator(nn.Module):
@@ -147,7 +172,9 @@ def init_weights(module: nn.Module) -> None:
 
 def build_generator(cfg: ModelParams) -> Generator:
     """G from the ``model:`` section of params.yaml (not initialised)."""
-    return Generator(cfg.z_dim, cfg.embedding_dim, cfg.text_dim, cfg.ngf, cfg.g_res_blocks, cfg.leak, cfg.image_size)
+    return Generator(
+        cfg.z_dim, cfg.embedding_dim, cfg.text_dim, cfg.ngf, cfg.g_res_blocks, cfg.leak, cfg.image_size, cfg.cond_aug
+    )
 
 
 def build_models(cfg: ModelParams) -> tuple[Generator, Discriminator]:

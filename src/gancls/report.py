@@ -53,6 +53,33 @@ def _sentences(encoder: dict | None, sentences: list[str]) -> list[str]:
     return lines
 
 
+def _diversity(div: dict | None) -> list[str]:
+    """One caption, several noise vectors: how much the pictures vary, next to real images."""
+    if not div:
+        return []
+    lines = [
+        "## Does the noise matter?",
+        "",
+        f"{div['captions_drawn']} test captions, {div['noise_vectors']} noise vectors each "
+        "(`build/generated/noise_sets.h5`), next to as many real images that agree with the caption.",
+        "",
+        "| | generated | real | generated / real |",
+        "|---|---|---|---|",
+    ]
+    rows = [("distinct values of what the caption leaves free (1 = z ignored)", div.get("unnamed_distinct"))]
+    rows += [(f"… {kind}", v) for kind, v in (div.get("per_kind") or {}).items()]
+    rows += [("pixel standard deviation across the images (0-255)", div.get("pixel_std"))]
+    rows += [("mean Inception distance between the images (real: one class)", div.get("feature_spread"))]
+    for label, v in rows:
+        if v:
+            lines.append(f"| {label} | {_fmt(v['generated'], 2)} | {_fmt(v['real'], 2)} | {_fmt(v['of_real'], 2)} |")
+    lines.append("")
+    for key in ("unnamed_missing_reason", "feature_missing_reason"):
+        if div.get(key):
+            lines += [f"Missing: {div[key]}.", ""]
+    return lines
+
+
 def render(
     scores: dict,
     train: dict | None,
@@ -91,6 +118,7 @@ def render(
         lines += ["| label | accuracy |", "|---|---|"]
         lines += [f"| {k} | {_fmt(v)} |" for k, v in tm["per_kind"].items()]
         lines += [""]
+    lines += _diversity(scores.get("diversity"))
     lines += _sentences(encoder, sentences)
     lines += [
         "## Image statistics",

@@ -96,7 +96,8 @@ class RunRecord:
     def finish(self, summary: dict) -> None:
         if not self.main:
             return
-        if self.frames:
+        if self.frames:  # again at the end: a run resumed after its last epoch has drawn nothing new
+            save_png(self.frames[-1], self.cfg.grid)
             save_gif(self.frames, self.cfg.progress_gif)
         self.live.summary.update(summary)
         self.live.end()

@@ -49,7 +49,14 @@ def caption_labels(caption: str, class_id: int, kinds: list[str], source: str) -
 
 
 def scored_kinds(cfg: ScorerParams, source: str) -> list[str]:
+    """What ``text_match`` scores: the attributes of ``scorer.kinds`` (CUB: the class)."""
     return [CLASS_KIND] if source == "cub" else list(cfg.kinds)
+
+
+def head_kinds(cfg: ScorerParams, source: str) -> list[str]:
+    """What the classifier recognises: the scored kinds, then (sample) ``scorer.free_kinds``, the
+    attributes the diversity score counts where a caption leaves them free."""
+    return [CLASS_KIND] if source == "cub" else list(cfg.kinds) + [k for k in cfg.free_kinds if k not in cfg.kinds]
 
 
 def vocabulary(kinds: list[str], source: str, class_ids) -> dict[str, list[str]]:
@@ -153,10 +160,10 @@ def train_scorer(prepared: str | Path, params: Params, out: str | Path, metrics:
     gen = torch.Generator().manual_seed(seed)
     device = resolve_device(cfg.device)
     size = int(params.model.image_size)
-    kinds = scored_kinds(cfg, source)
+    kinds, heads = scored_kinds(cfg, source), head_kinds(cfg, source)
     if source == "cub":  # classes of the test split: a part of each class to train on, the rest to check
         data = read_prepared(prepared, "test")
-        vocab = vocabulary(kinds, source, data["class_ids"])
+        vocab = vocabulary(heads, source, data["class_ids"])
         targets = image_targets(data, vocab, source)
         held = heldout_mask(data["class_ids"], float(cfg.heldout_fraction), seed)
         train_x, train_y = data["images"][~held], targets[~held]
@@ -165,7 +172,7 @@ def train_scorer(prepared: str | Path, params: Params, out: str | Path, metrics:
         trained_on = f"test split, {1 - float(cfg.heldout_fraction):.0%} of each class"
     else:  # attributes: train on the training split, check on the unseen test classes
         tr, te = read_prepared(prepared, "train"), read_prepared(prepared, "test")
-        vocab = vocabulary(kinds, source, tr["class_ids"])
+        vocab = vocabulary(heads, source, tr["class_ids"])
         train_x, train_y = tr["images"], image_targets(tr, vocab, source)
         check_x, check_y = te["images"], image_targets(te, vocab, source)
         heldout_keys = [str(k) for k in te["keys"]]
@@ -195,19 +202,22 @@ def train_scorer(prepared: str | Path, params: Params, out: str | Path, metrics:
     model.eval()
     pred = model.predict(center_crop(check_x, size), device=device)
     acc = accuracy(pred, check_y)
+    scored = accuracy(pred[:, : len(kinds)], check_y[:, : len(kinds)])
     summary = {
         "labels": kinds,
+        "free_kinds": heads[len(kinds) :],
         "trained_on": trained_on,
         "n_train": int(len(train_x)),
         "n_heldout": int(len(check_x)),
-        "heldout_accuracy": round(acc["overall"], 4),
-        "heldout_accuracy_per_kind": {k: round(a, 4) for k, a in zip(kinds, acc["per_kind"])},
+        "heldout_accuracy": round(scored["overall"], 4),
+        "heldout_accuracy_per_kind": {k: round(a, 4) for k, a in zip(heads, acc["per_kind"])},
     }
     with atomic_path(out) as tmp:
         save_torch(
             {
                 "state": model.state_dict(),
                 "vocab": vocab,
+                "text_kinds": kinds,
                 "width": int(cfg.width),
                 "source": source,
                 "heldout_keys": heldout_keys,
@@ -293,10 +303,12 @@ def text_match(
     ``fake[i]`` was generated from ``captions[i]``, the caption of the real test image
     ``real[real_index[i]]`` (class ``class_ids[i]``, key ``real_keys[real_index[i]]``).
     """
-    vocab, source = state["vocab"], state["source"]
-    kinds = list(vocab)
+    source = state["source"]
+    kinds = state.get("text_kinds", list(state["vocab"]))  # the heads text_match scores (free kinds aside)
+    cols = [list(state["vocab"]).index(k) for k in kinds]
+    vocab = {k: state["vocab"][k] for k in kinds}
     stated = [caption_labels(c, int(k), kinds, source) for c, k in zip(captions, class_ids)]
-    pred_fake = model.predict(fake, device=device)
+    pred_fake = model.predict(fake, device=device)[:, cols]
     hits = _hits(pred_fake, stated, vocab)
     partner = mismatched_partners(np.asarray(class_ids), seed)
     mism = _hits(pred_fake, [stated[j] for j in partner], vocab)
@@ -304,7 +316,7 @@ def text_match(
     heldout = set(state["heldout_keys"])
     keep = np.array([str(real_keys[r]) in heldout for r in real_index])
     size = fake.shape[1]
-    pred_real_img = model.predict(center_crop(real, size), device=device)
+    pred_real_img = model.predict(center_crop(real, size), device=device)[:, cols]
     real_hits = _hits(pred_real_img[real_index[keep]], [s for s, k in zip(stated, keep) if k], vocab)
     result = {
         "accuracy": _rate(hits),

@@ -8,8 +8,9 @@ import torch
 
 from .distributed import Dist
 
-STATS = ("d_loss", "g_loss", "g_int_loss", "d_real", "d_wrong", "d_fake")  # what train.train_step returns
-LOSSES = 3  # the first three are losses: the non-finite guard watches them
+# what train.train_step returns; the first LOSSES are losses, which the non-finite guard watches
+STATS = ("d_loss", "g_loss", "g_int_loss", "g_ms_loss", "kl_loss", "d_real", "d_wrong", "d_fake")
+LOSSES = 5
 
 
 class TrainingDiverged(RuntimeError):

@@ -7,6 +7,9 @@ Per step (Reed et al. 2016, Algorithm 1, plus GAN-INT):
     D loss  = BCE(D(x, t), 1) + 1/2 [BCE(D(x, t_wrong), 0) + BCE(D(G(z, t), t), 0)]
     G loss  = BCE(D(G(z, t), t), 1) + int_weight * BCE(D(G(z', t_int), t_int), 1)
 One D step then one G step; Adam, lr halved every ``lr_decay_every`` epochs.
+Two departures from the paper, each off at 0 / false: MSGAN's mode-seeking term (``mode_seeking``:
++ lambda / (mean|G(z, t) - G(z2, t)| / mean|z - z2| + 1e-5), a second draw of the same text) and
+StackGAN's conditioning augmentation (``model.cond_aug``: + ``kl_weight`` * KL of G's text code).
 
 Read ``_train`` first: set-up, then for each epoch the update, the lr schedule, the record and the
 checkpoint; then the shipped model.  Behind names: the batches (``batches.py``), the training state
@@ -69,6 +72,8 @@ def train_step(
     int_beta: float,
     precision: str = "fp32",
     cast_cache: bool = True,
+    mode_seeking: float = 0.0,
+    kl_weight: float = 0.0,
 ) -> torch.Tensor:
     """One D step then one G step; the STATS as one tensor on the device (no host sync).
 
@@ -85,8 +90,9 @@ def train_step(
         if precision == "bf16"
         else nullcontext()
     )
+    z = torch.randn(b, z_dim, device=dev)
     with amp:
-        fake = g(torch.randn(b, z_dim, device=dev), text)
+        fake, kl = g(z, text, with_kl=True) if kl_weight > 0 else (g(z, text), torch.zeros((), device=dev))
 
     # Discriminator: real/right -> 1, real/wrong -> 0, fake/right -> 0.
     opt_d.zero_grad(set_to_none=True)
@@ -108,7 +114,13 @@ def train_step(
                 g_int = _bce(d(g(torch.randn(b, z_dim, device=dev), text_int), text_int), 1.0)
             else:
                 g_int = torch.zeros((), device=dev)
-        (g_loss + int_weight * g_int).backward()
+            if mode_seeking > 0:  # MSGAN: the same text with other noise must give another image
+                z2 = torch.randn(b, z_dim, device=dev)
+                spread = (fake - g(z2, text)).abs().mean() / (z - z2).abs().mean()
+                g_ms = 1.0 / (spread.float() + 1e-5)
+            else:
+                g_ms = torch.zeros((), device=dev)
+        (g_loss + int_weight * g_int + mode_seeking * g_ms + kl_weight * kl.float()).backward()
     opt_g.step()
     with torch.no_grad():
         return torch.stack(
@@ -116,6 +128,8 @@ def train_step(
                 d_loss,
                 g_loss,
                 g_int,
+                g_ms,
+                kl.float(),
                 torch.sigmoid(s_real.float()).mean(),
                 torch.sigmoid(s_wrong.float()).mean(),
                 torch.sigmoid(s_fake.float()).mean(),
@@ -180,6 +194,8 @@ def make_step(g, d, opt_g, opt_d, mcfg, tcfg, graphed: bool):
             tcfg.int_beta,
             tcfg.precision,
             cast_cache=not graphed,
+            mode_seeking=tcfg.mode_seeking,
+            kl_weight=tcfg.kl_weight if mcfg.cond_aug else 0.0,
         )
 
     return GraphedStep(step) if graphed else step
