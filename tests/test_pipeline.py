@@ -72,6 +72,8 @@ def test_generate_draws_stored_and_encoded_captions_and_the_grids(repro):
     with h5py.File(repro / "build/generated/images.h5") as h5:
         assert h5["images"].shape == h5["encoded_images"].shape == (12, 64, 64, 3)
         assert len(h5["captions"]) == 12 and h5["image_index"][()].max() < 8
+    with h5py.File(repro / "build/generated/noise_sets.h5") as h5:  # every test caption (8), 8 noise vectors
+        assert h5["images"].shape == (8, 8, 64, 64, 3) and len(h5["captions"]) == 8
     for name in ("generated_grid", "interp_text", "interp_noise", "typed_sentences"):
         assert Image.open(repro / f"reports/{name}.png").width > 3 * 66, name
 
@@ -84,6 +86,9 @@ def test_evaluate_scores_with_the_recorded_extractor_and_reports(repro):
     tm = scores["text_match"]
     named = ("accuracy", "chance", "real_ceiling", "mismatched_accuracy", "encoded_accuracy")
     assert set(tm) >= set(named) and all(0 <= tm[k] <= 1 for k in named)
+    div = scores["diversity"]  # 8 test images in 2 classes: too few agree with a caption for a reference
+    assert div["noise_vectors"] == 8 and div["unnamed_distinct"] is None and div["unnamed_missing_reason"]
+    assert div["feature_spread"] is None and "no test class has 8 images" in div["feature_missing_reason"]
     report = (repro / "reports/report.md").read_text()
     assert "real held-out images (ceiling)" in report and "generated_grid.png" in report
     assert "typed_sentences.png" in report and "gancls sample --text" in report
