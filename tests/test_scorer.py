@@ -17,6 +17,7 @@ from gancls.scorer import (
 )
 
 KINDS = ["body", "wing", "head", "beak"]
+FREE = ["pose", "background", "size"]
 
 
 def test_caption_labels_are_what_the_caption_states():
@@ -118,5 +119,7 @@ def test_trained_scorer_reads_colours_of_unseen_classes(tiny_scorer):
     summary = tiny_scorer["summary"]
     assert summary["labels"] == KINDS and summary["trained_on"] == "training split"
     assert summary["heldout_accuracy_per_kind"]["body"] > 0.6
+    # the free kinds too (read by the diversity score, not by text_match): background fills the picture
+    assert summary["free_kinds"] == FREE and summary["heldout_accuracy_per_kind"]["background"] > 0.5
     loaded, state = scorer.load_scorer(tiny_scorer["path"])
-    assert list(state["vocab"]) == KINDS and state["heldout_keys"]
+    assert list(state["vocab"]) == KINDS + FREE and state["text_kinds"] == KINDS and state["heldout_keys"]
