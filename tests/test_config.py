@@ -37,6 +37,7 @@ def test_defaults_load_as_typed_sections():
         (lambda r: r["train"].pop("lr"), "train.lr", "Field required"),
         (lambda r: r.update(extra_section={}), "extra_section", "unknown key"),
         (lambda r: r["validate"].update(min_side="big"), "validate.min_side", "valid integer"),
+        (lambda r: r["demo"].update(port=70000), "demo.port", "less than or equal to 65535"),
     ],
 )
 def test_bad_value_is_one_line_naming_the_key(tmp_path, capsys, edit, key, words):
