@@ -9,8 +9,9 @@ export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export GX_ANALYTICS_ENABLED := false
+export GRADIO_ANALYTICS_ENABLED := False
 
-.PHONY: install run test run-cub flow serve clean
+.PHONY: install run test run-cub flow serve demo demo-shot clean
 
 install: $(STAMP)
 
@@ -49,6 +50,15 @@ flow: $(STAMP)
 # is set, the flow.cron schedule, one run at a time; Ctrl-C stops both.
 serve: $(STAMP)
 	$(BIN)/gancls serve
+
+# The demo page (README "Demo page"): the shipped model on demo.host:demo.port (loopback);
+# another experiment's: make demo DEMO_ARGS="--exp NAME --port 0". Ctrl-C stops it.
+demo: $(STAMP)
+	$(BIN)/gancls demo $(DEMO_ARGS)
+
+# The page in headless chromium, the first example drawn, screenshot in reports/demo.png.
+demo-shot: $(STAMP)
+	$(BIN)/python -m gancls.demo_browser --out reports/demo.png
 
 clean:
 	rm -rf build reports metrics

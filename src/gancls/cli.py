@@ -204,6 +204,12 @@ def _serve(args, params):
     serve_flow(root, load_params(root / "params.yaml"), interval=args.interval, cron=args.cron)
 
 
+def _demo(args, params):
+    from .demo import demo
+
+    demo(params, args.params, exp=args.exp, host=args.host, port=args.port)
+
+
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in text.lower()).strip("_")[:40] or "query"
 
@@ -311,6 +317,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="PNG to write (default reports/sample_<query or first sentence>.png)")
     p.set_defaults(fn=_sample)
+    p = sub.add_parser(
+        "demo",
+        help="a local page: type a description, see the birds (Gradio)",
+        description="Start a page on demo.host:demo.port (loopback by default; port 0: a free one) "
+        "with the shipped generator and text encoder, or those of a DVC experiment (--exp), and print "
+        "its address. No share link, no analytics. Ctrl-C stops it.",
+    )
+    p.add_argument("--exp", help="a DVC experiment (or git revision) whose model to load, read with dvc.api")
+    p.add_argument("--host", help="address to listen on (default demo.host, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default demo.port; 0: a free one)")
+    p.set_defaults(fn=_demo)
     return parser
 
 
@@ -318,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .checkpoint import CheckpointError
     from .cub import LayoutError
+    from .demo import DemoError
     from .draw import NoMatch, SentenceError
     from .fetch import FetchError
     from .prepared import PreparedFileError
@@ -335,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         ExperimentFailed,
         EncoderImportError,
         SentenceError,
+        DemoError,
         FileNotFoundError,
         KeyError,
         OSError,

@@ -319,6 +319,18 @@ class ServeParams(Section):
     start_timeout: PositiveFloat
 
 
+class DemoParams(Section):
+    """``gancls demo``: the local page (not a stage; no stage reads it)."""
+
+    host: str
+    port: Annotated[int, Field(ge=0, le=65535)]  # 0: any free port
+    examples: Annotated[list[Annotated[str, Field(min_length=1, max_length=201)]], Field(min_length=1)]
+    n_images: Annotated[int, Field(ge=1, le=64)]
+    interp_steps: Annotated[int, Field(ge=2, le=32)]
+    seed: NonNegInt
+    device: Device
+
+
 class EncoderSizes(Section):
     """Widths of the char-CNN-RNN (Reed's: 384, 512, 512, 512); the output is model.embedding_dim."""
 
@@ -361,3 +373,4 @@ class Params(Section):
     fetch: FetchParams
     flow: FlowParams
     serve: ServeParams
+    demo: DemoParams

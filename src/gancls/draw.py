@@ -100,6 +100,57 @@ def sample_images(
     return {"grid": str(out), "captions": len(picked), "matches": len(found)}
 
 
+def check_sentences(texts: list[str], per_sentence: int, warn=print) -> None:
+    """SentenceError (one line) for no sentence, ``per_sentence`` < 1, or a sentence that is empty or
+    has no character of Reed's alphabet; ``warn`` gets what of a sentence the encoder does not see."""
+    from .text_encoder import check_text
+
+    if per_sentence < 1:
+        raise SentenceError("--n must be at least 1")
+    if not texts:
+        raise SentenceError("give --text SENTENCE (or --file with one sentence a line)")
+    for i, text in enumerate(texts, 1):
+        try:
+            for warning in check_text(text):
+                warn(f"sentence {i}: {warning}")
+        except ValueError as exc:
+            raise SentenceError(f"sentence {i}: {exc}") from None
+
+
+def load_text_to_image(generator_path: str | Path, encoder_path: str | Path, device: str = "auto"):
+    """(G, its ``model:`` params, the text encoder, the device), checked to fit each other."""
+    from .text_encoder import load_encoder
+
+    if not Path(encoder_path).is_file():
+        raise SentenceError(
+            f"{encoder_path} (text_encoder.weights): no text encoder there; `make run` or "
+            "`dvc repro train-text-encoder` makes one, `gancls import-encoder FILE.t7` converts "
+            "Reed's pretrained CUB encoder (README 'Quick start')"
+        )
+    dev = resolve_device(device)
+    g, mcfg = load_generator(generator_path, dev)
+    encoder = load_encoder(encoder_path, dev)
+    if encoder.sizes["out"] != mcfg.embedding_dim:
+        raise SentenceError(
+            f"{encoder_path}: the encoder gives {encoder.sizes['out']}-d embeddings, the generator "
+            f"{generator_path} reads {mcfg.embedding_dim}-d ones"
+        )
+    return g, mcfg, encoder, dev
+
+
+@torch.no_grad()
+def draw_texts(g, mcfg, encoder, texts: list[str], per_sentence: int, seed: int) -> torch.Tensor:
+    """G's images (``len(texts) * per_sentence``, 3, 64, 64) in [-1, 1], a sentence's images together;
+    the noise is drawn on the CPU from ``seed``, so a seed gives the same images on any device."""
+    from .text_encoder import encode
+
+    dev = next(g.parameters()).device
+    emb = torch.from_numpy(encode(encoder, texts)).to(dev)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    z = torch.randn(len(texts) * per_sentence, mcfg.z_dim, generator=gen).to(dev)
+    return g(z, emb.repeat_interleave(per_sentence, dim=0))
+
+
 @torch.no_grad()
 def draw_sentences(
     generator_path: str | Path,
@@ -120,36 +171,10 @@ def draw_sentences(
     ``warn`` gets what of a sentence the encoder does not see (characters past 201, unknown ones).
     """
     from .generate import to_uint8
-    from .text_encoder import check_text, encode, load_encoder
 
-    if per_sentence < 1:
-        raise SentenceError("--n must be at least 1")
-    if not texts:
-        raise SentenceError("give --text SENTENCE (or --file with one sentence a line)")
-    for i, text in enumerate(texts, 1):
-        try:
-            for warning in check_text(text):
-                warn(f"sentence {i}: {warning}")
-        except ValueError as exc:
-            raise SentenceError(f"sentence {i}: {exc}") from None
-    if not Path(encoder_path).is_file():
-        raise SentenceError(
-            f"{encoder_path} (text_encoder.weights): no text encoder there; `make run` or "
-            "`dvc repro train-text-encoder` makes one, `gancls import-encoder FILE.t7` converts "
-            "Reed's pretrained CUB encoder (README 'Quick start')"
-        )
-    dev = resolve_device(device)
-    g, mcfg = load_generator(generator_path, dev)
-    encoder = load_encoder(encoder_path, dev)
-    if encoder.sizes["out"] != mcfg.embedding_dim:
-        raise SentenceError(
-            f"{encoder_path}: the encoder gives {encoder.sizes['out']}-d embeddings, the generator "
-            f"{generator_path} reads {mcfg.embedding_dim}-d ones"
-        )
-    emb = torch.from_numpy(encode(encoder, texts)).to(dev)
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    z = torch.randn(len(texts) * per_sentence, mcfg.z_dim, generator=gen).to(dev)
-    images = g(z, emb.repeat_interleave(per_sentence, dim=0))
+    check_sentences(texts, per_sentence, warn)
+    g, mcfg, encoder, _ = load_text_to_image(generator_path, encoder_path, device)
+    images = draw_texts(g, mcfg, encoder, texts, per_sentence, seed)
     captioned_grid(
         images,
         list(texts),

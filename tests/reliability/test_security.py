@@ -116,8 +116,9 @@ def test_extraction_refuses_hard_links_and_absolute_symlinks_out_of_the_target(t
 
 
 def test_nothing_binds_beyond_the_loopback(monkeypatch, tmp_path):
-    """The one server the project starts is `make serve`'s Prefect server (gancls serve: src/gancls/serve.py),
-    on ``serve.host`` of params.yaml, 127.0.0.1 by default; nothing in src/, flows/, the Makefile or dvc.yaml
+    """The project starts two servers: `make serve`'s Prefect server (gancls serve: src/gancls/serve.py), on
+    ``serve.host`` of params.yaml, and the demo page (gancls demo: src/gancls/demo.py, tests/test_demo.py
+    drives it), on ``demo.host``, both 127.0.0.1 by default; nothing in src/, flows/, the Makefile or dvc.yaml
     binds 0.0.0.0, and a Prefect server started for the flow listens on 127.0.0.1 unless told otherwise."""
     from gancls import serve
     from gancls.config import load_params
@@ -138,9 +139,11 @@ def test_nothing_binds_beyond_the_loopback(monkeypatch, tmp_path):
     servers = [
         str(p)
         for p in files
-        if re.search(r"\.bind\(|\bserve\(|HTTPServer|uvicorn", p.read_text()) and "tests" not in p.parts
+        if re.search(r"\.bind\(|\bserve\(|server_name=|HTTPServer|uvicorn", p.read_text()) and "tests" not in p.parts
     ]
-    assert servers == [str(ROOT / "src" / "gancls" / "serve.py")]  # update this test when another server is added
+    # update this test when another server is added
+    assert sorted(servers) == [str(ROOT / "src" / "gancls" / name) for name in ("demo.py", "serve.py")]
+    assert load_params(ROOT / "params.yaml").demo.host == "127.0.0.1"
     # what `gancls serve` starts, without starting it: the server command gets serve.host of params.yaml
     started = []
 
