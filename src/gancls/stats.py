@@ -52,11 +52,10 @@ class EpochStats:
         if host[-2] < len(block):
             step = self.first_step + self.count // ranks + int(host[-2]) + 1
             values = block[int(host[-2])] if bool(bad[int(host[-2])]) else None
-            detail = (
-                ""
-                if values is None
-                else " (" + ", ".join(f"{k} {v:.4g}" for k, v in zip(STATS[:LOSSES], values[:LOSSES].tolist())) + ")"
-            )
+            losses = [] if values is None else list(zip(STATS[:LOSSES], values[:LOSSES].tolist()))
+            # the GAN-CLS losses, and a departure's term only when it is on (not exactly 0)
+            shown = [f"{k} {v:.4g}" for i, (k, v) in enumerate(losses) if i < 3 or v != 0]
+            detail = f" ({', '.join(shown)})" if shown else ""
             raise TrainingDiverged(f"non-finite loss at epoch {self.epoch}, step {step}{detail}")
         self.sums += host[: len(STATS)]
         self.count += len(block) * ranks
