@@ -38,28 +38,12 @@ DEFAULT = {
 
 
 def base_params(out: Path, name: str, over: dict, device: str, cuda_graph: bool):
-    from gancls.project import merge
+    from gancls.project import merge, outputs_under
 
     run = out / "runs" / name
-    raw = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), over)
-    raw["train"].update(
-        out_dir=str(run / "model"),
-        live_dir=str(run / "live"),
-        checkpoint_dir=str(run / "ckpt"),
-        grid=str(run / "train_samples.png"),
-        progress_gif=str(run / "train_progress.gif"),
-        resume=False,
-        device=device,
-        cuda_graph=cuda_graph,
-    )
-    raw["generate"].update(
-        out_dir=str(run / "generated"),
-        grid=str(run / "generated_grid.png"),
-        interp_grid=str(run / "interp_text.png"),
-        noise_grid=str(run / "interp_noise.png"),
-        sentences_grid=str(run / "typed_sentences.png"),
-    )
-    raw["evaluate"].update(out=str(run / "scores.json"), report=str(run / "report.md"), device=device)
+    raw = outputs_under(merge(yaml.safe_load((ROOT / "params.yaml").read_text()), over), run)
+    raw["train"].update(resume=False, device=device, cuda_graph=cuda_graph)
+    raw["evaluate"]["device"] = device
     return raw, run
 
 

@@ -36,6 +36,7 @@ from gancls.batches import Batches  # noqa: E402
 from gancls.config import parse_params, resolve_device  # noqa: E402
 from gancls.experiment import params_with, settings_file  # noqa: E402
 from gancls.prepared import read_prepared  # noqa: E402
+from gancls.project import outputs_under  # noqa: E402
 from gancls.state import build_training  # noqa: E402
 from gancls.train import make_step, train  # noqa: E402
 
@@ -126,13 +127,7 @@ def main(argv=None) -> int:
         raw["train"]["cuda_graph"] = True
     with tempfile.TemporaryDirectory(prefix="train_speed.") as tmp:
         out = Path(tmp)
-        raw["train"].update(
-            out_dir=str(out / "model"),
-            live_dir=str(out / "live"),
-            checkpoint_dir=str(out / "checkpoints"),
-            grid=str(out / "grid.png"),
-            progress_gif=str(out / "progress.gif"),
-        )
+        outputs_under(raw, out)
         params = parse_params(raw, args.params)
         prepared = ensure_prepared(params)
         n = len(read_prepared(prepared, "train")["class_ids"])

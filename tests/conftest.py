@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from gancls import project
-from gancls.project import merge
+from gancls.project import merge, outputs_under
 
 for _var, _value in (
     ("DVC_NO_ANALYTICS", "1"),
@@ -113,20 +113,7 @@ def learned(tmp_path_factory):
     raw["prepare"]["out"] = str(out["prepared"])
     raw["scorer"].update(out=str(out["scorer"]), metrics=str(root / "scorer.json"))
     raw["text_encoder"].update(weights=str(root / "text_encoder.pt"), metrics=str(root / "text_encoder.json"))
-    raw["train"].update(
-        out_dir=str(out["model"]),
-        live_dir=str(root / "live"),
-        checkpoint_dir=str(root / "checkpoints"),
-        grid=str(out["reports"] / "train.png"),
-        progress_gif=str(out["reports"] / "train.gif"),
-    )
-    raw["generate"].update(
-        out_dir=str(root / "generated"),
-        grid=str(out["reports"] / "generated.png"),
-        interp_grid=str(out["reports"] / "interp_text.png"),
-        noise_grid=str(out["reports"] / "interp_noise.png"),
-        sentences_grid=str(out["reports"] / "typed_sentences.png"),
-    )
+    outputs_under(raw, root)
     params = parse_params(raw)
     make_sample(params.sample, out["sample"])
     prepare(out["sample"], out["prepared"], params.prepare, "sample")
@@ -167,13 +154,5 @@ def tiny_run_params(prepared: Path, run_dir: Path, **train):
 
     raw = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
     raw["prepare"]["out"] = str(prepared)
-    raw["train"].update(
-        out_dir=str(run_dir / "model"),
-        live_dir=str(run_dir / "live"),
-        checkpoint_dir=str(run_dir / "checkpoints"),
-        grid=str(run_dir / "train.png"),
-        progress_gif=str(run_dir / "train.gif"),
-        device="cpu",
-    )
-    raw["train"].update(train)
+    outputs_under(raw, run_dir)["train"].update(device="cpu", **train)
     return parse_params(raw), raw

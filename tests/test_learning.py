@@ -8,15 +8,15 @@ wrong labels, a text encoder that does not land in the embedding space G was tra
 import json
 
 from gancls.generate import generate
-from gancls.scorer import score_generated
+from gancls.prepared import read_prepared
+from gancls.scorer import load_scorer, score_generated
 
 
 def test_generated_images_follow_their_captions(learned):
     params = learned["params"]
     generate(learned["model"] / "generator.pt", learned["prepared"], params)
-    match = score_generated(
-        learned["root"] / "generated/images.h5", learned["prepared"], learned["scorer"], params.seed
-    )
+    test, scorer = read_prepared(learned["prepared"], "test"), load_scorer(learned["scorer"])
+    match = score_generated(learned["root"] / "generated/images.h5", test, scorer, params.seed)
     print("learning test:", json.dumps(match))
     assert match["n_pairs"] == params.generate.num_samples
     assert match["real_ceiling"] > 0.6
@@ -26,11 +26,7 @@ def test_generated_images_follow_their_captions(learned):
     # the same captions typed instead of looked up: their text, encoded by the fitted text encoder,
     # still decides what is drawn
     encoded = score_generated(
-        learned["root"] / "generated/images.h5",
-        learned["prepared"],
-        learned["scorer"],
-        params.seed,
-        dataset="encoded_images",
+        learned["root"] / "generated/images.h5", test, scorer, params.seed, dataset="encoded_images"
     )
     print("encoded captions:", json.dumps(encoded), "encoder:", json.dumps(learned["encoder_metrics"]))
     assert encoded["accuracy"] > encoded["chance"] + 0.05, encoded

@@ -78,7 +78,13 @@ def test_truncation_at_201_characters():
 
 
 @pytest.mark.parametrize(
-    "text, why", [("", "empty text"), ("\u00c9\u00c0\u00ce\u00d4", "no character of Reed's alphabet")]
+    "text, why",
+    [
+        ("", "empty text"),
+        (" \t\n ", r"empty text: nothing to encode \(only whitespace\)"),
+        ("\u00c9\u00c0\u00ce\u00d4", "no character of Reed's alphabet"),
+        ("  \u65e5\u672c ", "no character of Reed's alphabet"),  # spaces alone are nothing to draw
+    ],
 )
 def test_texts_the_encoder_cannot_see_are_refused(text, why):
     with pytest.raises(ValueError, match=why):

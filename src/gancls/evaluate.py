@@ -207,17 +207,18 @@ def evaluate(generated: str | Path, prepared: str | Path, params: Params) -> dic
     else:
         is_scores = {"is": None, "is_missing_reason": IS_MISSING}
 
-    match = score_generated(generated, prepared, params.scorer.out, int(params.seed), device)
+    test, scorer = read_prepared(prepared, "test"), load_scorer(params.scorer.out, device)
+    match = score_generated(generated, test, scorer, int(params.seed), device)
     # The same captions and noise, each caption's text encoded by the text encoder: how much of the
     # conditioning survives a sentence typed by a person.
-    encoded = score_generated(generated, prepared, params.scorer.out, int(params.seed), device, "encoded_images")
+    encoded = score_generated(generated, test, scorer, int(params.seed), device, "encoded_images")
     match["encoded_accuracy"] = encoded["accuracy"]
     match["encoded_of_stored"] = round(encoded["accuracy"] / match["accuracy"], 4) if match["accuracy"] else None
     # Does the noise matter: one caption's images across noise vectors, next to real images (diversity.py).
     spread = diversity(
         Path(generated).parent / "noise_sets.h5",
-        read_prepared(prepared, "test"),
-        load_scorer(params.scorer.out, device),
+        test,
+        scorer,
         real_feats,
         lambda images: extract(images, inception, int(cfg.batch_size), device),
         params,

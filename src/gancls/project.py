@@ -23,6 +23,32 @@ def merge(base: dict, over: dict) -> dict:
     return out
 
 
+def outputs_under(raw: dict, folder: str | Path) -> dict:
+    """``raw`` (params.yaml's dict, changed in place and returned) with everything train, generate and
+    evaluate write moved under ``folder``: ``model/``, ``checkpoints/``, ``live/``, ``generated/``,
+    ``scores.json`` and ``reports/`` (the grids, the progress GIF, the run report).  For runs made outside
+    the pipeline -- benchmarks and tests -- that must not touch the project's own outputs.
+    """
+    f = Path(folder)
+    reports = f / "reports"
+    raw["train"].update(
+        out_dir=str(f / "model"),
+        live_dir=str(f / "live"),
+        checkpoint_dir=str(f / "checkpoints"),
+        grid=str(reports / "train.png"),
+        progress_gif=str(reports / "train.gif"),
+    )
+    raw["generate"].update(
+        out_dir=str(f / "generated"),
+        grid=str(reports / "generated.png"),
+        interp_grid=str(reports / "interp_text.png"),
+        noise_grid=str(reports / "interp_noise.png"),
+        sentences_grid=str(reports / "typed_sentences.png"),
+    )
+    raw["evaluate"].update(out=str(f / "scores.json"), report=str(reports / "report.md"))
+    return raw
+
+
 def clone_project(source: str | Path, repo: str | Path, overlay: dict | None = None) -> Path:
     """``repo``: a git clone of ``source`` as committed — every tracked file, ``data.dvc``, ``dvc.lock`` and
     ``.gitignore`` included — with ``overlay`` laid on its params.yaml and committed.

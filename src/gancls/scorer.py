@@ -338,14 +338,15 @@ def text_match(
 
 def score_generated(
     generated: str | Path,
-    prepared: str | Path,
-    scorer_path: str | Path,
+    test: dict,
+    scorer: tuple[Scorer, dict],
     seed: int,
     device="cpu",
     dataset: str = "images",
 ) -> dict:
     """``text_match`` of the images in a ``gancls generate`` file against their captions (``dataset``:
-    ``images``, drawn from the stored embeddings, or ``encoded_images``, from the encoded captions)."""
+    ``images``, drawn from the stored embeddings, or ``encoded_images``, from the encoded captions).
+    ``test``: the prepared test split (``read_prepared``); ``scorer``: ``load_scorer``'s model and state."""
     import h5py
 
     with h5py.File(generated, "r") as h5:
@@ -355,6 +356,5 @@ def score_generated(
         image_index = h5["image_index"][()]
         class_ids = h5["class_ids"][()]
         captions = [str(c) for c in h5["captions"].asstr()[()]]
-    test = read_prepared(prepared, "test")
-    model, state = load_scorer(scorer_path, device)
+    model, state = scorer
     return text_match(model, state, fake, test["images"], captions, class_ids, image_index, test["keys"], seed, device)

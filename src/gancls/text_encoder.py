@@ -74,10 +74,10 @@ def encode_text(texts: list[str]) -> torch.Tensor:
 
 def check_text(text: str) -> list[str]:
     """Warnings on what of ``text`` the encoder will not see; ``ValueError`` if it would see nothing."""
-    if not text:
-        raise ValueError("empty text: nothing to encode")
+    if not text.strip():
+        raise ValueError("empty text: nothing to encode" + (" (only whitespace)" if text else ""))
     unknown = sorted({ch for ch in text[:MAX_LEN] if ch not in _CODE})
-    if len(unknown) == len(set(text[:MAX_LEN])):
+    if not any(ch in _CODE for ch in text[:MAX_LEN] if not ch.isspace()):
         raise ValueError(
             f"text {text[:40]!r} has no character of Reed's alphabet (lowercase letters, digits, punctuation, space)"
         )

@@ -15,6 +15,7 @@ import yaml
 
 from gancls import cub, layouts
 from gancls.cli import main
+from gancls.project import outputs_under
 from gancls.raw import load_embeddings
 from gancls.synthetic import make_sample
 
@@ -39,14 +40,7 @@ def case(pristine, tmp_path, monkeypatch):
         workers=1,
         report_dir=str(tmp_path / "reports/validation-prepared"),
     )
-    params["train"].update(
-        out_dir=str(tmp_path / "build/model"),
-        checkpoint_dir=str(tmp_path / "build/ckpt"),
-        live_dir=str(tmp_path / "dvclive"),
-        grid=str(tmp_path / "reports/train.png"),
-        progress_gif=str(tmp_path / "reports/train.gif"),
-        device="cpu",
-    )
+    outputs_under(params, tmp_path / "build")["train"]["device"] = "cpu"
     # earlier outputs of the downstream stages: they must come out byte-identical
     earlier = {
         tmp_path / "build/prepared/birds.h5": b"earlier prepared file",
@@ -243,4 +237,4 @@ def test_prepared_file_of_an_older_layout(case, capsys, tiny_prepared):
     case.earlier[old] = old.read_bytes()
     err = run_cli(case, capsys, ["--params", str(case.params_file), "train"], [str(old)])
     assert len(err.strip().splitlines()) == 1 and "captions" in err
-    assert not (case.tmp / "build/ckpt").exists() or not list((case.tmp / "build/ckpt").iterdir())
+    assert not (case.tmp / "build/checkpoints").exists() or not list((case.tmp / "build/checkpoints").iterdir())
