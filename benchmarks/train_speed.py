@@ -2,13 +2,20 @@
 
     python benchmarks/train_speed.py                       # seed sizes (ngf 128, ndf 64, batch 64), 1 epoch
     python benchmarks/train_speed.py --precision bf16 --epochs 20 --device cuda
+    python benchmarks/train_speed.py --cub-sized --precision bf16 --cuda-graph --device cuda   # CUB's epoch length
 
 On the prepared file of params.yaml (built from the embedded sample first when it is missing), with
 the seed's full sizes and Reed's settings (as ``make run-cub``), it measures images/s of
 (a) ``train_step`` alone, on batches already on the device, after a few warm-up steps, and
 (b) the whole ``train()`` for the same number of steps: sampling, augmentation, logging through
     DVCLive, sample grids, checkpoints and the final shipped model, timed from the call to its return,
-and prints one JSON line: bare_images_per_s, loop_images_per_s, ratio (b / a), peak_rss_mb, device, ...
+and prints one JSON line: bare_images_per_s, loop_images_per_s, ratio (b / a), peak_rss_mb, device,
+loop_parts_s (where (b)'s seconds went: setup, step, ema, batches, reads, console, live, grids, checkpoint,
+final, other; ``gancls.loop_times``), ...
+
+``--cub-sized``: the train split at CUB's length, 8,855 images of 76 x 76 (the sample's rows repeated,
+``benchmarks/inputs.py``), so that the ratio is measured at CUB's epoch length.  Inputs are built in a
+child process before anything is measured (``inputs.build``), and kept under build/bench/.
 """
 
 from __future__ import annotations
@@ -31,28 +38,25 @@ for _var, _value in (
     os.environ.setdefault(_var, _value)
 
 import torch  # noqa: E402
+from inputs import CUB_TRAIN_IMAGES, build, cub_sized, sample_prepared  # noqa: E402
 
 from gancls.batches import Batches  # noqa: E402
 from gancls.config import parse_params, resolve_device  # noqa: E402
 from gancls.experiment import params_with, settings_file  # noqa: E402
+from gancls.loop_times import LoopTimes  # noqa: E402
 from gancls.prepared import read_prepared  # noqa: E402
 from gancls.project import outputs_under  # noqa: E402
 from gancls.state import build_training  # noqa: E402
 from gancls.train import make_step, train  # noqa: E402
 
 
-def ensure_prepared(params) -> Path:
+def ensure_prepared(params, raw: dict) -> Path:
+    """The prepared file of params.yaml; built from the embedded sample in a child process when missing."""
     prepared = Path(params.prepare.out)
-    if prepared.is_file():
-        return prepared
-    if params.data.source != "sample":
-        sys.exit(f"{prepared}: prepared file not found (run `dvc repro prepare` first)")
-    from gancls.prepare import prepare
-    from gancls.synthetic import make_sample
-
-    print(f"{prepared} missing: making the embedded sample and preparing it", file=sys.stderr)
-    make_sample(params.sample, params.sample.out_dir)
-    prepare(params.sample.out_dir, prepared, params.prepare, "sample")
+    if not prepared.is_file():
+        if params.data.source != "sample":
+            sys.exit(f"{prepared}: prepared file not found (run `dvc repro prepare` first)")
+        build(sample_prepared, raw)
     return prepared
 
 
@@ -106,6 +110,11 @@ def main(argv=None) -> int:
     ap.add_argument("--ngf", type=int, default=128)
     ap.add_argument("--ndf", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument(
+        "--cub-sized",
+        action="store_true",
+        help=f"train on {CUB_TRAIN_IMAGES:,} images (CUB's train split), built once in build/bench/",
+    )
     args = ap.parse_args(argv)
 
     # make run-cub's model and training settings (configs/reed_cub.yaml), on the prepared file of params.yaml
@@ -129,14 +138,20 @@ def main(argv=None) -> int:
         out = Path(tmp)
         outputs_under(raw, out)
         params = parse_params(raw, args.params)
-        prepared = ensure_prepared(params)
-        n = len(read_prepared(prepared, "train")["class_ids"])
+        with contextlib.redirect_stdout(sys.stderr):  # stdout: the JSON line alone
+            prepared = ensure_prepared(params, raw)
+            if args.cub_sized:
+                cub_file = Path("build/bench") / f"cub_sized_train_{CUB_TRAIN_IMAGES}.h5"
+                build(cub_sized, str(prepared), str(cub_file))
+                prepared = cub_file
+        n = len(read_prepared(prepared, "train", ("class_ids",))["class_ids"])
         steps = max(n // args.batch_size, 1) * args.epochs
 
-        with contextlib.redirect_stdout(sys.stderr):  # stdout: the JSON line alone
+        times = LoopTimes()
+        with contextlib.redirect_stdout(sys.stderr):
             bare_ips = bare(params, prepared, steps)
             t0 = time.perf_counter()
-            summary = train(prepared, params)
+            summary = train(prepared, params, times)
             loop_s = time.perf_counter() - t0
     device = resolve_device(params.train.device)
     loop_ips = steps * args.batch_size / loop_s
@@ -149,11 +164,13 @@ def main(argv=None) -> int:
         "precision": params.train.precision,
         "compile": params.train.compile,
         "cuda_graph": params.train.cuda_graph,
+        "train_images": n,
         "steps": steps,
         "batch_size": args.batch_size,
         "ngf": args.ngf,
         "ndf": args.ndf,
         "loop_seconds": round(loop_s, 2),
+        "loop_parts_s": {k: round(v, 3) for k, v in times.total.items()},
         "loop_steps_checked": summary["steps"],
         "torch": torch.__version__,
     }

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from .config import TrainParams
 from .files import atomic_path
 from .grids import captioned_image, save_gif, save_png
+from .loop_times import LoopTimes
 
 FRAMES = "samples"  # DVCLive image folder of the fixed-caption grids: samples/<epoch>.png
 NOT_LOGGED = ("epoch", "steps", "seconds")  # of an epoch's row: the rest are DVCLive metrics
@@ -29,8 +30,9 @@ NOT_LOGGED = ("epoch", "steps", "seconds")  # of an epoch's row: the rest are DV
 class RunRecord:
     """Console, progress bar, DVCLive and grids of one run (``main``: this process records)."""
 
-    def __init__(self, cfg: TrainParams, main: bool, resumed_epoch: int | None = None):
+    def __init__(self, cfg: TrainParams, main: bool, resumed_epoch: int | None = None, times: LoopTimes | None = None):
         self.cfg, self.main = cfg, main
+        self.times = times if times is not None else LoopTimes()  # DVCLive's time counts to "live", grids' to "grids"
         self.live, self.frames = None, []
         if main:
             from dvclive import Live
@@ -77,21 +79,25 @@ class RunRecord:
         )
         image = None
         if epoch % cfg.sample_every == 0 or epoch == cfg.epochs:
-            image = frame(f"epoch {epoch}/{cfg.epochs}: training captions x fixed noise")
-            self.frames.append(image)
-            save_png(image, cfg.grid)
-        self.live.step = epoch
-        for k, v in row.items():
-            if k not in NOT_LOGGED:
-                self.live.log_metric(k, v)
-        self.live.log_metric("steps", step)
+            with self.times.part("grids"):
+                image = frame(f"epoch {epoch}/{cfg.epochs}: training captions x fixed noise")
+                self.frames.append(image)
+                save_png(image, cfg.grid)
+        with self.times.part("live"):
+            self.live.step = epoch
+            for k, v in row.items():
+                if k not in NOT_LOGGED:
+                    self.live.log_metric(k, v)
+            self.live.log_metric("steps", step)
         if image is not None:
-            self.live.log_image(f"{FRAMES}/{epoch:05d}.png", image)
+            with self.times.part("grids"):
+                self.live.log_image(f"{FRAMES}/{epoch:05d}.png", image)
 
     def next_step(self) -> None:
         """Writes DVCLive's summary: `dvc exp show` sees the epoch."""
         if self.main:
-            self.live.next_step()
+            with self.times.part("live"):
+                self.live.next_step()
 
     def finish(self, summary: dict) -> None:
         if not self.main:

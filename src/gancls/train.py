@@ -44,6 +44,7 @@ from .checkpoint import (
 from .config import ConfigError, Params, seed_everything
 from .distributed import Dist, no_sync
 from .files import atomic_path, file_digest, save_torch
+from .loop_times import LoopTimes
 from .prepared import read_prepared
 from .run_record import RunRecord, sample_frame
 from .state import TrainingState
@@ -201,84 +202,100 @@ def make_step(g, d, opt_g, opt_d, mcfg, tcfg, graphed: bool):
     return GraphedStep(step) if graphed else step
 
 
-def train(prepared: str | Path, params: Params) -> dict:
+def train(prepared: str | Path, params: Params, times: LoopTimes | None = None) -> dict:
     """Train GAN-CLS on the prepared file's train split; every output path comes from ``params.train``.
 
     Resumes from the newest checkpoint in ``train.checkpoint_dir`` unless ``train.resume`` is false;
-    returns the summary that DVCLive writes to ``<train.live_dir>/metrics.json``.
+    returns the summary that DVCLive writes to ``<train.live_dir>/metrics.json``.  ``times``, if given,
+    gets where the loop's time went, per part and per epoch (``loop_times.LoopTimes``).
     """
+    times = times if times is not None else LoopTimes()
     dist = Dist.setup(params.train.device)
     try:
-        return _train(prepared, params, dist)
+        return _train(prepared, params, dist, times)
     finally:
         dist.close()
 
 
-def _train(prepared: str | Path, params: Params, dist: Dist) -> dict:
+def _train(prepared: str | Path, params: Params, dist: Dist, times: LoopTimes) -> dict:
     tcfg, mcfg, seed = params.train, params.model, int(params.seed)
-    seed_everything(seed + dist.rank)
-    gen = torch.Generator(device=dist.device).manual_seed(seed + 1000 * dist.rank)  # this rank's draws
-    order_gen = torch.Generator(device=dist.device).manual_seed(seed + 1)  # the same on every rank
-    split = read_prepared(prepared, "train")
-    data = _batches(split, prepared, params, dist)
-    graphed = _graphed(tcfg, dist)
-    state = TrainingState(mcfg, tcfg, dist.device, graphed, gen)
-    # The fixed grid: first captions of images spread over the training split, with the fixed noise.
-    grid_idx = np.linspace(0, data.n - 1, min(tcfg.grid_size, data.n)).astype(int)
-    grid_text = data.embeddings[torch.from_numpy(grid_idx).to(dist.device), 0]
-    grid_captions = [str(split["captions"][i, 0]) for i in grid_idx]
-    ckpt_dir, data_sha1, generators = (
-        Path(tcfg.checkpoint_dir),
-        file_digest(prepared),
-        {"gen": gen, "order_gen": order_gen},
-    )
-    resumed = _resume(state, ckpt_dir, params, data_sha1, dist, generators)
-    start, per_epoch = state.epoch, data.steps_per_epoch(tcfg.batch_size)
-    run_step = make_step(dist.wrap(state.g), dist.wrap(state.d), state.opt_g, state.opt_d, mcfg, tcfg, graphed)
-    record = RunRecord(tcfg, dist.main, start if resumed else None)
+    with times.part("setup"):  # the models, the data on the device, the resume, DVCLive
+        seed_everything(seed + dist.rank)
+        gen = torch.Generator(device=dist.device).manual_seed(seed + 1000 * dist.rank)  # this rank's draws
+        order_gen = torch.Generator(device=dist.device).manual_seed(seed + 1)  # the same on every rank
+        split = read_prepared(prepared, "train")
+        data = _batches(split, prepared, params, dist)
+        graphed = _graphed(tcfg, dist)
+        state = TrainingState(mcfg, tcfg, dist.device, graphed, gen)
+        # The fixed grid: first captions of images spread over the training split, with the fixed noise.
+        grid_idx = np.linspace(0, data.n - 1, min(tcfg.grid_size, data.n)).astype(int)
+        grid_text = data.embeddings[torch.from_numpy(grid_idx).to(dist.device), 0]
+        grid_captions = [str(split["captions"][i, 0]) for i in grid_idx]
+        ckpt_dir, data_sha1, generators = (
+            Path(tcfg.checkpoint_dir),
+            file_digest(prepared),
+            {"gen": gen, "order_gen": order_gen},
+        )
+        resumed = _resume(state, ckpt_dir, params, data_sha1, dist, generators)
+        start, per_epoch = state.epoch, data.steps_per_epoch(tcfg.batch_size)
+        run_step = make_step(dist.wrap(state.g), dist.wrap(state.d), state.opt_g, state.opt_d, mcfg, tcfg, graphed)
+        record = RunRecord(tcfg, dist.main, start if resumed else None, times)
 
     def shipped():  # the G to look at and to ship: averaged, with re-estimated BatchNorm statistics
         return state.ema.shipped(
             state.g, data, mcfg.z_dim, tcfg.bn_stat_batches, max(tcfg.batch_size // dist.world, 2), seed + 7
         )
 
+    step_part, ema_part, log_part = times.part("step"), times.part("ema"), times.part("console")
     for epoch in range(start + 1, tcfg.epochs + 1):
+        times.start_epoch()
         t0, stats = time.perf_counter(), EpochStats(dist, epoch, state.step)
         bar = record.bar(epoch, per_epoch)
-        for i, (real, text, wrong) in enumerate(data.epoch(tcfg.batch_size, gen, order_gen), 1):
-            stats.add(run_step(real, text, wrong))  # the update: one D step, then one G step
-            state.ema.update(state.g)
-            bar.update(1)
+        batches = times.timed(data.epoch(tcfg.batch_size, gen, order_gen), "batches")
+        for i, (real, text, wrong) in enumerate(batches, 1):
+            with step_part:
+                stats.add(run_step(real, text, wrong))  # the update: one D step, then one G step
+            with ema_part:
+                state.ema.update(state.g)
+            with log_part:
+                bar.update(1)
             if i % tcfg.log_every == 0 or i == per_epoch:
-                stats.read()  # to the host, and the non-finite guard
-                record.show(bar, stats.latest, i * tcfg.batch_size, t0)
-        bar.close()
+                with times.part("reads"):
+                    stats.read()  # to the host, and the non-finite guard
+                with log_part:
+                    record.show(bar, stats.latest, i * tcfg.batch_size, t0)
+        with log_part:
+            bar.close()
         row = state.end_epoch(epoch, per_epoch, stats.means(), t0, tcfg.batch_size)
-        record.epoch(
-            row, state.step, lambda title: sample_frame(shipped(), state.fixed_z, grid_text, grid_captions, title)
-        )
+        with log_part:  # DVCLive and the grid inside count to "live" and "grids"
+            record.epoch(
+                row, state.step, lambda title: sample_frame(shipped(), state.fixed_z, grid_text, grid_captions, title)
+            )
         if epoch % tcfg.checkpoint_every == 0 or epoch == tcfg.epochs:
-            rngs = dist.gather(rng_state(generators))
-            if dist.main:
-                save_checkpoint(
-                    ckpt_dir,
-                    epoch,
-                    {**state.state_dict(), "rng": rngs, "trained_with": trained_with(params, data_sha1)},
-                )
+            with times.part("checkpoint"):
+                rngs = dist.gather(rng_state(generators))
+                if dist.main:
+                    save_checkpoint(
+                        ckpt_dir,
+                        epoch,
+                        {**state.state_dict(), "rng": rngs, "trained_with": trained_with(params, data_sha1)},
+                    )
         record.next_step()
+        times.end_epoch(epoch)
 
-    if not dist.main:
+    with times.part("final"):
+        if not dist.main:
+            dist.barrier()
+            return {}
+        final = shipped()
+        with atomic_path(tcfg.out_dir) as tmp:
+            tmp.mkdir()
+            save_torch({**state.state_dict(), "model": mcfg.model_dump()}, tmp / "checkpoint.pt")
+            save_torch({"generator": final.state_dict(), "model": mcfg.model_dump()}, tmp / "generator.pt")
+        summary = _summary(state, tcfg, dist, data.n, start)
+        record.finish(summary)
+        clear_checkpoints(ckpt_dir)  # the run is complete: its whole state is in out_dir/checkpoint.pt
         dist.barrier()
-        return {}
-    final = shipped()
-    with atomic_path(tcfg.out_dir) as tmp:
-        tmp.mkdir()
-        save_torch({**state.state_dict(), "model": mcfg.model_dump()}, tmp / "checkpoint.pt")
-        save_torch({"generator": final.state_dict(), "model": mcfg.model_dump()}, tmp / "generator.pt")
-    summary = _summary(state, tcfg, dist, data.n, start)
-    record.finish(summary)
-    clear_checkpoints(ckpt_dir)  # the run is complete: its whole state is in out_dir/checkpoint.pt
-    dist.barrier()
     return summary
 
 
