@@ -16,8 +16,8 @@ checkpoint; then the shipped model.  Behind names: the batches (``batches.py``),
 (``state.TrainingState``: one ``state_dict`` for resume checkpoints, ``checkpoint.py``, and the final
 ``checkpoint.pt``), the step as run (``make_step``: compiled or a CUDA graph), statistics read once
 per ``log_every`` steps with a guard that stops at the first non-finite loss (``stats.EpochStats``), the
-averaged G (``ema.py``), the record (``run_record.py``: console, DVCLive, grids; rank 0 only) and DDP
-under torchrun (``distributed.py``).
+averaged G (``ema.py``), the record (``run_record.py``: console, DVCLive, grids; rank 0 only), DDP
+under torchrun (``distributed.py``) and where each epoch's time goes (``loop_times.py``).
 """
 
 from __future__ import annotations
