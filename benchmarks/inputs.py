@@ -1,9 +1,11 @@
 """The benchmarks' inputs, each built in a process of its own before a measurement starts (not a test).
 
 A benchmark measures only what it names: data built in the measuring process would count in its
-``peak_rss_mb`` (and warm its caches), so ``build`` runs a builder here in a fresh (spawned) child
-process and the measuring process only reads the finished file.  Builders take plain values (a params
-dict, paths), write atomically and do nothing when their output is already there.
+``peak_rss_mb`` (and warm its caches), so ``in_child`` runs a builder here in a fresh (spawned) child
+process and the measuring process only reads the finished file.  A benchmark that also counts its
+children's memory (``RUSAGE_CHILDREN``: a builder it waited for would count there) runs the measurement
+itself in a child too, a sibling of the builder.  Builders take plain values (a params dict, paths),
+write atomically and do nothing when their output is already there.
 """
 
 from __future__ import annotations
@@ -17,13 +19,13 @@ import numpy as np
 CUB_TRAIN_IMAGES = 8855  # CUB-200-2011's training split (Reed's / StackGAN's class-disjoint 150 classes)
 
 
-def build(builder, *args) -> None:
-    """``builder(*args)`` in a spawned child process; exits with a line if it fails."""
-    child = multiprocessing.get_context("spawn").Process(target=builder, args=args)
+def in_child(fn, *args) -> None:
+    """``fn(*args)`` in a spawned child process; exits with a line if it fails."""
+    child = multiprocessing.get_context("spawn").Process(target=fn, args=args)
     child.start()
     child.join()
     if child.exitcode != 0:
-        sys.exit(f"building a benchmark input failed: {builder.__name__}{args!r:.200} (exit status {child.exitcode})")
+        sys.exit(f"{fn.__name__}{args!r:.200} failed in its child process (exit status {child.exitcode})")
 
 
 def sample_prepared(raw: dict) -> None:

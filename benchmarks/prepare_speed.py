@@ -4,8 +4,9 @@
 
 The raw folder comes from the sample generator at CUB's size: 200 classes, 11,800 JPEGs with sides
 between 375 and 500 pixels (CUB: 11,788 images, typically 500 x 375), 10 captions and 10 embeddings
-each, in the StackGAN layout.  It is built once and reused, in a child process before anything is measured
-(``benchmarks/inputs.py``: building it in this process would count its memory in peak_rss_mb).  ``prepare`` then runs as the stage runs it
+each, in the StackGAN layout.  It is built once and reused, in a child process before anything is measured, and the
+measurement runs in a fresh child of its own (``benchmarks/inputs.py``: building in the measuring process,
+or as its child, would count the build's memory in peak_rss_mb).  ``prepare`` then runs as the stage runs it
 (decode, RGB, bounding-box crop, resize to ``prepare.load_size``, HDF5 in chunks) with the workers of
 params.yaml's ``prepare`` section (or ``--workers``).  Prints one JSON line: images_per_s, peak_rss_mb
 (this process plus its largest worker), seconds, images, workers, cores.
@@ -29,7 +30,7 @@ for _var, _value in (
 ):
     os.environ.setdefault(_var, _value)
 
-from inputs import build, raw_sample  # noqa: E402
+from inputs import in_child, raw_sample  # noqa: E402
 
 from gancls.config import load_params, parse_params  # noqa: E402
 from gancls.prepare import prepare  # noqa: E402
@@ -48,13 +49,20 @@ def main(argv=None) -> int:
     raw["sample"].update(CUB_SIZED, out_dir=args.raw)
     if args.workers is not None:
         raw["prepare"]["workers"] = args.workers
-    params = parse_params(raw, args.params)
+    parse_params(raw, args.params)  # a bad setting as one line, before any child starts
     folder = Path(args.raw)
     if not (folder / "CUB_200_2011/images.txt").is_file():
         t0 = time.perf_counter()
-        build(raw_sample, raw, str(folder))  # in a child process: its memory is not this one's
+        in_child(raw_sample, raw, str(folder))  # in a child process: its memory is not the measurement's
         print(f"built in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    # measured in a fresh child: RUSAGE_CHILDREN here would count the builder above as a "worker"
+    in_child(measure, str(folder), raw, args.params)
+    return 0
 
+
+def measure(folder: str, raw: dict, params_file: str) -> None:
+    """Time ``prepare`` on ``folder``; print the JSON line (this process and its largest worker)."""
+    params, folder = parse_params(raw, params_file), Path(folder)
     with tempfile.TemporaryDirectory(prefix="prepare_speed.") as tmp:
         t0 = time.perf_counter()
         counts = prepare(folder, Path(tmp) / "birds.h5", params.prepare, "sample")
@@ -74,9 +82,9 @@ def main(argv=None) -> int:
                 "workers": params.prepare.workers,
                 "cores": os.cpu_count(),
             }
-        )
+        ),
+        flush=True,
     )
-    return 0
 
 
 if __name__ == "__main__":

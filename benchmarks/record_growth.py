@@ -40,7 +40,7 @@ for _var, _value in (
     os.environ.setdefault(_var, _value)
 
 import torch  # noqa: E402
-from inputs import build, sample_prepared  # noqa: E402
+from inputs import in_child, sample_prepared  # noqa: E402
 
 from gancls.config import parse_params  # noqa: E402
 from gancls.loop_times import EPOCH_PARTS, LoopTimes  # noqa: E402
@@ -82,7 +82,7 @@ def main(argv=None) -> int:
         raw["prepare"]["out"] = str(out / "birds.h5")
         outputs_under(raw, out)["train"].update(device="cpu", epochs=args.epochs, resume=False)
         parse_params(raw, args.params)  # a bad setting as one line, before the child starts
-        build(sample_prepared, raw)
+        in_child(sample_prepared, raw)
         params = parse_params(raw, args.params)
         times = LoopTimes()
         t0 = time.perf_counter()

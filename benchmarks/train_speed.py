@@ -15,7 +15,7 @@ final, other; ``gancls.loop_times``), ...
 
 ``--cub-sized``: the train split at CUB's length, 8,855 images of 76 x 76 (the sample's rows repeated,
 ``benchmarks/inputs.py``), so that the ratio is measured at CUB's epoch length.  Inputs are built in a
-child process before anything is measured (``inputs.build``), and kept under build/bench/.
+child process before anything is measured (``inputs.in_child``), and kept under build/bench/.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ for _var, _value in (
     os.environ.setdefault(_var, _value)
 
 import torch  # noqa: E402
-from inputs import CUB_TRAIN_IMAGES, build, cub_sized, sample_prepared  # noqa: E402
+from inputs import CUB_TRAIN_IMAGES, cub_sized, in_child, sample_prepared  # noqa: E402
 
 from gancls.batches import Batches  # noqa: E402
 from gancls.config import parse_params, resolve_device  # noqa: E402
@@ -56,7 +56,7 @@ def ensure_prepared(params, raw: dict) -> Path:
     if not prepared.is_file():
         if params.data.source != "sample":
             sys.exit(f"{prepared}: prepared file not found (run `dvc repro prepare` first)")
-        build(sample_prepared, raw)
+        in_child(sample_prepared, raw)
     return prepared
 
 
@@ -142,7 +142,7 @@ def main(argv=None) -> int:
             prepared = ensure_prepared(params, raw)
             if args.cub_sized:
                 cub_file = Path("build/bench") / f"cub_sized_train_{CUB_TRAIN_IMAGES}.h5"
-                build(cub_sized, str(prepared), str(cub_file))
+                in_child(cub_sized, str(prepared), str(cub_file))
                 prepared = cub_file
         n = len(read_prepared(prepared, "train", ("class_ids",))["class_ids"])
         steps = max(n // args.batch_size, 1) * args.epochs
