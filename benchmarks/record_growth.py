@@ -4,8 +4,8 @@
 
 Trains the tiny configuration (a few dozen images, a narrow model, 3 steps an epoch) for ``--epochs``
 epochs with params.yaml's record settings (a grid every ``sample_every`` epochs, a checkpoint every
-``checkpoint_every``) and reads where each epoch's time went (``gancls.loop_times.LoopTimes``: step,
-ema, batches, reads, console, live (DVCLive), grids, checkpoint, other; record = console + live + grids +
+``checkpoint_every``) and reads where each epoch's time went (``gancls.loop_times.LoopTimes``: reads
+(statistics and console), live (DVCLive), grids, checkpoint, update (the rest); record = live + grids +
 checkpoint).
 
 Prints one JSON line: the median seconds per epoch and per part over the first and the last ``--window``
@@ -48,7 +48,7 @@ from gancls.project import merge, outputs_under  # noqa: E402
 from gancls.train import train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-SHOWN = ("seconds", *EPOCH_PARTS, "other", "record")
+SHOWN = ("seconds", *EPOCH_PARTS, "update", "record")
 READERS = ("parse_tsv", "parse_json", "parse_metrics", "_get_live_data", "make_summary", "next_step")
 
 

@@ -10,8 +10,8 @@ the seed's full sizes and Reed's settings (as ``make run-cub``), it measures ima
 (b) the whole ``train()`` for the same number of steps: sampling, augmentation, logging through
     DVCLive, sample grids, checkpoints and the final shipped model, timed from the call to its return,
 and prints one JSON line: bare_images_per_s, loop_images_per_s, ratio (b / a), peak_rss_mb, device,
-loop_parts_s (where (b)'s seconds went: setup, step, ema, batches, reads, console, live, grids, checkpoint,
-final, other; ``gancls.loop_times``), ...
+loop_parts_s (where (b)'s seconds went: setup, reads, live, grids, checkpoint, update -- the steps, the
+averaged G, the batches --, final; ``gancls.loop_times``), ...
 
 ``--cub-sized``: the train split at CUB's length, 8,855 images of 76 x 76 (the sample's rows repeated,
 ``benchmarks/inputs.py``), so that the ratio is measured at CUB's epoch length.  Inputs are built in a

@@ -1,7 +1,7 @@
 """Where a training loop's wall-clock time goes, part by part and epoch by epoch (``LoopTimes``).
 
 The loop marks its parts (``with times.part("reads"): ...``); a part entered inside another pauses the
-outer one, so every second is counted once, and what no part claims is ``other``.  It is host time,
+outer one, so every second is counted once, and what no part claims is ``update``.  It is host time,
 read with ``time.perf_counter`` (about a microsecond a part on a busy 2-core CPU, a few parts a step)
 and never syncs a device: on a GPU the ``step`` part is the time to launch the step's kernels, and the
 device's own time shows up in the part that waits for it (``reads``, where the statistics come to the
@@ -11,12 +11,12 @@ host).  Nothing here changes a run.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
 
-# the parts of an epoch: the update, the averaged G, drawing batches, reading the statistics to the host,
-# the console (progress bar and lines), DVCLive (metrics and summary), the sample grids, the resume checkpoints
-EPOCH_PARTS = ("step", "ema", "batches", "reads", "console", "live", "grids", "checkpoint")
-RECORD_PARTS = ("console", "live", "grids", "checkpoint")  # record-keeping: what the update does not need
+# the parts of an epoch that the loop marks: reading the statistics to the host (with the console line),
+# DVCLive (metrics and summary), the sample grids, the resume checkpoints; the rest of an epoch is
+# "update" (the steps, the averaged G, drawing batches, the progress bar)
+EPOCH_PARTS = ("reads", "live", "grids", "checkpoint")
+RECORD_PARTS = ("live", "grids", "checkpoint")  # record-keeping: what the update does not need
 # outside the epochs: building the models and resuming, and the shipped model written at the end
 RUN_PARTS = ("setup", "final")
 
@@ -25,7 +25,7 @@ class LoopTimes:
     """Seconds per part: ``total`` over the run, ``epochs`` one row per epoch (its ``seconds`` and parts)."""
 
     def __init__(self):
-        self.total = dict.fromkeys(RUN_PARTS + EPOCH_PARTS + ("other",), 0.0)
+        self.total = dict.fromkeys(RUN_PARTS + EPOCH_PARTS + ("update",), 0.0)
         self.epochs: list[dict[str, float]] = []
         self._now = dict.fromkeys(EPOCH_PARTS, 0.0)
         self._stack: list[str] = []
@@ -39,16 +39,6 @@ class LoopTimes:
             self._parts[name] = _Part(self, name)
         return self._parts[name]
 
-    def timed(self, items: Iterable, name: str) -> Iterator:
-        """``items``, the time spent drawing each one counted to ``name``."""
-        it = iter(items)
-        while True:
-            with self.part(name):
-                item = next(it, _END)
-            if item is _END:
-                return
-            yield item
-
     def start_epoch(self) -> None:
         self._now = dict.fromkeys(EPOCH_PARTS, 0.0)
         self._epoch_t0 = time.perf_counter()
@@ -56,10 +46,10 @@ class LoopTimes:
     def end_epoch(self, epoch: int) -> None:
         seconds = time.perf_counter() - self._epoch_t0
         row = {"epoch": epoch, "seconds": seconds, **self._now}
-        row["other"] = seconds - sum(self._now.values())
+        row["update"] = seconds - sum(self._now.values())
         row["record"] = sum(self._now[k] for k in RECORD_PARTS)
         self.epochs.append(row)
-        for k in EPOCH_PARTS + ("other",):
+        for k in EPOCH_PARTS + ("update",):
             self.total[k] += row[k]
         self._epoch_t0 = None
 
@@ -88,6 +78,3 @@ class _Part:
     def __exit__(self, *exc) -> None:
         self.times._switch()
         self.times._stack.pop()
-
-
-_END = object()

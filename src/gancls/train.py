@@ -246,31 +246,23 @@ def _train(prepared: str | Path, params: Params, dist: Dist, times: LoopTimes) -
             state.g, data, mcfg.z_dim, tcfg.bn_stat_batches, max(tcfg.batch_size // dist.world, 2), seed + 7
         )
 
-    step_part, ema_part, log_part = times.part("step"), times.part("ema"), times.part("console")
     for epoch in range(start + 1, tcfg.epochs + 1):
         times.start_epoch()
         t0, stats = time.perf_counter(), EpochStats(dist, epoch, state.step)
         bar = record.bar(epoch, per_epoch)
-        batches = times.timed(data.epoch(tcfg.batch_size, gen, order_gen), "batches")
-        for i, (real, text, wrong) in enumerate(batches, 1):
-            with step_part:
-                stats.add(run_step(real, text, wrong))  # the update: one D step, then one G step
-            with ema_part:
-                state.ema.update(state.g)
-            with log_part:
-                bar.update(1)
+        for i, (real, text, wrong) in enumerate(data.epoch(tcfg.batch_size, gen, order_gen), 1):
+            stats.add(run_step(real, text, wrong))  # the update: one D step, then one G step
+            state.ema.update(state.g)
+            bar.update(1)
             if i % tcfg.log_every == 0 or i == per_epoch:
                 with times.part("reads"):
                     stats.read()  # to the host, and the non-finite guard
-                with log_part:
                     record.show(bar, stats.latest, i * tcfg.batch_size, t0)
-        with log_part:
-            bar.close()
+        bar.close()
         row = state.end_epoch(epoch, per_epoch, stats.means(), t0, tcfg.batch_size)
-        with log_part:  # DVCLive and the grid inside count to "live" and "grids"
-            record.epoch(
-                row, state.step, lambda title: sample_frame(shipped(), state.fixed_z, grid_text, grid_captions, title)
-            )
+        record.epoch(  # DVCLive and the grid: "live" and "grids" in the loop's times
+            row, state.step, lambda title: sample_frame(shipped(), state.fixed_z, grid_text, grid_captions, title)
+        )
         if epoch % tcfg.checkpoint_every == 0 or epoch == tcfg.epochs:
             with times.part("checkpoint"):
                 rngs = dist.gather(rng_state(generators))
