@@ -9,8 +9,8 @@ parallel processes, and generates and evaluates exactly as ``make run`` does (``
 ``<out>/results.jsonl``; a table sorted by accuracy is printed at the end.
 
     python benchmarks/learning_sweep.py                      # README's beta1 comparison: about 40 min on 2 cores
-    python benchmarks/learning_sweep.py benchmarks/noise_remedies.json   # the seed's loss vs MSGAN, three seeds each
-    python benchmarks/learning_sweep.py benchmarks/noise_remedies_ca.json  # conditioning augmentation, with and without MSGAN
+    python benchmarks/learning_sweep.py benchmarks/noise_remedies.json   # the seed's loss vs the default, three seeds each
+    python benchmarks/learning_sweep.py benchmarks/noise_remedies_explore.json  # text, MSGAN and CA settings, seed 0
     python benchmarks/learning_sweep.py --device cuda --parallel 12 --cuda-graph configs.json
 
 A configuration file maps run names to overrides in params.yaml's shape, e.g.

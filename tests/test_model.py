@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from gancls.model import Discriminator, Generator, ResidualBlock, build_models
 
@@ -23,7 +24,10 @@ def test_seed_architecture_sizes_are_one_command_away():
     # REFERENCE.md §1/§5: seed-sized G 19.36 M parameters with ngf 128, D 4.03 M with ndf 64,
     # which `make run-cub` (Reed's configuration) sets on top of params.yaml.
     settings = cub_settings()
-    model = section("model", **{k.split(".", 1)[1]: int(v) for k, v in settings.items() if k.startswith("model.")})
+    model = section(
+        "model", **{k.split(".", 1)[1]: yaml.safe_load(v) for k, v in settings.items() if k.startswith("model.")}
+    )
+    assert model.cond_aug is False and settings["train.mode_seeking"] == "0.0"  # Reed's: the seed's loss
     assert (model.ngf, model.ndf) == (128, 64)
     assert settings["train.batch_size"] == "64" and settings["train.epochs"] == "600"
     assert settings["train.lr"] == "0.0002" and settings["train.beta1"] == "0.5"  # Reed's Adam (2e-4, 0.5)

@@ -17,8 +17,8 @@ Discriminator D(x, psi(t)):
 The number of residual blocks (two in G, one in D in the seed) is ``model.g_res_blocks`` and
 ``model.d_res_blocks`` in params.yaml.
 
-A departure the seed does not make, off unless ``model.cond_aug`` is true: StackGAN's conditioning
-augmentation.  G's text projection then gives a mean and a log-variance (1024 -> 2 x 128, LeakyReLU)
+A departure the seed does not make, on when ``model.cond_aug`` is true (the sample's default; off in
+``configs/reed_cub.yaml``): StackGAN's conditioning augmentation.  G's text projection then gives a mean and a log-variance (1024 -> 2 x 128, LeakyReLU)
 and, in training, the 128-d code is drawn as ``mu + sigma * eps``; G also returns
 ``KL(N(mu, sigma^2) || N(0, I))`` (mean over dimensions) for its loss (``train.kl_weight``).  In eval
 mode the code is ``mu``, so a drawn image depends on (z, text) alone.

@@ -7,7 +7,8 @@ Per step (Reed et al. 2016, Algorithm 1, plus GAN-INT):
     D loss  = BCE(D(x, t), 1) + 1/2 [BCE(D(x, t_wrong), 0) + BCE(D(G(z, t), t), 0)]
     G loss  = BCE(D(G(z, t), t), 1) + int_weight * BCE(D(G(z', t_int), t_int), 1)
 One D step then one G step; Adam, lr halved every ``lr_decay_every`` epochs.
-Two departures from the paper, each off at 0 / false: MSGAN's mode-seeking term (``mode_seeking``:
+Two departures from the paper, each off at 0 / false (on in the sample's default, off in
+``configs/reed_cub.yaml``): MSGAN's mode-seeking term (``mode_seeking``:
 + lambda / (mean|G(z, t) - G(z2, t)| / mean|z - z2| + 1e-5), a second draw of the same text) and
 StackGAN's conditioning augmentation (``model.cond_aug``: + ``kl_weight`` * KL of G's text code).
 
