@@ -152,7 +152,8 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_prepared, tmp
     monkeypatch.chdir(tmp_path)
     assert main(["train"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["gancls train: error: non-finite loss at epoch 2, step 5 (d_loss nan, g_loss nan, g_int_loss nan)"]
+    losses = "d_loss nan, g_loss nan, g_int_loss nan, g_ms_loss nan, kl_loss nan"  # MSGAN and CA on by default
+    assert err == [f"gancls train: error: non-finite loss at epoch 2, step 5 ({losses})"]
 
 
 def test_sigkill_after_first_checkpoint_resumes(tiny_prepared, tmp_path):
