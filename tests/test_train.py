@@ -88,6 +88,19 @@ def test_matching_aware_losses_and_pairs():
     assert torch.allclose(e5, 0.5 * text + 0.5 * text.roll(1, 0))  # GAN-INT text, never in D's step
 
 
+def test_wrong_text_weight_scales_only_the_mismatch_term():
+    """train.wrong_weight: D loss = BCE(real,right) + w BCE(real,wrong) + 1/2 BCE(fake,right)."""
+    real, text, wrong = torch.ones(4, 3, 64, 64), torch.randn(4, 1024), torch.randn(4, 1024)
+    losses = {}
+    for w in (0.0, 0.5, 1.0):
+        g, d = ConstG(), Recorder()
+        opts = [torch.optim.Adam(m.parameters(), lr=1e-4) for m in (g, d)]
+        out = train_step(g, d, *opts, real, text, wrong, z_dim=8, int_weight=1.0, int_beta=0.5, wrong_weight=w)
+        losses[w] = dict(zip(STATS, out.tolist()))["d_loss"]
+    ln2 = math.log(2)  # every logit 0
+    assert [round(losses[w] / ln2, 5) for w in (0.0, 0.5, 1.0)] == [1.5, 2.0, 2.5]
+
+
 class NoiseG(ConstG):
     """Its picture is its first noise coordinate, everywhere."""
 

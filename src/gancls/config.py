@@ -176,6 +176,7 @@ class TrainParams(Section):
     lr_decay_every: PositiveInt
     lr_decay_factor: Annotated[float, Field(gt=0, le=1)]
     captions_per_sample: PositiveInt
+    wrong_weight: Annotated[float, Field(ge=0)]
     int_weight: Annotated[float, Field(ge=0)]
     int_beta: Fraction
     mode_seeking: Annotated[float, Field(ge=0)]
