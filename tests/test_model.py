@@ -28,6 +28,7 @@ def test_seed_architecture_sizes_are_one_command_away():
         "model", **{k.split(".", 1)[1]: yaml.safe_load(v) for k, v in settings.items() if k.startswith("model.")}
     )
     assert model.cond_aug is False and settings["train.mode_seeking"] == "0.0"  # Reed's: the seed's loss
+    assert model.d_projection is False  # and the seed's D
     assert (model.ngf, model.ndf) == (128, 64)
     assert settings["train.batch_size"] == "64" and settings["train.epochs"] == "600"
     assert settings["train.lr"] == "0.0002" and settings["train.beta1"] == "0.5"  # Reed's Adam (2e-4, 0.5)
@@ -87,3 +88,18 @@ def test_conditioning_augmentation_draws_the_text_code_in_training_only():
     plain = Generator(z_dim=8, text_dim=16, ngf=8, res_blocks=1)
     assert plain.text[0].out_features == 16 and g.text[0].out_features == 32
     assert float(plain(z, e, with_kl=True)[1]) == 0.0
+
+
+def test_projection_adds_the_inner_product_of_text_and_pooled_features():
+    """model.d_projection: D's logit + <W psi(t), sum of the 4x4 features> (Miyato & Koyama 2018)."""
+    torch.manual_seed(0)
+    d = Discriminator(ndf=8, projection=True).eval()
+    x, e = torch.rand(3, 3, 64, 64) * 2 - 1, torch.randn(3, 1024)
+    h = d.image(x)
+    with torch.no_grad():
+        joint_only = d.joint(torch.cat([h, d.text(e)[:, :, None, None].expand(-1, -1, 4, 4)], 1)).view(-1)
+        expected = joint_only + (d.projection(e) * h.sum(dim=(2, 3))).sum(1)
+        assert torch.allclose(d(x, e), expected, atol=1e-5)
+        assert not torch.allclose(d(x, e), joint_only, atol=1e-3)  # the term is not zero
+    assert Discriminator(ndf=8).projection is None  # off: the seed's D, same parameters as before
+    assert count(Discriminator(ndf=8, projection=True)) == count(Discriminator(ndf=8)) + 1024 * 64

@@ -140,6 +140,7 @@ class ModelParams(Section):
     image_size: Literal[64]
     leak: Annotated[float, Field(ge=0, lt=1)]
     cond_aug: bool = False  # the default only reads checkpoints of earlier versions; params.yaml sets it
+    d_projection: bool = False  # likewise
 
 
 class TrainParams(Section):

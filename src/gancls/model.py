@@ -22,6 +22,11 @@ A departure the seed does not make, on when ``model.cond_aug`` is true (the samp
 and, in training, the 128-d code is drawn as ``mu + sigma * eps``; G also returns
 ``KL(N(mu, sigma^2) || N(0, I))`` (mean over dimensions) for its loss (``train.kl_weight``).  In eval
 mode the code is ``mu``, so a drawn image depends on (z, text) alone.
+
+A second departure, on when ``model.d_projection`` is true (the sample's default; off in
+``configs/reed_cub.yaml``): Miyato & Koyama's projection term, D's
+logit plus the inner product of a linear map of psi(t) (1024 -> ndf*8) with the 4x4 features
+summed over positions, so D scores how well the image's features agree with the text directly.
 """
 
 from __future__ import annotations
@@ -123,7 +128,9 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    def __init__(self, embedding_dim=1024, text_dim=128, ndf=64, res_blocks=1, leak=0.2, image_size=64):
+    def __init__(
+        self, embedding_dim=1024, text_dim=128, ndf=64, res_blocks=1, leak=0.2, image_size=64, projection=False
+    ):
         super().__init__()
         _check_size(image_size)
         self.image = nn.Sequential(
@@ -142,11 +149,16 @@ class Discriminator(nn.Module):
             nn.LeakyReLU(leak, inplace=True),
             nn.Conv2d(ndf * 8, 1, 4),
         )
+        # Miyato & Koyama's projection: + <W psi(t), sum of the 4x4 features> (``model.d_projection``).
+        self.projection = nn.Linear(embedding_dim, ndf * 8, bias=False) if projection else None
 
     def judge(self, features: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
         """The logit for image features (``self.image(x)``, 4x4) paired with a text embedding."""
         t = self.text(embedding)[:, :, None, None].expand(-1, -1, features.shape[2], features.shape[3])
-        return self.joint(torch.cat([features, t], dim=1)).view(-1)
+        logit = self.joint(torch.cat([features, t], dim=1)).view(-1)
+        if self.projection is not None:
+            logit = logit + (self.projection(embedding) * features.sum(dim=(2, 3))).sum(dim=1)
+        return logit
 
     def forward(self, image: torch.Tensor, *embeddings: torch.Tensor):
         """The logit for ``image`` paired with each text; one text gives one tensor, several a tuple.
@@ -180,7 +192,9 @@ def build_generator(cfg: ModelParams) -> Generator:
 def build_models(cfg: ModelParams) -> tuple[Generator, Discriminator]:
     """G and D from the ``model:`` section of params.yaml, initialised."""
     g = build_generator(cfg)
-    d = Discriminator(cfg.embedding_dim, cfg.text_dim, cfg.ndf, cfg.d_res_blocks, cfg.leak, cfg.image_size)
+    d = Discriminator(
+        cfg.embedding_dim, cfg.text_dim, cfg.ndf, cfg.d_res_blocks, cfg.leak, cfg.image_size, cfg.d_projection
+    )
     g.apply(init_weights)
     d.apply(init_weights)
     return g, d
