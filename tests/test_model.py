@@ -91,14 +91,14 @@ def test_conditioning_augmentation_draws_the_text_code_in_training_only():
 
 
 def test_projection_adds_the_inner_product_of_text_and_pooled_features():
-    """model.d_projection: D's logit + <W psi(t), sum of the 4x4 features> (Miyato & Koyama 2018)."""
+    """model.d_projection: D's logit + <W psi(t), mean of the 4x4 features> (Miyato & Koyama 2018)."""
     torch.manual_seed(0)
     d = Discriminator(ndf=8, projection=True).eval()
     x, e = torch.rand(3, 3, 64, 64) * 2 - 1, torch.randn(3, 1024)
     h = d.image(x)
     with torch.no_grad():
         joint_only = d.joint(torch.cat([h, d.text(e)[:, :, None, None].expand(-1, -1, 4, 4)], 1)).view(-1)
-        expected = joint_only + (d.projection(e) * h.sum(dim=(2, 3))).sum(1)
+        expected = joint_only + (d.projection(e) * h.mean(dim=(2, 3))).sum(1)
         assert torch.allclose(d(x, e), expected, atol=1e-5)
         assert not torch.allclose(d(x, e), joint_only, atol=1e-3)  # the term is not zero
     assert Discriminator(ndf=8).projection is None  # off: the seed's D, same parameters as before

@@ -52,7 +52,7 @@ class Recorder(nn.Module):
     def forward(self, x, *texts):
         for e in texts:
             self.calls.append((x.detach().clone(), e.detach().clone()))
-        out = tuple(self.w.expand(x.shape[0]) * 1.0 for _ in texts)
+        out = tuple(self.w + 0.0 * x.mean(dim=(1, 2, 3)) for _ in texts)  # 0, with a path back to the image
         return out[0] if len(out) == 1 else out
 
 
@@ -142,6 +142,35 @@ def test_gan_int_off():
         )
     )
     assert stats["g_int_loss"] == 0.0 and len(d.calls) == 4
+
+
+class ScaleD(nn.Module):
+    """Its logit is w times the image's mean, whatever the text."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(()))
+
+    def forward(self, image, *embeddings):
+        logits = tuple(self.w * image.mean(dim=(1, 2, 3)) for _ in embeddings)
+        return logits[0] if len(logits) == 1 else logits
+
+
+def test_g_step_gives_g_its_gradient_through_d_and_d_none():
+    """D is frozen for G's backward: D keeps the gradient of its own loss only, G gets the full one."""
+    g, d = ConstG(), ScaleD()
+    opts = [torch.optim.Adam(m.parameters(), lr=0.0) for m in (g, d)]  # lr 0: the weights stay as they are
+    real, text, wrong = torch.full((4, 3, 64, 64), 0.5), torch.randn(4, 1024), torch.randn(4, 1024)
+    train_step(g, d, *opts, real, text, wrong, z_dim=8, int_weight=1.0, int_beta=0.5)
+    bce = F.binary_cross_entropy_with_logits
+    w, b = torch.ones((), requires_grad=True), torch.zeros((), requires_grad=True)
+    s_real, s_fake = w * 0.5 * torch.ones(4), w * text[:, 0]  # ConstG draws text[:, 0] everywhere
+    d_loss = bce(s_real, torch.ones(4)) + 0.5 * bce(s_real, torch.zeros(4)) + 0.5 * bce(s_fake, torch.zeros(4))
+    text_int = 0.5 * text + 0.5 * text.roll(1, 0)
+    g_loss = bce(b + text[:, 0], torch.ones(4)) + bce(b + text_int[:, 0], torch.ones(4))  # D's w is 1
+    assert torch.allclose(d.w.grad, torch.autograd.grad(d_loss, w)[0])
+    assert torch.allclose(g.b.grad, torch.autograd.grad(g_loss, b)[0]) and float(g.b.grad) != 0.0
+    assert all(p.requires_grad for p in d.parameters())
 
 
 def test_shared_image_tower_gives_the_same_d_gradients():
