@@ -16,6 +16,12 @@ from pathlib import Path
 from . import __version__  # noqa: F401  (sets telemetry variables)
 from .config import ConfigError, load_params
 
+ENCODER_NOTE = (
+    "--text encodes a sentence with the text encoder of text_encoder.weights (stage "
+    "train-text-encoder: fitted to the training captions, or Reed's pretrained CUB encoder with "
+    "text_encoder.source reed); --query and --caption-id draw test captions with their stored embeddings."
+)
+
 
 def _make_sample(args, params):
     from .synthetic import make_sample
@@ -286,8 +292,6 @@ def build_parser() -> argparse.ArgumentParser:
     when.add_argument("--interval", type=float, help="seconds between runs instead of flow.cron")
     when.add_argument("--cron", help="cron schedule instead of flow.cron")
     p.set_defaults(fn=_serve)
-    from .draw import ENCODER_NOTE
-
     p = sub.add_parser(
         "sample",
         help="draw images for test captions matching a query",
@@ -331,8 +335,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def known_errors() -> tuple[type[BaseException], ...]:
+    """The failures a command reports in one line (bad data, bad params, failed validation).
+
+    Imported only once something has been raised: a stage's start does not pay for the modules of
+    the others (torch, torchvision and Gradio take seconds to import on a laptop).
+    """
     from .checkpoint import CheckpointError
     from .cub import LayoutError
     from .demo import DemoError
@@ -364,10 +372,17 @@ def main(argv: list[str] | None = None) -> int:
         errors = errors + (ValidationFailed,)
     except ImportError:  # pragma: no cover - validate depends on great_expectations
         pass
+    return errors
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         params = None if args.stage == "serve" else load_params(args.params)  # serve: --root's params.yaml
         args.fn(args, params)
-    except errors as exc:
+    except Exception as exc:
+        if not isinstance(exc, known_errors()):
+            raise
         msg = str(exc).strip() or type(exc).__name__
         print(f"gancls {args.stage}: error: {msg}", file=sys.stderr)
         return 1

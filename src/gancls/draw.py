@@ -19,12 +19,6 @@ from .config import resolve_device
 from .grids import captioned_grid
 from .prepared import read_prepared
 
-ENCODER_NOTE = (
-    "--text encodes a sentence with the text encoder of text_encoder.weights (stage "
-    "train-text-encoder: fitted to the training captions, or Reed's pretrained CUB encoder with "
-    "text_encoder.source reed); --query and --caption-id draw test captions with their stored embeddings."
-)
-
 
 class SentenceError(ValueError):
     """A request for sentences that cannot be drawn; the message says which and why."""
