@@ -1,5 +1,6 @@
 """The package's modules import one another in one direction: no cycle, counting imports inside
-functions too (a cycle hidden in a function is still a cycle a reader has to untangle)."""
+functions too (a cycle hidden in a function is still a cycle a reader has to untangle); and a
+command loads only what its own stage needs."""
 
 import ast
 import subprocess
