@@ -47,12 +47,16 @@ def _remove_stale(target: Path) -> None:
     for stale in target.parent.glob(f".{target.name}.*@*.*"):
         owner = stale.name[len(target.name) + 2 :].rsplit(".", 1)[0]
         pid, _, where = owner.partition("@")
-        if where != host or not pid.isdigit() or not (stale / ".gitignore").is_file():
+        if where != host or not pid.isdigit() or not stale.is_dir():
             continue
         try:
             os.kill(int(pid), 0)
         except ProcessLookupError:
-            shutil.rmtree(stale, ignore_errors=True)
+            if (stale / ".gitignore").is_file():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:  # killed between creating the folder and marking it: empty, so rmdir suffices
+                with contextlib.suppress(OSError):
+                    stale.rmdir()
         except OSError:
             pass  # alive (another user's process): leave it
 
