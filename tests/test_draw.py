@@ -148,6 +148,7 @@ def test_a_typed_colour_is_drawn(learned, tmp_path):
         seen = np.stack([scorer.predict(images)[:, body] for images in f["images"][()]])  # [colour, image]
     typed = np.arange(len(colours))[:, None]
     own, other = (seen == typed).mean(), (seen == (typed + 1) % len(colours)).mean()
+    print(f"typed colour: own {own:.3f}, next colour's {other:.3f}")
     assert own > 0.35 and own > 4 * other, (own, other, seen)
 
 

@@ -158,7 +158,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_prepared, tmp
 
 def test_sigkill_after_first_checkpoint_resumes(tiny_prepared, tmp_path):
     """A real `gancls train` process killed with SIGKILL goes on from its checkpoint on the next run."""
-    epochs = 150
+    epochs = 50
     _, raw = tiny_run_params(tiny_prepared, tmp_path, epochs=epochs, checkpoint_every=5, sample_every=50)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     cmd = [sys.executable, "-m", "gancls.cli", "train"]
