@@ -1,5 +1,5 @@
 # The two commands of the README: `make run` (pipeline on the embedded sample) and `make test`;
-# `make serve` runs it on a schedule (README "Scheduled runs").
+# `make serve` runs it on a schedule (docs/SCHEDULED_RUNS.md).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(abspath $(VENV))/bin
@@ -11,14 +11,33 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export GX_ANALYTICS_ENABLED := false
 export GRADIO_ANALYTICS_ENABLED := False
 
-.PHONY: install run test run-cub flow serve demo demo-shot clean
+.PHONY: install run test test-fast run-cub flow serve demo demo-shot clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The environment is requirements.lock's: every package at its pinned version, each file checked against the
+# lock's sha256 hashes; then the project itself (editable, no dependencies, built with the locked setuptools).
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --progress-bar off -e '.[test]'
+	$(BIN)/python -m pip install -q --progress-bar off --require-hashes --no-deps -r requirements.lock
+	$(BIN)/python -m pip install -q --progress-bar off --no-deps --no-build-isolation -e .
 	touch $@
+
+# Refreshes requirements.lock from pyproject.toml ([project].dependencies and the test extra, and theirs) with
+# pip-tools' pip-compile, pinned, in its own venv (.venv/lock-tools): the lock's pins are kept where
+# pyproject.toml still allows them; make lock LOCK_ARGS=--upgrade (or --upgrade-package NAME) moves them to the
+# newest allowed. Each pin gets the sha256 of every file of its release on the indexes pip is configured with
+# (a few minutes). Then make install; tests/test_lock.py checks that the lock, pyproject.toml and .venv agree.
+.PHONY: lock
+lock:
+	test -x $(VENV)/lock-tools/bin/python || $(PYTHON) -m venv $(VENV)/lock-tools
+	$(VENV)/lock-tools/bin/python -m pip install -q --progress-bar off pip-tools==7.7.0 pip==26.3
+	CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/lock-tools/bin/pip-compile --quiet --generate-hashes --allow-unsafe \
+	  --strip-extras --extra test --no-emit-index-url --no-emit-find-links $(LOCK_ARGS) -o requirements.lock pyproject.toml
+	{ printf '%s\n' '# The environment of make install (pip install --require-hashes --no-deps -r requirements.lock):' \
+	  '# the dependencies of pyproject.toml and its test extra, and theirs, each at one version with the sha256' \
+	  '# of every file of that release on the indexes pip is configured with. Refresh: make lock (see Makefile).'; \
+	  cat requirements.lock; } > requirements.lock.tmp && mv requirements.lock.tmp requirements.lock
 
 run: $(STAMP)
 	$(BIN)/dvc repro
@@ -33,10 +52,17 @@ run: $(STAMP)
 	@echo "typed sentences:   reports/typed_sentences.png (generate.sentences through the text encoder)"
 	@echo "your own sentence: .venv/bin/gancls sample --text \"a small bird with a red body and a blue head\""
 
+# The whole suite (what CI runs); test-fast: the linter and every test that trains no GAN, runs no pipeline
+# and starts no server (pytest -m "not slow"; the mark: tests/conftest.py).
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest -m "not slow"
 
 # Reed's configuration on the real data in data/ (configs/reed_cub.yaml): stops at once, changing nothing,
 # when data/ is missing; params.yaml and data.dvc are put back if the run fails.
@@ -46,19 +72,19 @@ run-cub: $(STAMP)
 flow: $(STAMP)
 	$(BIN)/python -m flows.pipeline
 
-# The scheduled deployment (README "Scheduled runs"): a loopback Prefect server unless PREFECT_API_URL
+# The scheduled deployment (docs/SCHEDULED_RUNS.md): a loopback Prefect server unless PREFECT_API_URL
 # is set, the flow.cron schedule, one run at a time; Ctrl-C stops both.
 serve: $(STAMP)
 	$(BIN)/gancls serve
 
-# The demo page (README "Demo page"): the shipped model on demo.host:demo.port (loopback);
+# The demo page (README "Demo page", docs/DEMO.md): the shipped model on demo.host:demo.port (loopback);
 # another experiment's: make demo DEMO_ARGS="--exp NAME --port 0". Ctrl-C stops it.
 demo: $(STAMP)
 	$(BIN)/gancls demo $(DEMO_ARGS)
 
 # The page in headless chromium, the first example drawn, screenshot in reports/demo.png.
 demo-shot: $(STAMP)
-	$(BIN)/python -m gancls.demo_browser --out reports/demo.png
+	$(BIN)/python -m gancls.drawing.demo_browser --out reports/demo.png
 
 clean:
 	rm -rf build reports metrics

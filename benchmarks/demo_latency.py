@@ -21,8 +21,8 @@ import time
 import torch
 
 from gancls.config import load_params
-from gancls.demo import sentence_gallery, start, workspace_model
-from gancls.demo_browser import draw, open_page
+from gancls.drawing.demo import sentence_gallery, start, workspace_model
+from gancls.drawing.demo_browser import draw, open_page
 
 
 def main() -> None:

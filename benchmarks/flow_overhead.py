@@ -1,7 +1,7 @@
 """Orchestration overhead of the scheduled run: a flow run's wall time minus the stages' own time.
 
 Builds the tiny pipeline (configs/tiny.yaml) in a temporary clone of this repository
-(``gancls.project.clone_project``), wraps each stage's command so that it records its own duration, then
+(``gancls.runs.project.clone_project``), wraps each stage's command so that it records its own duration, then
 runs the clone's ``flows/scheduled.py:scheduled`` (prefect.yaml's entrypoint) twice against a temporary Prefect server (``prefect_test_harness``): once with every stage stale, once with
 nothing changed.  Prints one JSON line:
 
@@ -43,8 +43,8 @@ def main() -> None:
     from prefect.flows import load_flow_from_entrypoint
     from prefect.testing.utilities import prefect_test_harness
 
-    from gancls.process import git
-    from gancls.project import clone_project, merge
+    from gancls.runs.process import git
+    from gancls.runs.project import clone_project, merge
 
     with tempfile.TemporaryDirectory(prefix="flow-overhead-") as tmp:
         tmp = Path(tmp)

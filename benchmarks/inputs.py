@@ -31,8 +31,8 @@ def in_child(fn, *args) -> None:
 def sample_prepared(raw: dict) -> None:
     """``raw["prepare"]["out"]``: the embedded sample of ``raw``'s ``sample`` section, generated and prepared."""
     from gancls.config import parse_params
-    from gancls.prepare import prepare
-    from gancls.synthetic import make_sample
+    from gancls.data.prepare import prepare
+    from gancls.data.synthetic import make_sample
 
     params = parse_params(raw)  # (checked by the parent)
     if Path(params.prepare.out).is_file():
@@ -45,7 +45,7 @@ def sample_prepared(raw: dict) -> None:
 def raw_sample(params: dict, folder: str | Path) -> None:
     """``folder``: the sample generator's raw folder (StackGAN layout) of ``params``'s ``sample`` section."""
     from gancls.config import parse_params
-    from gancls.synthetic import make_sample
+    from gancls.data.synthetic import make_sample
 
     folder = Path(folder)
     if (folder / "CUB_200_2011/images.txt").is_file():

@@ -4,11 +4,11 @@ diversity of the noise per run.
 Makes the default sample, prepares it, trains the scorer and the text encoder and caches the real
 Inception features once (or reuses ``--prepared``, ``--scorer``, ``--encoder``, ``--real-features``),
 then trains one GAN-CLS per configuration -- ``params.yaml`` with the configuration's overrides -- in
-parallel processes, and generates and evaluates exactly as ``make run`` does (``gancls.generate``,
-``gancls.evaluate``: text_match, FID/KID, diversity).  Each finished run appends one JSON line to
+parallel processes, and generates and evaluates exactly as ``make run`` does (``gancls.drawing.generate``,
+``gancls.evaluation.evaluate``: text_match, FID/KID, diversity).  Each finished run appends one JSON line to
 ``<out>/results.jsonl``; a table sorted by accuracy is printed at the end.
 
-    python benchmarks/learning_sweep.py                      # README's beta1 comparison: about 40 min on 2 cores
+    python benchmarks/learning_sweep.py                      # docs/SCORES.md's beta1 comparison: about 40 min on 2 cores
     python benchmarks/learning_sweep.py benchmarks/noise_remedies.json   # the seed's loss vs the default, three seeds each
     python benchmarks/learning_sweep.py benchmarks/noise_remedies_explore.json  # text, MSGAN and CA settings, seed 0
     python benchmarks/learning_sweep.py --device cuda --parallel 12 --cuda-graph configs.json
@@ -38,7 +38,7 @@ DEFAULT = {
 
 
 def base_params(out: Path, name: str, over: dict, device: str, cuda_graph: bool):
-    from gancls.project import merge, outputs_under
+    from gancls.runs.project import merge, outputs_under
 
     run = out / "runs" / name
     raw = outputs_under(merge(yaml.safe_load((ROOT / "params.yaml").read_text()), over), run)
@@ -50,11 +50,11 @@ def base_params(out: Path, name: str, over: dict, device: str, cuda_graph: bool)
 def setup(out: Path) -> dict[str, Path]:
     """The default sample, prepared, its scorer, text encoder and real features, under ``out``."""
     from gancls.config import parse_params
-    from gancls.evaluate import real_features
-    from gancls.prepare import prepare
-    from gancls.scorer import train_scorer
-    from gancls.synthetic import make_sample
-    from gancls.train_text_encoder import train_text_encoder
+    from gancls.data.prepare import prepare
+    from gancls.data.synthetic import make_sample
+    from gancls.evaluation.evaluate import real_features
+    from gancls.evaluation.scorer import train_scorer
+    from gancls.training.train_text_encoder import train_text_encoder
 
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     made = {k: out / n for k, n in SHARED.items()}
@@ -80,9 +80,9 @@ def one(args) -> None:
     import torch
 
     from gancls.config import parse_params
-    from gancls.evaluate import evaluate
-    from gancls.generate import generate
-    from gancls.train import train
+    from gancls.drawing.generate import generate
+    from gancls.evaluation.evaluate import evaluate
+    from gancls.training.train import train
 
     if args.threads:
         torch.set_num_threads(args.threads)

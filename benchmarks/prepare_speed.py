@@ -33,7 +33,7 @@ for _var, _value in (
 from inputs import in_child, raw_sample  # noqa: E402
 
 from gancls.config import load_params, parse_params  # noqa: E402
-from gancls.prepare import prepare  # noqa: E402
+from gancls.data.prepare import prepare  # noqa: E402
 
 CUB_SIZED = {"n_classes": 200, "images_per_class": 59, "test_fraction": 0.25, "image_size": [375, 500]}
 

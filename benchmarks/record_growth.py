@@ -4,7 +4,7 @@
 
 Trains the tiny configuration (a few dozen images, a narrow model, 3 steps an epoch) for ``--epochs``
 epochs with params.yaml's record settings (a grid every ``sample_every`` epochs, a checkpoint every
-``checkpoint_every``) and reads where each epoch's time went (``gancls.loop_times.LoopTimes``: reads
+``checkpoint_every``) and reads where each epoch's time went (``gancls.training.loop_times.LoopTimes``: reads
 (statistics and console), live (DVCLive), grids, checkpoint, update (the rest); record = live + grids +
 checkpoint).
 
@@ -43,9 +43,9 @@ import torch  # noqa: E402
 from inputs import in_child, sample_prepared  # noqa: E402
 
 from gancls.config import parse_params  # noqa: E402
-from gancls.loop_times import EPOCH_PARTS, LoopTimes  # noqa: E402
-from gancls.project import merge, outputs_under  # noqa: E402
-from gancls.train import train  # noqa: E402
+from gancls.runs.project import merge, outputs_under  # noqa: E402
+from gancls.training.loop_times import EPOCH_PARTS, LoopTimes  # noqa: E402
+from gancls.training.train import train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOWN = ("seconds", *EPOCH_PARTS, "update", "record")

@@ -3,7 +3,7 @@
     python benchmarks/text_encoder_speed.py                 # 2,000 sentences, one thread
     python benchmarks/text_encoder_speed.py --n 5000 --threads 2
 
-Encodes ``--n`` generated bird sentences (``gancls.text_encoder.encode``: eval mode, no gradients,
+Encodes ``--n`` generated bird sentences (``gancls.models.text_encoder.encode``: eval mode, no gradients,
 batches of ``--batch-size``) with randomly initialised encoders of the narrow sizes that
 ``fit_encoder`` uses by default and of Reed's sizes, after one warm-up batch each, and prints one JSON
 line: narrow_sentences_per_s, reed_sentences_per_s, and the settings.  It also times training steps
@@ -21,7 +21,7 @@ import time
 import numpy as np
 import torch
 
-from gancls.text_encoder import NARROW_SIZES, REED_SIZES, CharCNNRNN, encode, encode_text
+from gancls.models.text_encoder import NARROW_SIZES, REED_SIZES, CharCNNRNN, encode, encode_text
 
 COLOURS = ("red", "orange", "yellow", "green", "blue", "brown", "black", "white", "grey")
 PARTS = ("belly", "wings", "head", "crown", "beak", "bill", "tail", "throat")

@@ -11,7 +11,7 @@ the seed's full sizes and Reed's settings (as ``make run-cub``), it measures ima
     DVCLive, sample grids, checkpoints and the final shipped model, timed from the call to its return,
 and prints one JSON line: bare_images_per_s, loop_images_per_s, ratio (b / a), peak_rss_mb, device,
 loop_parts_s (where (b)'s seconds went: setup, reads, live, grids, checkpoint, update -- the steps, the
-averaged G, the batches --, final; ``gancls.loop_times``), ...
+averaged G, the batches --, final; ``gancls.training.loop_times``), ...
 
 ``--cub-sized``: the train split at CUB's length, 8,855 images of 76 x 76 (the sample's rows repeated,
 ``benchmarks/inputs.py``), so that the ratio is measured at CUB's epoch length.  Inputs are built in a
@@ -40,14 +40,14 @@ for _var, _value in (
 import torch  # noqa: E402
 from inputs import CUB_TRAIN_IMAGES, cub_sized, in_child, sample_prepared  # noqa: E402
 
-from gancls.batches import Batches  # noqa: E402
 from gancls.config import parse_params, resolve_device  # noqa: E402
-from gancls.experiment import params_with, settings_file  # noqa: E402
-from gancls.loop_times import LoopTimes  # noqa: E402
-from gancls.prepared import read_prepared  # noqa: E402
-from gancls.project import outputs_under  # noqa: E402
-from gancls.state import build_training  # noqa: E402
-from gancls.train import make_step, train  # noqa: E402
+from gancls.data.prepared import read_prepared  # noqa: E402
+from gancls.runs.experiment import params_with, settings_file  # noqa: E402
+from gancls.runs.project import outputs_under  # noqa: E402
+from gancls.training.batches import Batches  # noqa: E402
+from gancls.training.loop_times import LoopTimes  # noqa: E402
+from gancls.training.state import build_training  # noqa: E402
+from gancls.training.train import make_step, train  # noqa: E402
 
 
 def ensure_prepared(params, raw: dict) -> Path:

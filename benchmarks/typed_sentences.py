@@ -5,7 +5,7 @@
 
 Reads ``--sentences`` (a TSV: the sentence, a tab, what it states as ``kind=value`` pairs of the
 scorer's kinds, e.g. ``body=red wing=blue``; ``#`` lines are comments), draws ``--n`` images per
-sentence with ``gancls sample --text`` (``gancls.draw.draw_sentences``: the text encoder and
+sentence with ``gancls sample --text`` (``gancls.drawing.draw.draw_sentences``: the text encoder and
 generator of params.yaml), writes the grid, and applies the run's text-conditioning classifier
 (``scorer.out``) to every image.  Prints one JSON line:
 
@@ -29,8 +29,8 @@ import h5py
 import numpy as np
 
 from gancls.config import load_params
-from gancls.draw import draw_sentences
-from gancls.scorer import _hits, load_scorer
+from gancls.drawing.draw import draw_sentences
+from gancls.evaluation.scorer import _hits, load_scorer
 
 
 def read_sentences(path: Path) -> tuple[list[str], list[dict[str, str]]]:

@@ -17,8 +17,8 @@ Each run, holding the repository's run lock (``.dvc/tmp/gancls-flow.lock``):
    last run's files are compared (no stage runs, nothing is recorded).
 4. The worktree is removed, whatever happened: the user's workspace is never touched.
 
-Git, DVC and process handling are in ``gancls.process`` and ``gancls.worktree``, the rules in
-``gancls.runs``; here is the orchestration.
+Git, DVC and process handling are in ``gancls.runs.process`` and ``gancls.runs.worktree``, the rules in
+``gancls.runs.scheduling``; here is the orchestration.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.tasks import exponential_backoff
 
 from flows.tasks import STEPS, publish_metrics, repro, timed
-from gancls import process, runs, worktree
 from gancls.config import load_params
+from gancls.runs import process, scheduling, worktree
 
 GRIDS = {
     "training grid": ("train", "grid"),
@@ -55,7 +55,7 @@ def open_worktree(root: str, path: str) -> dict:
 def what_changed(path: str) -> dict[str, list[str]]:
     """``dvc status``: the stale stages and what changed in each (data, params, code)."""
     # the pipeline's stages: a missing data/ of data.dvc is no change (a stage that reads it says so)
-    stale = runs.stale_stages(json.loads(process.dvc("status", "--json", "dvc.yaml", cwd=path).stdout or "{}"))
+    stale = scheduling.stale_stages(json.loads(process.dvc("status", "--json", "dvc.yaml", cwd=path).stdout or "{}"))
     for name, what in stale.items():
         get_run_logger().info("stale: %s: %s", name, ", ".join(what))
     return stale
@@ -90,15 +90,17 @@ def compare(
     params = load_params(Path(path) / "params.yaml")
     against = baseline
     if baseline == "last":
-        accepted = (runs.last_run(root) or {}).get("accepted")
+        accepted = (scheduling.last_run(root) or {}).get("accepted")
         against = accepted["rev"] if accepted else "HEAD"
     diff = json.loads(process.dvc("metrics", "diff", against, "--json", "--all", cwd=path).stdout or "{}")
-    rows = runs.diff_rows(diff)
-    failed = runs.regressions(rows, params.flow.regression)
+    rows = scheduling.diff_rows(diff)
+    failed = scheduling.regressions(rows, params.flow.regression)
     result = Path(path) / params.validation.report_dir / "result.json"
-    validation = runs.validation_summary(json.loads(result.read_text(encoding="utf-8"))) if result.is_file() else None
+    validation = (
+        scheduling.validation_summary(json.loads(result.read_text(encoding="utf-8"))) if result.is_file() else None
+    )
     grids = {what: getattr(getattr(params, section), key) for what, (section, key) in GRIDS.items()}
-    markdown = runs.summary_markdown(
+    markdown = scheduling.summary_markdown(
         experiment=experiment,
         baseline=baseline,
         rows=rows,
@@ -135,15 +137,15 @@ def scheduled(root: str = ".", baseline: str | None = None) -> dict:
     baseline = baseline or cfg.baseline
     limits = cfg.timeouts
     name = f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
-    path = str(Path(root) / runs.RUNS_DIR / name)
+    path = str(Path(root) / scheduling.RUNS_DIR / name)
     # the worktree is removed on leaving, also after a timeout or a failure half-way through open-worktree
-    with runs.run_lock(root, cfg.lock_wait, owner=f"flow run {flow_run.name}"), worktree.temporary(root, path):
+    with scheduling.run_lock(root, cfg.lock_wait, owner=f"flow run {flow_run.name}"), worktree.temporary(root, path):
         tree = timed(open_worktree, limits, "check")(root, path)
         if cfg.fetch:
             backoff = exponential_backoff(backoff_factor=cfg.fetch_backoff)
             timed(fetch, limits, "fetch", retries=cfg.fetch_retries, retry_delay_seconds=backoff)(path)
         changes = timed(what_changed, limits, "check")(path)
-        steps = runs.steps_to_run(changes, STEPS)
+        steps = scheduling.steps_to_run(changes, STEPS)
         judge = timed(compare, limits, "record")
         if not steps:
             note = f"Nothing changed since {tree['start']}: no stage ran, no experiment recorded."
@@ -157,11 +159,11 @@ def scheduled(root: str = ".", baseline: str | None = None) -> dict:
             timed(publish_metrics, limits, "record")(path)
             rev = timed(record, limits, "record")(root, path, name)
             failed = judge(root, path, name, baseline, changes, steps)
-            runs.save_run(root, tree["head"], name, rev, accepted=not failed)
+            scheduling.save_run(root, tree["head"], name, rev, accepted=not failed)
             result = {"changed": True, "steps": steps, "experiment": name, "rev": rev, "regressions": failed}
         if failed:
             what = result.get("experiment") or tree.get("experiment") or "HEAD"
-            raise runs.Regression(f"{what} regressed against {baseline}: " + "; ".join(failed))
+            raise scheduling.Regression(f"{what} regressed against {baseline}: " + "; ".join(failed))
         return result
 
 

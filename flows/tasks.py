@@ -1,6 +1,6 @@
 """The Prefect tasks both flows run: ``dvc repro`` of one step, streamed into the task's log, and the
 metrics and run report published as artifacts.  Paths come from the params.yaml of the folder they run
-in; running commands is ``gancls.process``'s.
+in; running commands is ``gancls.runs.process``'s.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from prefect.artifacts import (
 )
 
 import gancls  # noqa: F401  (first: turns DVC, Prefect and GX telemetry off)
-from gancls import process, runs
 from gancls.config import FlowTimeouts, Params, load_params
+from gancls.runs import process, scheduling
 
 # Orchestrated steps, in pipeline order: each drives the named DVC stages.
 STEPS = {
@@ -82,7 +82,7 @@ def repro(step: str, root: str, progress_every: float = 5.0) -> str:
         summary, started = Path(root) / params.train.metrics, time.time()
 
         def tick() -> None:
-            epoch = runs.live_epoch(summary, started)
+            epoch = scheduling.live_epoch(summary, started)
             if epoch is not None:
                 update_progress_artifact(
                     progress,
@@ -100,7 +100,7 @@ def repro(step: str, root: str, progress_every: float = 5.0) -> str:
         message = f"dvc repro {' '.join(STEPS[step])} failed (exit {code})"
         result = Path(root) / params.validation.report_dir / "result.json"
         if step == "validate" and result.is_file():
-            message += ": " + runs.validation_summary(json.loads(result.read_text(encoding="utf-8")))
+            message += ": " + scheduling.validation_summary(json.loads(result.read_text(encoding="utf-8")))
         logger.error("%s", message)
         raise RuntimeError(f"{message}\n{text[-4000:]}")
     return text

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gancls import project
-from gancls.project import merge, outputs_under
+from gancls.runs import project
+from gancls.runs.project import merge, outputs_under
 
 for _var, _value in (
     ("DVC_NO_ANALYTICS", "1"),
@@ -22,6 +22,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # The tiny configuration (configs/tiny.yaml): the real stages and libraries, a few dozen images, a narrow model.
 TINY = yaml.safe_load((ROOT / "configs" / "tiny.yaml").read_text())
+
+# The two tiers: a test that trains a GAN, runs the pipeline on a clone or starts a server is ``slow``, and
+# `make test-fast` leaves it out (`make test` runs everything).  A test that uses one of these fixtures is
+# marked here; the others carry ``@pytest.mark.slow`` (or a module's ``pytestmark``) themselves.
+SLOW_FIXTURES = {"learned", "tiny_scorer", "tiny_prepared", "project_clone"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 # Counted by tests/reliability/test_bad_inputs.py (each case asserts its own error); summed up at the end.
 BAD_INPUT_FIGURES = {"tried": 0, "clear": 0, "lost": 0}
@@ -62,7 +74,7 @@ def dvc(*args, cwd, check=True):
 
 def clone_project(repo: Path, overrides: dict | None = None) -> Path:
     """``repo``: a git clone of this project as committed, with params.yaml made tiny (TINY + ``overrides``)
-    and committed; the working tree's uncommitted edits laid on top (``gancls.project.clone_project``)."""
+    and committed; the working tree's uncommitted edits laid on top (``gancls.runs.project.clone_project``)."""
     return project.clone_project(ROOT, repo, merge(TINY, overrides or {}))
 
 
@@ -95,11 +107,11 @@ def learned(tmp_path_factory):
     Returns the params (paths point into a session folder) and the paths of what was made.
     """
     from gancls.config import parse_params
-    from gancls.prepare import prepare
-    from gancls.scorer import train_scorer
-    from gancls.synthetic import make_sample
-    from gancls.train import train
-    from gancls.train_text_encoder import train_text_encoder
+    from gancls.data.prepare import prepare
+    from gancls.data.synthetic import make_sample
+    from gancls.evaluation.scorer import train_scorer
+    from gancls.training.train import train
+    from gancls.training.train_text_encoder import train_text_encoder
 
     root = tmp_path_factory.mktemp("learned")
     raw = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), LEARN)
@@ -139,8 +151,8 @@ def tiny_scorer(learned):
 @pytest.fixture(scope="session")
 def tiny_prepared(tmp_path_factory) -> Path:
     from gancls.config import parse_params
-    from gancls.prepare import prepare
-    from gancls.synthetic import make_sample
+    from gancls.data.prepare import prepare
+    from gancls.data.synthetic import make_sample
 
     root = tmp_path_factory.mktemp("tiny")
     params = parse_params(merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY))

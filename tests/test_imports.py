@@ -1,5 +1,6 @@
 """The package's modules import one another in one direction: no cycle, counting imports inside
-functions too (a cycle hidden in a function is still a cycle a reader has to untangle); and a
+functions too (a cycle hidden in a function is still a cycle a reader has to untangle); each part
+(subpackage) imports only the parts below it (docs/ARCHITECTURE.md); no module over 400 lines; and a
 command loads only what its own stage needs."""
 
 import ast
@@ -16,7 +17,7 @@ def _module(path: Path) -> str:
 
 
 def import_graph() -> dict[str, set[str]]:
-    paths = sorted((ROOT / "src" / "gancls").glob("*.py")) + sorted((ROOT / "flows").glob("*.py"))
+    paths = sorted((ROOT / "src" / "gancls").rglob("*.py")) + sorted((ROOT / "flows").glob("*.py"))
     names = {_module(p): p for p in paths}
     graph = {}
     for name, path in names.items():
@@ -30,6 +31,8 @@ def import_graph() -> dict[str, set[str]]:
                         package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
                     )
                 targets = [f"{base}.{a.name}" for a in node.names] + [base]
+                if not node.level and base == "gancls":  # `from gancls import x`: the package itself only
+                    targets = [f"{base}.{a.name}" for a in node.names]
             elif isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
             else:
@@ -68,7 +71,7 @@ def test_the_checker_finds_a_cycle():
 
 def test_no_import_cycle_in_src_and_flows():
     graph = import_graph()
-    assert "gancls.raw" in graph and "gancls.layouts" in graph["gancls.raw"]  # the graph is read
+    assert "gancls.data.raw" in graph and "gancls.data.layouts" in graph["gancls.data.raw"]  # the graph is read
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
 
 
@@ -77,8 +80,77 @@ def test_a_data_stage_starts_without_torch():
     command line and importing their modules must not load them (about 4 s per stage on 2 cores)."""
     code = (
         "import sys; from gancls.cli import build_parser; build_parser().parse_args(['validate']); "
-        "import gancls.synthetic, gancls.validate, gancls.prepare; "
+        "import gancls.data.synthetic, gancls.data.validate, gancls.data.prepare; "
         "print(' '.join(m for m in ('torch', 'torchvision', 'gradio') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "", f"imported at start: {out.stdout.strip()}"
+
+
+# What each part may import besides itself (docs/ARCHITECTURE.md).  ``gancls`` is the package's
+# ``__init__`` (telemetry off); config and files are the base every part stands on.
+BASE = {"gancls", "config", "files"}
+MAY_IMPORT = {
+    "gancls": set(),
+    "config": set(),
+    "files": set(),
+    "models": BASE,
+    "data": BASE | {"models"},
+    "evaluation": BASE | {"models", "data"},
+    "drawing": BASE | {"models", "data"},
+    "training": BASE | {"models", "data", "drawing"},
+    "runs": BASE | {"models", "data", "training", "evaluation", "drawing"},
+    "cli": BASE | {"models", "data", "training", "evaluation", "drawing", "runs"},
+}
+
+
+def part(module: str) -> str:
+    """``gancls.data.raw`` -> ``data``; ``gancls.config`` -> ``config``; ``gancls`` -> ``gancls``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def wrong_way(graph: dict[str, set[str]]) -> list[str]:
+    """Every import of a part that its part may not import, as ``importer -> imported``."""
+    bad = []
+    for name, deps in graph.items():
+        if not name.startswith("gancls"):
+            continue
+        allowed = MAY_IMPORT[part(name)] | {part(name)}
+        bad += [f"{name} -> {dep}" for dep in sorted(deps) if dep.startswith("gancls") and part(dep) not in allowed]
+    return bad
+
+
+def test_the_checker_finds_an_import_the_wrong_way():
+    graph = {
+        "gancls.data.raw": {"gancls.config", "gancls.models.alphabet", "gancls.training.train"},
+        "gancls.models.gan": {"gancls.data.prepared"},
+        "gancls.training.train": {"gancls.drawing.grids", "gancls.models.gan"},
+    }
+    assert wrong_way(graph) == ["gancls.data.raw -> gancls.training.train", "gancls.models.gan -> gancls.data.prepared"]
+
+
+def test_each_part_imports_only_the_parts_below_it():
+    graph = import_graph()
+    assert {part(n) for n in graph if n.startswith("gancls")} == set(MAY_IMPORT)  # every module is placed
+    assert wrong_way(graph) == []
+
+
+def test_no_module_over_400_lines():
+    long = {
+        str(p.relative_to(ROOT)): n
+        for p in [*(ROOT / "src").rglob("*.py"), *(ROOT / "flows").glob("*.py")]
+        if (n := len(p.read_text(encoding="utf-8").splitlines())) > 400
+    }
+    assert long == {}
+
+
+def test_a_part_starts_without_its_modules():
+    """A subpackage's ``__init__`` names what it holds and imports nothing: importing every part
+    loads neither torch nor numpy, Prefect or DVC."""
+    code = (
+        "import sys, gancls.data, gancls.models, gancls.training, gancls.evaluation, gancls.drawing, gancls.runs; "
+        "print(' '.join(m for m in ('torch', 'numpy', 'prefect', 'dvc') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "", f"imported at start: {out.stdout.strip()}"

@@ -1,13 +1,18 @@
 """End to end: `dvc repro` of the real stages on the tiny configuration, and the bad-input stop."""
 
+import contextlib
 import csv
 import json
 import os
 import pickle
 import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import h5py
@@ -15,9 +20,12 @@ import pytest
 import yaml
 from PIL import Image
 
-from gancls.raw import load_embeddings
+from gancls.data.raw import load_embeddings
 
 from conftest import ROOT, TINY, clone_project, dvc, sh
+from test_docs import DOCS, command_lines, doc_blocks, doc_commands
+
+pytestmark = pytest.mark.slow  # the tiny pipeline on a clone
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +111,36 @@ def test_a_second_repro_reruns_nothing(repro):
     assert "Running stage" not in dvc("repro", cwd=repro).stdout
 
 
+def test_make_run_in_a_plain_shell_reruns_nothing_and_shows_where_the_results_are(repro):
+    """The README's `make run`, pasted into a plain shell on the clone after the fixture's `dvc repro`: it reruns
+    nothing and prints where the results are; every file it prints and every file of the README's results
+    table is there."""
+    out = plain_shell(in_the_clone(readme_line("make run ")), repro).stdout
+    assert "Running stage" not in out and "reports/report.md" in out, out
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("| what | where |") :].split("\n\n", 1)[0].splitlines()[2:]
+    listed = [p for row in table for p in re.findall(r"`([^`\s]+/[^`\s]*)`", row.rsplit("|", 2)[1])]
+    printed = re.findall(r"\b(?:reports|metrics|dvclive|build)/[\w./*-]*[\w*/]", out)
+    assert len(listed) >= 12 and len(printed) >= 10, (table, out)
+    missing = [p for p in listed + printed if not (list(repro.glob(p)) if "*" in p else (repro / p).exists())]
+    assert missing == [], missing
+
+
+def test_the_readme_sample_lines_in_a_plain_shell(repro):
+    """The README's `gancls sample --text` and `--caption-id` lines in a plain shell on the clone: each draws a
+    captioned grid and prints its path (`--file` and `--query`: tests/drawing/test_draw.py)."""
+    with h5py.File(repro / "build/generated/images.h5") as h5:
+        key = h5["keys"].asstr()[0]  # "keys: build/generated/images.h5"
+    text = readme_line(".venv/bin/gancls sample --text")
+    caption = readme_line(".venv/bin/gancls sample --caption-id")
+    for line, rows in ((text, 2), (DocText(caption.replace("<key>", key), caption.where), 1)):
+        out = plain_shell(line, repro).stdout
+        grid = re.search(r": (reports/sample_\S+\.png)", out)
+        assert grid, out
+        image = Image.open(repro / grid.group(1))
+        assert image.width > 8 * 64 and image.height >= rows * 64, (line, image.size)
+
+
 def test_the_readme_experiment_block_in_a_plain_shell(repro):
     """The README's experiment block, pasted into a plain shell (no environment active) on the clone."""
     sh(["git", "add", "-A"], repro)
@@ -136,26 +174,138 @@ def test_settings_that_watch_or_place_a_run_rerun_no_stage(repro):
     assert yaml.safe_load((repro / "params.yaml").read_text())["train"]["log_every"] == 10  # the change was made
 
 
-def readme_block(containing: str) -> str:
-    """The README's fenced bash block that holds ``containing``."""
-    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
-    found = [b for b in blocks if containing in b]
-    assert found, f"no bash block of README.md holds {containing!r}"
-    return found[0]
+def test_the_readme_demo_block_in_a_plain_shell(repro, tmp_path):
+    """The README's demo block on the clone, each line in a plain shell: `make demo` (on demo.port) and
+    `gancls demo --exp NAME --port 0` (an experiment of the tests above) side by side, each page answering at
+    the address it prints until Ctrl-C stops it; then `make demo-shot`, where chromium is."""
+    from gancls.drawing.demo_browser import CHROMIUM
+
+    demo, exp, shot = command_lines(readme_block("make demo-shot"))
+    promised = re.search(r"http://([\d.]+):(\d+)/", demo)  # "prints http://127.0.0.1:7860/"
+    assert demo.startswith("make demo ") and "--exp NAME" in exp and shot.startswith("make demo-shot"), demo
+    with socket.socket() as s:
+        if s.connect_ex((promised.group(1), int(promised.group(2)))) == 0 and not os.environ.get("CI"):
+            pytest.skip(f"{promised.group(0)} is taken on this machine: `make demo` cannot listen there")
+    names = dvc("exp", "list", "--name-only", cwd=repro).stdout.split()
+    if not names:  # run alone (-k): an experiment as the tests above make one (this setting retrains nothing)
+        dvc("exp", "run", "-n", "readme-demo", "-S", "train.log_every=10", cwd=repro)
+        names = ["readme-demo"]
+    lines = [in_the_clone(demo), exp.replace("NAME", names[0])]
+    started = []
+    try:
+        for i, line in enumerate(lines):
+            with (tmp_path / f"demo{i}.log").open("w") as log:
+                proc = subprocess.Popen(
+                    ["bash", "-euo", "pipefail", "-c", line],
+                    cwd=repro,
+                    env=plain_env(repro),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            started.append((proc, tmp_path / f"demo{i}.log"))
+        urls = [printed_address(line, proc, log) for line, (proc, log) in zip(lines, started)]
+        assert urls[0] == promised.group(0) and urls[1] != urls[0]
+        assert f"experiment {names[0]}" in started[1][1].read_text()
+        for url in urls:
+            with urllib.request.urlopen(url, timeout=60) as page:
+                assert page.status == 200 and "gradio" in page.read().decode().lower()
+        for proc, _ in started:
+            os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole foreground group
+        for (proc, log), url in zip(started, urls):
+            proc.wait(timeout=60)
+            assert "Traceback" not in log.read_text(), log.read_text()
+            deadline = time.monotonic() + 30
+            while listening(url) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert not listening(url), f"{url} still answers after Ctrl-C"
+    finally:
+        for proc, _ in started:  # whatever of a group is left after a failure
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+    if not Path(CHROMIUM).is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing under CI: .ci/run installs it")
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium): `make demo-shot` not run")
+    out = plain_shell(in_the_clone(shot), repro).stdout
+    assert "reports/demo.png: http://127.0.0.1:" in out and "requests leaving loopback: 0" in out, out
+    assert Image.open(repro / "reports/demo.png").width > 0
 
 
-def plain_shell(script: str, repo, check=True) -> subprocess.CompletedProcess:
-    """``script`` in bash, in ``repo`` after the README's set-up (``.venv`` there), with no environment
-    active: the project's venv is not on PATH."""
+def printed_address(line: str, proc: subprocess.Popen, log: Path, timeout: float = 300) -> str:
+    """The address a `gancls demo` started by ``line`` prints (`... on http://HOST:PORT/  (Ctrl-C stops it)`)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = re.search(r" on (http://\S+/) ", log.read_text())
+        if found:
+            return found.group(1)
+        assert proc.poll() is None, f"{line} exited ({proc.returncode}):\n{log.read_text()[-3000:]}"
+        time.sleep(0.5)
+    raise AssertionError(f"{line} printed no address in {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+def listening(url: str) -> bool:
+    host, port = re.match(r"http://([^/:]+):(\d+)/", url).groups()
+    with socket.socket() as s:
+        return s.connect_ex((host, int(port))) == 0
+
+
+class DocText(str):
+    """A block or a command line of README.md or docs/*.md; ``where`` says which file and line."""
+
+    where: str
+
+    def __new__(cls, text: str, where: str):
+        obj = super().__new__(cls, text)
+        obj.where = where
+        return obj
+
+
+def readme_block(containing: str) -> DocText:
+    """The fenced bash block of README.md or docs/*.md (README first) that holds ``containing``."""
+    for block in doc_blocks("bash"):
+        if containing in block.text:
+            return DocText(block.text, block.where)
+    names = ", ".join(str(p.relative_to(ROOT)) for p in DOCS)
+    raise AssertionError(f"no bash block of {names} holds {containing!r}")
+
+
+def readme_line(starting: str) -> DocText:
+    """The first command line of those bash blocks that starts with ``starting`` (continuations joined)."""
+    for block, line in doc_commands():
+        if line.startswith(starting):
+            return DocText(line, block.where)
+    names = ", ".join(str(p.relative_to(ROOT)) for p in DOCS)
+    raise AssertionError(f"no command line of a bash block of {names} starts with {starting!r}")
+
+
+def in_the_clone(line: str) -> str:
+    """A `make` line of the docs as run on a clone: -o, the clone uses the project's installed environment as
+    it is (its .venv is a link to it) rather than reinstalling it."""
+    return re.sub(r"^make ", "make -o .venv/.installed ", line)
+
+
+def plain_env(repo) -> dict:
+    """The environment of a plain shell in ``repo`` after the README's set-up (``.venv`` there): the project's
+    venv is not on PATH and none is active."""
     if not (repo / ".venv").exists():
         (repo / ".venv").symlink_to(Path(sys.executable).parents[1])  # what `make` set up, not reinstalled
     venv_bin = str(Path(sys.executable).parent)
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
     env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p and p != venv_bin)
     assert shutil.which("gancls", path=env["PATH"]) is None, "a plain shell here has gancls on PATH: no test"
+    return env
+
+
+def plain_shell(script: str, repo, check=True) -> subprocess.CompletedProcess:
+    """``script`` in bash, in ``repo``, in a plain shell (``plain_env``)."""
+    env = plain_env(repo)
     proc = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=repo, env=env, capture_output=True, text=True)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{script}\nfailed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        where = f" ({script.where})" if isinstance(script, DocText) else ""
+        raise AssertionError(
+            f"{script}{where}\nfailed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
     return proc
 
 
@@ -210,7 +360,7 @@ def test_run_cub_without_data_stops_at_once_and_changes_nothing(project_clone):
 
 def reed_cub_at_tiny_sizes() -> list[str]:
     """configs/reed_cub.yaml's keys that size a run, at TINY's sizes; on a subset of CUB's classes."""
-    from gancls.experiment import settings_file, settings_of
+    from gancls.runs.experiment import settings_file, settings_of
 
     tiny = dict(s.split("=", 1) for s in settings_of(TINY))
     reed = dict(s.split("=", 1) for s in settings_file(ROOT / "configs/reed_cub.yaml"))
@@ -229,7 +379,7 @@ def test_run_cub_settings_end_to_end_on_a_cub_layout_stand_in(project_clone):
     embeddings = repo / "data/test/char-CNN-RNN-embeddings.pickle"
     kept = embeddings.read_bytes()
     embeddings.unlink()
-    from test_text_encoder import bare_encoder, random_weights, write_t7
+    from reed_t7_files import bare_encoder, random_weights, write_t7
 
     reed_t7 = repo / "data" / yaml.safe_load((repo / "params.yaml").read_text())["text_encoder"]["reed_t7"]
     reed_t7.parent.mkdir()

@@ -24,14 +24,14 @@ ENCODER_NOTE = (
 
 
 def _make_sample(args, params):
-    from .synthetic import make_sample
+    from .data.synthetic import make_sample
 
     out = make_sample(params.sample, params.sample.out_dir)
     print(f"sample written to {out}")
 
 
 def _validate(args, params):
-    from .validate import validate_raw
+    from .data.validate import validate_raw
 
     summary = validate_raw(
         params.data.raw_dir,
@@ -44,8 +44,8 @@ def _validate(args, params):
 
 
 def _prepare(args, params):
-    from .prepare import prepare
-    from .validate import validate_prepared
+    from .data.prepare import prepare
+    from .data.validate import validate_prepared
 
     cfg = params.prepare
     counts = prepare(
@@ -60,7 +60,7 @@ def _prepare(args, params):
 
 
 def _train_scorer(args, params):
-    from .scorer import train_scorer
+    from .evaluation.scorer import train_scorer
 
     cfg = params.scorer
     summary = train_scorer(params.prepare.out, params, cfg.out, cfg.metrics)
@@ -68,7 +68,7 @@ def _train_scorer(args, params):
 
 
 def _train_text_encoder(args, params):
-    from .train_text_encoder import train_text_encoder
+    from .training.train_text_encoder import train_text_encoder
 
     m = train_text_encoder(params.prepare.out, params)
     print(
@@ -78,14 +78,14 @@ def _train_text_encoder(args, params):
 
 
 def _real_features(args, params):
-    from .evaluate import real_features
+    from .evaluation.evaluate import real_features
 
     print(f"real-image features: {json.dumps(real_features(params.prepare.out, params))}")
 
 
 def _train(args, params):
-    from .distributed import launch
-    from .train import train
+    from .training.distributed import launch
+    from .training.train import train
 
     n = params.train.processes
     if n > 1 and "WORLD_SIZE" not in os.environ:  # start n DDP copies of this command under torchrun
@@ -98,14 +98,14 @@ def _train(args, params):
 
 
 def _generate(args, params):
-    from .generate import generate
+    from .drawing.generate import generate
 
     out = generate(Path(params.train.out_dir) / "generator.pt", params.prepare.out, params)
     print(f"generated: {json.dumps(out)}")
 
 
 def _evaluate(args, params):
-    from .evaluate import evaluate
+    from .evaluation.evaluate import evaluate
 
     out = evaluate(Path(params.generate.out_dir) / "images.h5", params.prepare.out, params)
     tm = out["text_match"]
@@ -118,7 +118,7 @@ def _evaluate(args, params):
 
 
 def _sample(args, params):
-    from .draw import SentenceError, draw_sentences, sample_images
+    from .drawing.draw import SentenceError, draw_sentences, sample_images
 
     texts = list(args.text)
     if args.file:
@@ -165,8 +165,8 @@ def _sample(args, params):
 
 def _import_encoder(args, params):
     from .files import file_digest
-    from .reed_t7 import import_reed_t7
-    from .text_encoder import save_encoder
+    from .models.reed_t7 import import_reed_t7
+    from .models.text_encoder import save_encoder
 
     state, sizes = import_reed_t7(args.file)
     out = args.out or params.text_encoder.weights
@@ -183,14 +183,14 @@ def _import_encoder(args, params):
 
 
 def _fetch(args, params):
-    from .fetch import fetch
+    from .data.fetch import fetch
 
     out = fetch(params.fetch, params.text_encoder.reed_t7)
     print(f"data in place: {json.dumps(out)}")
 
 
 def _experiment(args, params):
-    from .experiment import run_experiment, settings_file
+    from .runs.experiment import run_experiment, settings_file
 
     overrides = [o for f in args.settings for o in settings_file(f)] + args.set
     code = run_experiment(overrides, args.params, ["--name", args.name] if args.name else [])
@@ -204,14 +204,14 @@ class ExperimentFailed(RuntimeError):
 
 
 def _serve(args, params):
-    from .serve import serve_flow
+    from .runs.serve import serve_flow
 
     root = Path(args.root).resolve()
     serve_flow(root, load_params(root / "params.yaml"), interval=args.interval, cron=args.cron)
 
 
 def _demo(args, params):
-    from .demo import demo
+    from .drawing.demo import demo
 
     demo(params, args.params, exp=args.exp, host=args.host, port=args.port)
 
@@ -341,14 +341,14 @@ def known_errors() -> tuple[type[BaseException], ...]:
     Imported only once something has been raised: a stage's start does not pay for the modules of
     the others (torch, torchvision and Gradio take seconds to import on a laptop).
     """
-    from .checkpoint import CheckpointError
-    from .cub import LayoutError
-    from .demo import DemoError
-    from .draw import NoMatch, SentenceError
-    from .fetch import FetchError
-    from .prepared import PreparedFileError
-    from .stats import TrainingDiverged
-    from .text_encoder import EncoderImportError
+    from .data.cub import LayoutError
+    from .data.fetch import FetchError
+    from .data.prepared import PreparedFileError
+    from .drawing.demo import DemoError
+    from .drawing.draw import NoMatch, SentenceError
+    from .models.generator_file import CheckpointError
+    from .models.text_encoder import EncoderImportError
+    from .training.stats import TrainingDiverged
 
     errors: tuple[type[BaseException], ...] = (
         ConfigError,
@@ -367,7 +367,7 @@ def known_errors() -> tuple[type[BaseException], ...]:
         OSError,
     )
     try:
-        from .validate import ValidationFailed
+        from .data.validate import ValidationFailed
 
         errors = errors + (ValidationFailed,)
     except ImportError:  # pragma: no cover - validate depends on great_expectations

@@ -13,11 +13,11 @@ import h5py
 import pytest
 import yaml
 
-from gancls import cub, layouts
 from gancls.cli import main
-from gancls.project import outputs_under
-from gancls.raw import load_embeddings
-from gancls.synthetic import make_sample
+from gancls.data import cub, layouts
+from gancls.data.raw import load_embeddings
+from gancls.data.synthetic import make_sample
+from gancls.runs.project import outputs_under
 
 from conftest import BAD_INPUT_FIGURES as FIGURES
 from conftest import ROOT, TINY, merge, section

@@ -16,7 +16,7 @@ import yaml
 
 from gancls.cli import main
 from gancls.config import ModelParams
-from gancls.model import build_generator
+from gancls.models.gan import build_generator
 
 from conftest import env, section, tiny_run_params
 
@@ -67,7 +67,7 @@ def test_disk_full_during_train_keeps_the_earlier_model(run, tmp_path, capsys):
 
 def test_disk_full_during_prepare_keeps_the_earlier_file(tiny_prepared, tmp_path, monkeypatch, capsys):
     """A simulated full disk: every HDF5 block write fails with ENOSPC."""
-    from gancls.synthetic import make_sample
+    from gancls.data.synthetic import make_sample
 
     from conftest import ROOT, TINY, merge
 
@@ -150,7 +150,7 @@ def test_bad_params_through_the_installed_command(run, tmp_path, key, value, nam
 def test_resume_after_a_kill_in_the_middle_of_a_dvclive_write(tiny_prepared, tmp_path, capsys):
     """DVCLive writes its summary, TSV rows and frames in place: a run killed mid-write leaves them cut
     short.  The next run resumes anyway, dropping what is incomplete."""
-    import gancls.train as train_mod
+    import gancls.training.train as train_mod
 
     params, _ = tiny_run_params(tiny_prepared, tmp_path, epochs=2, checkpoint_every=1)
     real = train_mod.save_checkpoint

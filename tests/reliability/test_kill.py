@@ -2,38 +2,57 @@
 then two `dvc repro` at once, then a search for a secret of the environment in everything the runs left.
 
 One tiny git + DVC repository serves the whole module (the tests run in file order and build on each
-other): each stage is killed 3 times (twice after a seeded random delay, once as soon as the temporary
-sibling of an output appears, with the move into place held back by tests/reliability/hooks), and after
-every kill the stage's final outputs must be absent or complete and `dvc status` must not call the stage
-up to date; then `dvc repro` completes it.  The subprocesses carry a fake secret in their environment.
+other): each stage is first run once to completion and timed, its outputs then removed as `dvc repro`
+would; then it is killed 3 times (twice at seeded random fractions of that measured duration, so that as
+many kills land on a fast machine as on a slow one, and once as soon as the temporary sibling of an output
+appears, with the move into place held back by tests/reliability/hooks), and after every kill the
+stage's final outputs must be absent or complete and `dvc status` must not call the stage up to date;
+then `dvc repro` completes it.  The subprocesses carry a fake secret in their environment.
 """
 
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+from dvc.repo import Repo as DvcRepo
 from PIL import Image
 
-from gancls.checkpoint import load_checkpoint, load_generator
-from gancls.prepared import read_prepared
+from gancls.data.prepared import read_prepared
+from gancls.models.generator_file import load_generator
+from gancls.training.checkpoint import clear_checkpoints, load_checkpoint
 
 from conftest import TINY, clone_project, env
 
 HOOKS = Path(__file__).parent / "hooks"
 SECRET = "sk-test-123-do-not-log"
 KILLS = {"tried": 0, "survived": 0, "finished first": 0}
+# The two random moments of a stage: seeded fractions of its measured clean run, one from each half of this
+# window.  It starts near 0 rather than after the interpreter's start-up: nothing is written while the
+# stage imports its libraries, and a kill there is still a valid kill, but that start-up is a different
+# share of the run on every machine (prepare writes its HDF5 file from about a tenth of its run on, evaluate
+# computes for most of its run and writes only at its end), so the window covers start-up and working time
+# alike.  It ends at 0.85 of the clean run, short of the final moves into place (the mid-write kill's
+# moment), so that a run somewhat quicker than the measured one (cores shared with other work) is still
+# killed rather than finishing first.
+WINDOW = (0.05, 0.85)
 
 
 def run_env(pause: float | None = None, names: list[str] | None = None) -> dict:
     e = env()
     e["AWS_SECRET_ACCESS_KEY"] = SECRET
+    # One torch (OpenMP) thread, as in the unit tests' one_thread fixtures: on cores shared with other work,
+    # two threads wait on each other at every parallel step and the same run takes 5 s or 60 s; the random
+    # moments are fractions of a measured run, so a run must take about as long each time.
+    e["OMP_NUM_THREADS"] = "1"
     if pause:
         e["PYTHONPATH"] = os.pathsep.join([str(HOOKS), e.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         e["GANCLS_TEST_WRITE_PAUSE"] = str(pause)
@@ -67,16 +86,56 @@ def repo(tmp_path_factory):
     return r
 
 
-def kill_runs(r: Repo, stage: str, delays: tuple[float, float], targets: list[str], check) -> None:
-    """Kill `gancls <stage>` 3 times: after two seeded random delays, then when a temporary sibling of one
-    of ``targets`` (``.<target>.*``, made by files.atomic_path) appears.  ``check`` inspects the outputs."""
+def clean_run(r: Repo, stage: str, check) -> float:
+    """Run `gancls <stage>` once to completion and return its wall-clock duration; then remove what
+    `dvc repro` removes before it runs the stage (its outputs but the persistent ones), so that the kills
+    start from the state they would otherwise find.  dvc.lock is not written by `gancls`, so the stage is
+    still not up to date (asserted)."""
+    with (r.root.parent / f"{stage}-clean.log").open("w") as log:
+        t0 = time.monotonic()
+        proc = subprocess.run(
+            ["gancls", stage], cwd=r.root, stdout=log, stderr=subprocess.STDOUT, env=run_env(), timeout=600
+        )
+        duration = time.monotonic() - t0
+    r.logs.append(Path(log.name).read_text())
+    assert proc.returncode == 0, f"gancls {stage} failed ({proc.returncode}):\n{r.logs[-1]}"
+    check()  # the checks accept a complete set of outputs
+    with DvcRepo(str(r.root)) as dvc_repo:  # a target relative to the test's cwd would be this repository's
+        (dvc_stage,) = dvc_repo.stage.collect(f"{r.root / 'dvc.yaml'}:{stage}")
+        outs = [Path(o.fs_path) for o in dvc_stage.outs if not o.persist]
+    assert outs and all(out.is_relative_to(r.root) for out in outs), outs
+    for out in outs:
+        if out.is_dir():
+            shutil.rmtree(out)
+        else:
+            out.unlink(missing_ok=True)
+    assert r.not_up_to_date(stage), f"dvc status calls {stage} up to date after its outputs were removed"
+    return duration
+
+
+def kill_runs(r: Repo, stage: str, targets: list[str], check, fresh: Callable[[], None] | None = None) -> None:
+    """Time a clean run of `gancls <stage>` (``clean_run``), then kill `gancls <stage>` 3 times: at two
+    seeded random fractions of that duration (one from each half of WINDOW), then when a temporary sibling
+    of one of ``targets`` (``.<target>.*``, made by files.atomic_path) appears.  ``check`` inspects the
+    outputs; ``fresh``, if given, runs before the clean run and before each timed run, so that each does the
+    work the measured run did (train: no resume from a checkpoint that an earlier kill left)."""
     temp_globs = [str(Path(t).parent / f".{Path(t).name}.*") for t in targets]
+    if fresh:
+        fresh()
+    duration = clean_run(r, stage, check)
     rng = random.Random(f"kill-{stage}")
-    lo, hi = delays
+    lo, hi = WINDOW
     mid = (lo + hi) / 2  # one early, one late moment
-    moments = [("random", rng.uniform(lo, mid)), ("random", rng.uniform(mid, hi)), ("mid-write", None)]
-    for what, delay in moments:
-        log = (r.root.parent / f"{stage}-{KILLS['tried']}.log").open("w")
+    fractions = [rng.uniform(lo, mid), rng.uniform(mid, hi)]
+    print(
+        f"\n{stage}: clean run {duration:.1f}s; random moments at "
+        + ", ".join(f"{f:.2f} of it ({f * duration:.1f}s)" for f in fractions)
+    )
+    moments = [("random", f * duration) for f in fractions] + [("mid-write", None)]
+    for i, (what, delay) in enumerate(moments):
+        if fresh and delay is not None:
+            fresh()
+        log = (r.root.parent / f"{stage}-{i}.log").open("w")
         stale = {p for g in temp_globs for p in r.root.glob(g)}  # left by earlier kills: not this writer's
         proc = subprocess.Popen(
             ["gancls", stage],
@@ -86,9 +145,9 @@ def kill_runs(r: Repo, stage: str, delays: tuple[float, float], targets: list[st
             env=run_env(pause=3.0 if what == "mid-write" else None, names=[Path(t).name for t in targets]),
             start_new_session=True,
         )
-        t0, seen = time.time(), None
-        while proc.poll() is None and time.time() - t0 < 300:
-            if delay is not None and time.time() - t0 >= delay:
+        t0, seen = time.monotonic(), None
+        while proc.poll() is None and time.monotonic() - t0 < 300:
+            if delay is not None and time.monotonic() - t0 >= delay:
                 break
             if delay is None:
                 seen = next((p for g in temp_globs for p in r.root.glob(g) if p not in stale), None)
@@ -97,15 +156,17 @@ def kill_runs(r: Repo, stage: str, delays: tuple[float, float], targets: list[st
             time.sleep(0.02)
         if proc.poll() is not None:  # it finished before the moment came: not a kill
             log.close()
+            r.logs.append(Path(log.name).read_text())
             KILLS["finished first"] += 1
-            print(f"{stage}: finished before the {what} moment ({delay})")
+            took = f"{time.monotonic() - t0:.1f}s"
+            print(f"{stage}: finished in {took}, before the {what} moment" + (f" ({delay:.1f}s)" if delay else ""))
             continue
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         log.close()
         KILLS["tried"] += 1
         r.logs.append(Path(log.name).read_text())
-        at = f"{time.time() - t0:.1f}s" + (f", {seen.relative_to(r.root)} present" if seen else "")
+        at = f"{time.monotonic() - t0:.1f}s" + (f", {seen.relative_to(r.root)} present" if seen else "")
         check()  # raises if a final output is partial
         # a killed writer's temporary sibling is invisible to git (no accidental `git add` of a partial file)
         status = r.run("git", "status", "--porcelain", "--untracked-files=all").stdout
@@ -146,7 +207,7 @@ def check_evaluated(r: Repo):
 
 
 def test_sigkill_prepare(repo):
-    kill_runs(repo, "prepare", (1.0, 6.0), ["build/prepared/birds.h5"], lambda: check_prepared(repo))
+    kill_runs(repo, "prepare", ["build/prepared/birds.h5"], lambda: check_prepared(repo))
     repo.dvc("repro", "train-scorer", "real-features")
     check_prepared(repo)
     assert not list(repo.root.glob("build/prepared/.birds.h5.*"))  # the rerun removed the killed runs' temporaries
@@ -154,7 +215,13 @@ def test_sigkill_prepare(repo):
 
 
 def test_sigkill_train(repo):
-    kill_runs(repo, "train", (3.0, 12.0), ["build/checkpoints/epoch_*.pt", "build/model"], lambda: check_trained(repo))
+    kill_runs(
+        repo,
+        "train",
+        ["build/checkpoints/epoch_*.pt", "build/model"],
+        lambda: check_trained(repo),
+        fresh=lambda: clear_checkpoints(repo.root / "build/checkpoints"),
+    )
     repo.dvc("repro", "generate")
     check_trained(repo)
     assert not list(repo.root.glob("build/.model.*")) and not list(repo.root.glob("build/checkpoints/.epoch_*"))
@@ -162,9 +229,7 @@ def test_sigkill_train(repo):
 
 
 def test_sigkill_evaluate_then_two_repros_at_once(repo):
-    kill_runs(
-        repo, "evaluate", (3.0, 12.0), ["metrics/scores.json", "reports/report.md"], lambda: check_evaluated(repo)
-    )
+    kill_runs(repo, "evaluate", ["metrics/scores.json", "reports/report.md"], lambda: check_evaluated(repo))
     print(
         f"\nkills tried {KILLS['tried']} / survived {KILLS['survived']} "
         f"(runs that finished before their moment: {KILLS['finished first']})"

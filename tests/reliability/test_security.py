@@ -1,7 +1,7 @@
 """No data, model or checkpoint file runs code when loaded; extraction stays in its folder; nothing listens
 beyond the loopback.  (A secret of the environment in logs, metrics and Prefect artifacts:
 tests/reliability/test_kill.py::test_no_secret_in_logs_metrics_or_prefect_artifacts.  Archive members that
-leave the target by "..", absolute names, symlinks and zip paths: tests/test_fetch.py.)"""
+leave the target by "..", absolute names, symlinks and zip paths: tests/data/test_fetch.py.)"""
 
 import builtins
 import pickle
@@ -12,11 +12,12 @@ import pytest
 import torch
 import yaml
 
-from gancls import layouts
-from gancls.checkpoint import CheckpointError, load_checkpoint, load_generator
 from gancls.cli import main
-from gancls.fetch import FetchError, safe_extract
-from gancls.synthetic import make_sample
+from gancls.data import layouts
+from gancls.data.fetch import FetchError, safe_extract
+from gancls.data.synthetic import make_sample
+from gancls.models.generator_file import CheckpointError, load_generator
+from gancls.training.checkpoint import load_checkpoint
 
 from conftest import ROOT, TINY, merge, section
 
@@ -94,11 +95,11 @@ def test_source_loads_only_safely():
         )
     ]
     # the one unpickler: layouts._SafeUnpickler (numpy arrays and plain types only)
-    assert unpicklers == [("src/gancls/layouts.py", "pickle.Unpickler")], unpicklers
+    assert unpicklers == [("src/gancls/data/layouts.py", "pickle.Unpickler")], unpicklers
 
 
 def test_extraction_refuses_hard_links_and_absolute_symlinks_out_of_the_target(tmp_path):
-    """What tests/test_fetch.py does not cover: hard links, and symlinks with an absolute target."""
+    """What tests/data/test_fetch.py does not cover: hard links, and symlinks with an absolute target."""
     secret = tmp_path / "outside.txt"
     secret.write_text("not yours")
     for kind in ("hardlink", "abs-symlink"):
@@ -116,12 +117,12 @@ def test_extraction_refuses_hard_links_and_absolute_symlinks_out_of_the_target(t
 
 
 def test_nothing_binds_beyond_the_loopback(monkeypatch, tmp_path):
-    """The project starts two servers: `make serve`'s Prefect server (gancls serve: src/gancls/serve.py), on
-    ``serve.host`` of params.yaml, and the demo page (gancls demo: src/gancls/demo.py, tests/test_demo.py
+    """The project starts two servers: `make serve`'s Prefect server (gancls serve: src/gancls/runs/serve.py), on
+    ``serve.host`` of params.yaml, and the demo page (gancls demo: src/gancls/drawing/demo.py, tests/drawing/test_demo.py
     drives it), on ``demo.host``, both 127.0.0.1 by default; nothing in src/, flows/, the Makefile or dvc.yaml
     binds 0.0.0.0, and a Prefect server started for the flow listens on 127.0.0.1 unless told otherwise."""
-    from gancls import serve
     from gancls.config import load_params
+    from gancls.runs import serve
 
     files = [
         *(ROOT / "src").rglob("*.py"),
@@ -142,7 +143,7 @@ def test_nothing_binds_beyond_the_loopback(monkeypatch, tmp_path):
         if re.search(r"\.bind\(|\bserve\(|server_name=|HTTPServer|uvicorn", p.read_text()) and "tests" not in p.parts
     ]
     # update this test when another server is added
-    assert sorted(servers) == [str(ROOT / "src" / "gancls" / name) for name in ("demo.py", "serve.py")]
+    assert sorted(servers) == [str(ROOT / "src" / "gancls" / name) for name in ("drawing/demo.py", "runs/serve.py")]
     assert load_params(ROOT / "params.yaml").demo.host == "127.0.0.1"
     # what `gancls serve` starts, without starting it: the server command gets serve.host of params.yaml
     started = []

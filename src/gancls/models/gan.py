@@ -1,0 +1,203 @@
+"""The customised GAN-CLS of the seed document (Reed et al. 2016 with residual blocks).
+
+Generator G(z, psi(t)):
+    psi(t) (1024) -> Linear -> LeakyReLU  = 128-d text code, concatenated with z ~ N(0, I) (128)
+    -> linear projection to 4x4x(ngf*8) -> residual block
+    -> deconv to 8x8x(ngf*4) -> residual block
+    -> deconv 16x16x(ngf*2) -> deconv 32x32x(ngf) -> deconv 64x64x3 -> tanh
+    every deconvolution followed by BatchNorm and LeakyReLU, except the last.
+
+Discriminator D(x, psi(t)):
+    x (64x64x3) -> stride-2 convolutions 32 -> 16 -> 8 -> 4 (ndf .. ndf*8 channels) -> residual block
+    psi(t) -> Linear -> BatchNorm -> LeakyReLU = 128-d code, replicated spatially to 4x4,
+    concatenated in depth -> 1x1 conv (ndf*8) -> 4x4 conv -> one logit.
+    D returns the logit; sigmoid(logit) is the probability that (x, t) is a real, matching pair.
+    The losses use the numerically stable BCE-with-logits, which is BCE after the sigmoid.
+
+The number of residual blocks (two in G, one in D in the seed) is ``model.g_res_blocks`` and
+``model.d_res_blocks`` in params.yaml.
+
+A departure the seed does not make, on when ``model.cond_aug`` is true (the sample's default; off in
+``configs/reed_cub.yaml``): StackGAN's conditioning augmentation.  G's text projection then gives a mean and a log-variance (1024 -> 2 x 128, LeakyReLU)
+and, in training, the 128-d code is drawn as ``mu + sigma * eps``; G also returns
+``KL(N(mu, sigma^2) || N(0, I))`` (mean over dimensions) for its loss (``train.kl_weight``).  In eval
+mode the code is ``mu``, so a drawn image depends on (z, text) alone.
+
+A second departure, on when ``model.d_projection`` is true (the sample's default; off in
+``configs/reed_cub.yaml``): Miyato & Koyama's projection term, D's
+logit plus the inner product of a linear map of psi(t) (1024 -> ndf*8) with the 4x4 features
+averaged over positions, so D scores how well the image's features agree with the text directly.
+Averaged, not summed as in Miyato's spectrally normalised D: without spectral norm the sum started
+with losses in the tens, and each Adam step moves a summed term 16 times as far (measured: text_match
+0.55 against 0.45 at seed 0; docs/SCORES.md "Does the noise matter?").
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import ModelParams
+
+
+class ResidualBlock(nn.Module):
+    """Bottleneck residual block: 1x1 -> 3x3 -> 3x3 convolutions with BatchNorm, identity skip."""
+
+    def __init__(self, channels: int, leak: float):
+        super().__init__()
+        inner = max(channels // 4, 1)
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, inner, 1, bias=False),
+            nn.BatchNorm2d(inner),
+            nn.LeakyReLU(leak, inplace=True),
+            nn.Conv2d(inner, inner, 3, padding=1, bias=False),
+            nn.BatchNorm2d(inner),
+            nn.LeakyReLU(leak, inplace=True),
+            nn.Conv2d(inner, channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(channels),
+        )
+        self.act = nn.LeakyReLU(leak, inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(x + self.body(x))
+
+
+def _up(cin: int, cout: int, leak: float) -> list[nn.Module]:
+    return [
+        nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.LeakyReLU(leak, inplace=True),
+    ]
+
+
+def _down(cin: int, cout: int, leak: float, norm: bool = True) -> list[nn.Module]:
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, 4, stride=2, padding=1, bias=not norm)]
+    if norm:
+        layers.append(nn.BatchNorm2d(cout))
+    layers.append(nn.LeakyReLU(leak, inplace=True))
+    return layers
+
+
+def _check_size(image_size: int) -> None:
+    if image_size != 64:
+        raise ValueError(f"model.image_size must be 64 (the GAN-CLS resolution), got {image_size}")
+
+
+class Generator(nn.Module):
+    def __init__(
+        self,
+        z_dim=128,
+        embedding_dim=1024,
+        text_dim=128,
+        ngf=128,
+        res_blocks=2,
+        leak=0.2,
+        image_size=64,
+        cond_aug=False,
+    ):
+        super().__init__()
+        _check_size(image_size)
+        self.z_dim = z_dim
+        self.ngf = ngf
+        self.cond_aug = cond_aug
+        code = 2 * text_dim if cond_aug else text_dim  # conditioning augmentation: mean and log-variance
+        self.text = nn.Sequential(nn.Linear(embedding_dim, code), nn.LeakyReLU(leak, inplace=True))
+        self.project = nn.Linear(z_dim + text_dim, ngf * 8 * 4 * 4, bias=False)
+        self.project_norm = nn.Sequential(nn.BatchNorm2d(ngf * 8), nn.LeakyReLU(leak, inplace=True))
+        # Residual blocks go at 4x4 then 8x8 (the seed's two); extra ones repeat at 8x8.
+        blocks_4 = [ResidualBlock(ngf * 8, leak) for _ in range(min(res_blocks, 1))]
+        blocks_8 = [ResidualBlock(ngf * 4, leak) for _ in range(max(res_blocks - 1, 0))]
+        self.body = nn.Sequential(
+            *blocks_4,
+            *_up(ngf * 8, ngf * 4, leak),  # 8x8
+            *blocks_8,
+            *_up(ngf * 4, ngf * 2, leak),  # 16x16
+            *_up(ngf * 2, ngf, leak),  # 32x32
+            nn.ConvTranspose2d(ngf, 3, 4, stride=2, padding=1),  # 64x64
+            nn.Tanh(),
+        )
+
+    def forward(self, z: torch.Tensor, embedding: torch.Tensor, with_kl: bool = False):
+        """The images for noise ``z`` and text ``embedding``; with ``with_kl``, (images, KL term)."""
+        code = self.text(embedding)
+        kl = code.new_zeros(())
+        if self.cond_aug:
+            mu, logvar = code.chunk(2, dim=1)
+            code = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if self.training else mu
+            kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).mean()
+        h = self.project(torch.cat([z, code], dim=1)).view(-1, self.ngf * 8, 4, 4)
+        images = self.body(self.project_norm(h))
+        return (images, kl) if with_kl else images
+
+
+class Discriminator(nn.Module):
+    def __init__(
+        self, embedding_dim=1024, text_dim=128, ndf=64, res_blocks=1, leak=0.2, image_size=64, projection=False
+    ):
+        super().__init__()
+        _check_size(image_size)
+        self.image = nn.Sequential(
+            *_down(3, ndf, leak, norm=False),  # 32x32
+            *_down(ndf, ndf * 2, leak),  # 16x16
+            *_down(ndf * 2, ndf * 4, leak),  # 8x8
+            *_down(ndf * 4, ndf * 8, leak),  # 4x4
+            *[ResidualBlock(ndf * 8, leak) for _ in range(res_blocks)],
+        )
+        self.text = nn.Sequential(
+            nn.Linear(embedding_dim, text_dim), nn.BatchNorm1d(text_dim), nn.LeakyReLU(leak, inplace=True)
+        )
+        self.joint = nn.Sequential(
+            nn.Conv2d(ndf * 8 + text_dim, ndf * 8, 1, bias=False),
+            nn.BatchNorm2d(ndf * 8),
+            nn.LeakyReLU(leak, inplace=True),
+            nn.Conv2d(ndf * 8, 1, 4),
+        )
+        # Miyato & Koyama's projection: + <W psi(t), mean of the 4x4 features> (``model.d_projection``).
+        self.projection = nn.Linear(embedding_dim, ndf * 8, bias=False) if projection else None
+
+    def judge(self, features: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+        """The logit for image features (``self.image(x)``, 4x4) paired with a text embedding."""
+        t = self.text(embedding)[:, :, None, None].expand(-1, -1, features.shape[2], features.shape[3])
+        logit = self.joint(torch.cat([features, t], dim=1)).view(-1)
+        if self.projection is not None:
+            logit = logit + (self.projection(embedding) * features.mean(dim=(2, 3))).sum(dim=1)
+        return logit
+
+    def forward(self, image: torch.Tensor, *embeddings: torch.Tensor):
+        """The logit for ``image`` paired with each text; one text gives one tensor, several a tuple.
+
+        Several texts share one pass of the image tower (GAN-CLS judges the same real images with
+        the right and a wrong text).
+        """
+        h = self.image(image)
+        logits = tuple(self.judge(h, e) for e in embeddings)
+        return logits[0] if len(logits) == 1 else logits
+
+
+def init_weights(module: nn.Module) -> None:
+    """DCGAN initialisation: conv/linear weights N(0, 0.02), BatchNorm gamma N(1, 0.02), beta 0."""
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+def build_generator(cfg: ModelParams) -> Generator:
+    """G from the ``model:`` section of params.yaml (not initialised)."""
+    return Generator(
+        cfg.z_dim, cfg.embedding_dim, cfg.text_dim, cfg.ngf, cfg.g_res_blocks, cfg.leak, cfg.image_size, cfg.cond_aug
+    )
+
+
+def build_models(cfg: ModelParams) -> tuple[Generator, Discriminator]:
+    """G and D from the ``model:`` section of params.yaml, initialised."""
+    g = build_generator(cfg)
+    d = Discriminator(
+        cfg.embedding_dim, cfg.text_dim, cfg.ndf, cfg.d_res_blocks, cfg.leak, cfg.image_size, cfg.d_projection
+    )
+    g.apply(init_weights)
+    d.apply(init_weights)
+    return g, d

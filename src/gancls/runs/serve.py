@@ -1,0 +1,129 @@
+"""``gancls serve`` (``make serve``): the scheduled deployment of ``flows/scheduled.py`` on a Prefect server.
+
+Without ``PREFECT_API_URL``, starts ``prefect server start`` on ``serve.host``/``serve.port`` with its
+SQLite database in ``serve.home``; with it, uses that server.  Then serves the deployment
+``gancls-scheduled/<flow.name>`` with the ``flow.cron`` schedule (``--interval`` / ``--cron``
+override it) and a concurrency limit of 1, and prints the UI address.  Ctrl-C (SIGINT) or SIGTERM
+stops serving and then the server it started; no process is left behind.
+
+This is a supervisor of processes, not a flow: the flow it serves is loaded from the repository's
+``flows/scheduled.py:scheduled``, the entrypoint ``prefect.yaml`` deploys.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from ..config import Params
+from .process import stop_group
+
+ENTRYPOINT = "flows/scheduled.py:scheduled"  # as in prefect.yaml, relative to the repository
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(api: str, timeout: float, server: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server is not None and server.poll() is not None:
+            raise SystemExit(f"prefect server exited with status {server.returncode} before it answered at {api}")
+        try:
+            with urllib.request.urlopen(f"{api}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"no Prefect server answered at {api}/health within {timeout:g} s")
+
+
+def start_server(host: str, port: int, home: Path, timeout: float) -> tuple[subprocess.Popen, str]:
+    """``prefect server start`` in its own process group; returns it and its API URL once healthy."""
+    port = port or free_port(host)
+    home.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    env.pop("PREFECT_API_URL", None)
+    with open(home / "server.log", "ab") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    api = f"http://{host}:{port}/api"
+    try:
+        wait_healthy(api, timeout, server)
+    except BaseException:
+        stop_server(server)
+        raise
+    return server, api
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    """SIGTERM to the server's process group, SIGKILL after 20 s (and to anything of the group left)."""
+    stop_group(server, wait=20.0)
+
+
+def serve_flow(root: str | Path, params: Params, interval: float | None = None, cron: str | None = None) -> int:
+    """Serve ``root``'s scheduled flow until Ctrl-C or SIGTERM (on a server of its own unless
+    ``PREFECT_API_URL`` is set); stops the server it started.  ``params``: ``root``'s params.yaml."""
+    root = Path(root).resolve()
+    server = None
+    if not os.environ.get("PREFECT_API_URL"):
+        home = (root / params.serve.home).resolve()
+        os.environ["PREFECT_HOME"] = str(home)
+        server, api = start_server(params.serve.host, params.serve.port, home, params.serve.start_timeout)
+        os.environ["PREFECT_API_URL"] = api
+        print(f"prefect server (pid {server.pid}) at {api}, database in {home}", flush=True)
+    else:
+        wait_healthy(os.environ["PREFECT_API_URL"].rstrip("/"), params.serve.start_timeout)
+    # the flows are the repository's code, not the package's: importable here and in every flow run
+    sys.path.insert(0, str(root))
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH")) if p)
+    # Ctrl-C and SIGTERM stop serving (SIGINT too when a parent started us with it ignored)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        # prefect reads PREFECT_API_URL when imported: only now
+        from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+        from prefect.flows import load_flow_from_entrypoint
+
+        scheduled = load_flow_from_entrypoint(f"{root / ENTRYPOINT}", use_placeholder_flow=False)
+        api = os.environ["PREFECT_API_URL"].rstrip("/")
+        ui = api[: -len("/api")] if api.endswith("/api") else api
+        schedule = {"interval": interval} if interval else {"cron": cron or params.flow.cron}
+        print(
+            f"Prefect UI: {ui}  (deployment gancls-scheduled/{params.flow.name}, "
+            f"{schedule}, one run at a time)\nstart a run by hand (another shell, in {root}): "
+            f"PREFECT_API_URL={api} .venv/bin/prefect deployment run gancls-scheduled/{params.flow.name}",
+            flush=True,
+        )
+        limit = ConcurrencyLimitConfig(
+            limit=1, collision_strategy=ConcurrencyLimitStrategy[params.flow.collision.upper()]
+        )
+        scheduled.serve(
+            name=params.flow.name,
+            parameters={"root": str(root)},
+            global_limit=limit,
+            print_starting_message=False,
+            **schedule,
+        )
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if server is not None:
+            stop_server(server)
+            print("prefect server stopped", flush=True)
+    return 0

@@ -1,0 +1,105 @@
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from gancls.models.gan import Discriminator, Generator, ResidualBlock, build_models
+
+from conftest import section
+
+
+def count(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+def cub_settings() -> dict:
+    """The ``key=value`` overrides of ``make run-cub`` (configs/reed_cub.yaml)."""
+    from gancls.runs.experiment import settings_file
+
+    return dict(s.split("=", 1) for s in settings_file(Path(__file__).parents[2] / "configs/reed_cub.yaml"))
+
+
+def test_seed_architecture_sizes_are_one_command_away():
+    # REFERENCE.md §1/§5: seed-sized G 19.36 M parameters with ngf 128, D 4.03 M with ndf 64,
+    # which `make run-cub` (Reed's configuration) sets on top of params.yaml.
+    settings = cub_settings()
+    model = section(
+        "model", **{k.split(".", 1)[1]: yaml.safe_load(v) for k, v in settings.items() if k.startswith("model.")}
+    )
+    assert model.cond_aug is False and settings["train.mode_seeking"] == "0.0"  # Reed's: the seed's loss
+    assert model.d_projection is False  # and the seed's D
+    assert (model.ngf, model.ndf) == (128, 64)
+    assert settings["train.batch_size"] == "64" and settings["train.epochs"] == "600"
+    assert settings["train.lr"] == "0.0002" and settings["train.beta1"] == "0.5"  # Reed's Adam (2e-4, 0.5)
+    g, d = build_models(model)
+    assert model.z_dim == 128 and model.text_dim == 128
+    assert count(g) == 19_364_227
+    assert count(d) == 4_030_145
+    assert sum(isinstance(m, ResidualBlock) for m in g.modules()) == 2
+    assert sum(isinstance(m, ResidualBlock) for m in d.modules()) == 1
+
+
+def test_shapes_and_ranges():
+    g = Generator(ngf=8, res_blocks=2)
+    d = Discriminator(ndf=8, res_blocks=1)
+    z, e = torch.randn(5, 128), torch.randn(5, 1024)
+    x = g(z, e)
+    assert x.shape == (5, 3, 64, 64)
+    assert x.min() >= -1 and x.max() <= 1
+    assert d(x, e).shape == (5,)
+
+
+def test_text_conditions_both_networks():
+    torch.manual_seed(0)
+    g, d = Generator(ngf=8).eval(), Discriminator(ndf=8).eval()
+    z = torch.randn(2, 128)
+    e1, e2 = torch.randn(2, 1024), torch.randn(2, 1024)
+    assert not torch.allclose(g(z, e1), g(z, e2))
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    assert not torch.allclose(d(x, e1), d(x, e2))
+
+
+def test_init_follows_dcgan():
+    cfg = section("model", ngf=16, ndf=16)
+    g, _ = build_models(cfg)
+    convs = torch.cat([m.weight.flatten() for m in g.modules() if isinstance(m, torch.nn.ConvTranspose2d)])
+    assert abs(convs.std().item() - 0.02) < 0.002
+    gammas = torch.cat([m.weight for m in g.modules() if isinstance(m, torch.nn.BatchNorm2d)])
+    assert abs(gammas.mean().item() - 1.0) < 0.01
+
+
+def test_only_64px_supported():
+    with pytest.raises(ValueError, match="64"):
+        Generator(image_size=128)
+
+
+def test_conditioning_augmentation_draws_the_text_code_in_training_only():
+    """StackGAN's CA (model.cond_aug): the code is mu + sigma * eps in training, mu in eval; KL >= 0."""
+    torch.manual_seed(0)
+    g = Generator(z_dim=8, text_dim=16, ngf=8, res_blocks=1, cond_aug=True)
+    z, e = torch.randn(4, 8), torch.randn(4, 1024)
+    g.train()
+    a, kl = g(z, e, with_kl=True)
+    b = g(z, e)
+    assert not torch.equal(a, b) and float(kl) >= 0  # another draw of the code, same z and text
+    g.eval()
+    assert torch.equal(g(z, e), g(z, e))
+    plain = Generator(z_dim=8, text_dim=16, ngf=8, res_blocks=1)
+    assert plain.text[0].out_features == 16 and g.text[0].out_features == 32
+    assert float(plain(z, e, with_kl=True)[1]) == 0.0
+
+
+def test_projection_adds_the_inner_product_of_text_and_pooled_features():
+    """model.d_projection: D's logit + <W psi(t), mean of the 4x4 features> (Miyato & Koyama 2018)."""
+    torch.manual_seed(0)
+    d = Discriminator(ndf=8, projection=True).eval()
+    x, e = torch.rand(3, 3, 64, 64) * 2 - 1, torch.randn(3, 1024)
+    h = d.image(x)
+    with torch.no_grad():
+        joint_only = d.joint(torch.cat([h, d.text(e)[:, :, None, None].expand(-1, -1, 4, 4)], 1)).view(-1)
+        expected = joint_only + (d.projection(e) * h.mean(dim=(2, 3))).sum(1)
+        assert torch.allclose(d(x, e), expected, atol=1e-5)
+        assert not torch.allclose(d(x, e), joint_only, atol=1e-3)  # the term is not zero
+    assert Discriminator(ndf=8).projection is None  # off: the seed's D, same parameters as before
+    assert count(Discriminator(ndf=8, projection=True)) == count(Discriminator(ndf=8)) + 1024 * 64

@@ -1,0 +1,222 @@
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gancls.training.batches import Batches
+from gancls.training.train import STATS, train_step
+
+
+def fake_data(n=12, classes=3, size=76):
+    rng = np.random.default_rng(0)
+    return {
+        "images": rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
+        "embeddings": rng.normal(size=(n, 10, 1024)).astype(np.float32),
+        "class_ids": np.arange(n, dtype=np.int32) % classes + 1,
+    }
+
+
+def test_batches_augment_text_and_wrong_pairs():
+    data = fake_data()
+    b = Batches(data, 64, captions_per_sample=4, flip=True, device="cpu")
+    gen = torch.Generator().manual_seed(0)
+    idx = torch.arange(12)
+    imgs = b.augment(idx, gen)
+    assert imgs.shape == (12, 3, 64, 64) and imgs.min() >= -1 and imgs.max() <= 1
+    wrong = b.wrong(idx, gen)
+    assert (b.class_ids[wrong] != b.class_ids[idx]).all()
+    text = b.text(idx, gen)
+    # each text is the mean of 4 distinct captions of its own image
+    emb = torch.from_numpy(data["embeddings"])
+    for i in range(12):
+        sums = {
+            tuple(c)
+            for c in torch.combinations(torch.arange(10), 4).tolist()
+            if torch.allclose(emb[i, list(c)].mean(0), text[i], atol=1e-5)
+        }
+        assert len(sums) == 1
+    batches = list(b.epoch(5, gen))
+    assert len(batches) == 2 and all(x[0].shape[0] == 5 for x in batches)
+
+
+class Recorder(nn.Module):
+    """A discriminator that outputs logit 0 and records what it is shown."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(()))
+        self.calls = []
+
+    def forward(self, x, *texts):
+        for e in texts:
+            self.calls.append((x.detach().clone(), e.detach().clone()))
+        out = tuple(self.w + 0.0 * x.mean(dim=(1, 2, 3)) for _ in texts)  # 0, with a path back to the image
+        return out[0] if len(out) == 1 else out
+
+
+class ConstG(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.b = nn.Parameter(torch.zeros(()))
+
+    def forward(self, z, e):
+        return torch.zeros(z.shape[0], 3, 64, 64) + self.b + e[:, :1, None, None]
+
+
+def test_matching_aware_losses_and_pairs():
+    g, d = ConstG(), Recorder()
+    opt_g = torch.optim.Adam(g.parameters(), lr=1e-4)
+    opt_d = torch.optim.Adam(d.parameters(), lr=1e-4)
+    real = torch.ones(4, 3, 64, 64)
+    text, wrong = torch.randn(4, 1024), torch.randn(4, 1024)
+    stats = dict(
+        zip(STATS, train_step(g, d, opt_g, opt_d, real, text, wrong, z_dim=8, int_weight=1.0, int_beta=0.5).tolist())
+    )
+    ln2 = math.log(2)
+    # D: BCE(real,right) + 1/2 [BCE(real,wrong) + BCE(fake,right)], all logits 0 -> 2 ln 2
+    assert math.isclose(stats["d_loss"], 2 * ln2, rel_tol=1e-6)
+    assert math.isclose(stats["g_loss"], ln2, rel_tol=1e-3)
+    assert math.isclose(stats["g_int_loss"], ln2, rel_tol=1e-3)
+    # D step: real/right, real/wrong, fake/right as separate batches; G step: fake/right, fake/interp
+    (x1, e1), (x2, e2), (x3, e3), (x4, e4), (x5, e5) = d.calls
+    assert torch.equal(x1, real) and torch.equal(e1, text)
+    assert torch.equal(x2, real) and torch.equal(e2, wrong)
+    assert not torch.equal(x3, real) and torch.equal(e3, text)
+    assert torch.equal(x4, x3) and torch.equal(e4, text)
+    assert torch.allclose(e5, 0.5 * text + 0.5 * text.roll(1, 0))  # GAN-INT text, never in D's step
+
+
+def test_wrong_text_weight_scales_only_the_mismatch_term():
+    """train.wrong_weight: D loss = BCE(real,right) + w BCE(real,wrong) + 1/2 BCE(fake,right)."""
+    real, text, wrong = torch.ones(4, 3, 64, 64), torch.randn(4, 1024), torch.randn(4, 1024)
+    losses = {}
+    for w in (0.0, 0.5, 1.0):
+        g, d = ConstG(), Recorder()
+        opts = [torch.optim.Adam(m.parameters(), lr=1e-4) for m in (g, d)]
+        out = train_step(g, d, *opts, real, text, wrong, z_dim=8, int_weight=1.0, int_beta=0.5, wrong_weight=w)
+        losses[w] = dict(zip(STATS, out.tolist()))["d_loss"]
+    ln2 = math.log(2)  # every logit 0
+    assert [round(losses[w] / ln2, 5) for w in (0.0, 0.5, 1.0)] == [1.5, 2.0, 2.5]
+
+
+class NoiseG(ConstG):
+    """Its picture is its first noise coordinate, everywhere."""
+
+    def forward(self, z, e):
+        return torch.zeros(z.shape[0], 3, 64, 64) + self.b + z[:, :1, None, None]
+
+
+def test_mode_seeking_term_is_largest_when_z_is_ignored():
+    """MSGAN: lambda / (mean|G(z1,t) - G(z2,t)| / mean|z1 - z2| + 1e-5), and exactly 0 when switched off."""
+    real, text, wrong = torch.ones(4, 3, 64, 64), torch.randn(4, 1024), torch.randn(4, 1024)
+    ms = {}
+    for name, g, weight in (("ignores_z", ConstG(), 1.0), ("uses_z", NoiseG(), 1.0), ("off", NoiseG(), 0.0)):
+        d = Recorder()
+        opts = [torch.optim.Adam(m.parameters(), lr=1e-4) for m in (g, d)]
+        out = train_step(g, d, *opts, real, text, wrong, z_dim=8, int_weight=1.0, int_beta=0.5, mode_seeking=weight)
+        ms[name] = dict(zip(STATS, out.tolist()))["g_ms_loss"]
+    assert math.isclose(ms["ignores_z"], 1e5, rel_tol=1e-3)  # no spread at all: the term's ceiling
+    assert 0.5 < ms["uses_z"] < 100 and ms["off"] == 0.0
+
+
+def test_gan_int_off():
+    g, d = ConstG(), Recorder()
+    opts = [torch.optim.Adam(m.parameters(), lr=1e-4) for m in (g, d)]
+    stats = dict(
+        zip(
+            STATS,
+            train_step(
+                g,
+                d,
+                opts[0],
+                opts[1],
+                torch.ones(2, 3, 64, 64),
+                torch.randn(2, 1024),
+                torch.randn(2, 1024),
+                z_dim=8,
+                int_weight=0.0,
+                int_beta=0.5,
+            ).tolist(),
+        )
+    )
+    assert stats["g_int_loss"] == 0.0 and len(d.calls) == 4
+
+
+class ScaleD(nn.Module):
+    """Its logit is w times the image's mean, whatever the text."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(()))
+
+    def forward(self, image, *embeddings):
+        logits = tuple(self.w * image.mean(dim=(1, 2, 3)) for _ in embeddings)
+        return logits[0] if len(logits) == 1 else logits
+
+
+def test_g_step_gives_g_its_gradient_through_d_and_d_none():
+    """D is frozen for G's backward: D keeps the gradient of its own loss only, G gets the full one."""
+    g, d = ConstG(), ScaleD()
+    opts = [torch.optim.Adam(m.parameters(), lr=0.0) for m in (g, d)]  # lr 0: the weights stay as they are
+    real, text, wrong = torch.full((4, 3, 64, 64), 0.5), torch.randn(4, 1024), torch.randn(4, 1024)
+    train_step(g, d, *opts, real, text, wrong, z_dim=8, int_weight=1.0, int_beta=0.5)
+    bce = F.binary_cross_entropy_with_logits
+    w, b = torch.ones((), requires_grad=True), torch.zeros((), requires_grad=True)
+    s_real, s_fake = w * 0.5 * torch.ones(4), w * text[:, 0]  # ConstG draws text[:, 0] everywhere
+    d_loss = bce(s_real, torch.ones(4)) + 0.5 * bce(s_real, torch.zeros(4)) + 0.5 * bce(s_fake, torch.zeros(4))
+    text_int = 0.5 * text + 0.5 * text.roll(1, 0)
+    g_loss = bce(b + text[:, 0], torch.ones(4)) + bce(b + text_int[:, 0], torch.ones(4))  # D's w is 1
+    assert torch.allclose(d.w.grad, torch.autograd.grad(d_loss, w)[0])
+    assert torch.allclose(g.b.grad, torch.autograd.grad(g_loss, b)[0]) and float(g.b.grad) != 0.0
+    assert all(p.requires_grad for p in d.parameters())
+
+
+def test_shared_image_tower_gives_the_same_d_gradients():
+    """D's step runs the real images through its image tower once for the right and wrong text;
+    the loss and gradients equal those of two separate forward passes."""
+    from gancls.models.gan import Discriminator
+
+    torch.manual_seed(0)
+    d = Discriminator(ndf=8)
+    real, text, wrong = torch.randn(6, 3, 64, 64), torch.randn(6, 1024), torch.randn(6, 1024)
+
+    def grads(shared):
+        d.zero_grad()
+        if shared:
+            s_r, s_w = d(real, text, wrong)
+        else:
+            s_r, s_w = d(real, text), d(real, wrong)
+        loss = F.binary_cross_entropy_with_logits(s_r, torch.ones(6)) + F.binary_cross_entropy_with_logits(
+            s_w, torch.zeros(6)
+        )
+        loss.backward()
+        return loss.item(), [p.grad.clone() for p in d.parameters()]
+
+    l1, g1 = grads(True)
+    l2, g2 = grads(False)
+    assert math.isclose(l1, l2, rel_tol=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(g1, g2))
+
+
+def test_ema_averages_weights_and_reestimates_batchnorm():
+    from gancls.models.gan import Generator
+    from gancls.training.ema import EMA
+
+    torch.manual_seed(0)
+    g = Generator(ngf=4)
+    off = EMA(g, 0.0)
+    assert off.avg is None and off.shipped(g, None, 128, 2, 4, 0) is g
+    ema = EMA(g, 0.5)
+    before = [p.clone() for p in g.parameters()]
+    with torch.no_grad():
+        for p in g.parameters():
+            p.add_(1.0)
+    ema.update(g)
+    assert all(torch.allclose(a, b + 0.5) for a, b in zip(ema.avg.parameters(), before))
+    data = Batches(fake_data(), 64, captions_per_sample=4, flip=False, device="cpu")
+    shipped = ema.shipped(g, data, 128, bn_batches=3, batch_size=4, seed=0)
+    assert not shipped.training and shipped is not ema.avg
+    bn = shipped.project_norm[0]
+    assert int(bn.num_batches_tracked) == 3 and not torch.allclose(bn.running_mean, torch.zeros_like(bn.running_mean))
