@@ -43,7 +43,8 @@ run: $(STAMP)
 	$(BIN)/dvc repro
 	@echo
 	@echo "run report:        reports/report.md  (scores with chance and ceiling, links to every picture)"
-	@echo "metrics:           metrics/scores.json (text_match, FID, KID, IS), dvclive/metrics.json (training), metrics/scorer.json, metrics/text_encoder.json"
+	@echo "real vs generated: reports/real_vs_generated.png  (the same captions, 2x: what FID compares)"
+	@echo "metrics:           metrics/scores.json (text_match, FID and KID with their floor, IS), dvclive/metrics.json (training), metrics/scorer.json, metrics/text_encoder.json"
 	@echo "generated grid:    reports/generated_grid.png  (test captions x noise)"
 	@echo "interpolations:    reports/interp_text.png (GAN-INT, text), reports/interp_noise.png (noise)"
 	@echo "learning:          reports/train_progress.gif (last frame: reports/train_samples.png)"

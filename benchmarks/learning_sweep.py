@@ -31,7 +31,13 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = {"prepared": "birds.h5", "scorer": "scorer.pt", "encoder": "encoder.pt", "real_features": "real.npz"}
+SHARED = {
+    "prepared": "birds.h5",
+    "scorer": "scorer.pt",
+    "encoder": "encoder.pt",
+    "real_features": "real.npz",
+    "floor": "floor.json",
+}
 DEFAULT = {
     f"beta1_{b}_seed{s}": {"seed": s, "train": {"beta1": b, "epochs": 55}} for b in (0.0, 0.5) for s in (0, 1, 2)
 }
@@ -53,6 +59,7 @@ def setup(out: Path) -> dict[str, Path]:
     from gancls.data.prepare import prepare
     from gancls.data.synthetic import make_sample
     from gancls.evaluation.evaluate import real_features
+    from gancls.evaluation.floor import real_floor
     from gancls.evaluation.scorer import train_scorer
     from gancls.training.train_text_encoder import train_text_encoder
 
@@ -61,7 +68,7 @@ def setup(out: Path) -> dict[str, Path]:
     raw["prepare"]["out"] = str(made["prepared"])
     raw["scorer"].update(out=str(made["scorer"]), metrics=str(out / "scorer.json"))
     raw["text_encoder"].update(weights=str(made["encoder"]), metrics=str(out / "text_encoder.json"))
-    raw["evaluate"]["real_features"] = str(made["real_features"])
+    raw["evaluate"].update(real_features=str(made["real_features"]), floor=str(made["floor"]))
     params = parse_params(raw)
     if not made["prepared"].exists():
         make_sample(params.sample, out / "sample")
@@ -72,6 +79,8 @@ def setup(out: Path) -> dict[str, Path]:
         train_text_encoder(made["prepared"], params)
     if not made["real_features"].exists():
         real_features(made["prepared"], params)
+    if not made["floor"].exists():
+        real_floor(params)
     return made
 
 
@@ -90,7 +99,7 @@ def one(args) -> None:
     raw["prepare"]["out"] = str(args.prepared)
     raw["scorer"]["out"] = str(args.scorer)
     raw["text_encoder"]["weights"] = str(args.encoder)
-    raw["evaluate"]["real_features"] = str(args.real_features)
+    raw["evaluate"].update(real_features=str(args.real_features), floor=str(args.floor))
     params = parse_params(raw)
     t = time.perf_counter()
     summary = train(args.prepared, params)
@@ -112,6 +121,9 @@ def one(args) -> None:
             k: match[k] for k in ("accuracy", "mismatched_accuracy", "real_ceiling", "chance", "of_ceiling", "per_kind")
         },
         "fid": round(scores["fid"], 2),
+        "fid_of_floor": scores.get("fid_of_floor"),
+        "kid_mean": round(scores["kid_mean"], 5),
+        "precision": summary["precision"],
         "diversity": div,
         "unnamed_of_real": figure("unnamed_distinct"),
         "background_of_real": ((div.get("per_kind") or {}).get("background") or {}).get("of_real"),
@@ -130,6 +142,7 @@ def main() -> None:
     ap.add_argument("--scorer", type=Path, help="its scorer (default: trained under --out)")
     ap.add_argument("--encoder", type=Path, help="its text encoder (default: trained under --out)")
     ap.add_argument("--real-features", type=Path, help="its real Inception features (default: made under --out)")
+    ap.add_argument("--floor", type=Path, help="their real-against-real floor (default: made under --out)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     ap.add_argument("--parallel", type=int, default=2, help="runs at a time")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run (0: torch's default)")
@@ -143,10 +156,10 @@ def main() -> None:
         args.name, args.overrides = args.one
         return one(args)
     args.out.mkdir(parents=True, exist_ok=True)
-    if not (args.prepared and args.scorer and args.encoder and args.real_features):
+    if not (args.prepared and args.scorer and args.encoder and args.real_features and args.floor):
         made = setup(args.out)
         args.prepared, args.scorer = made["prepared"], made["scorer"]
-        args.encoder, args.real_features = made["encoder"], made["real_features"]
+        args.encoder, args.real_features, args.floor = made["encoder"], made["real_features"], made["floor"]
     configs = json.loads(args.configs.read_text()) if args.configs else DEFAULT
     pending, running = list(configs.items()), {}
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads or os.cpu_count())}
@@ -167,6 +180,8 @@ def main() -> None:
                 str(args.encoder),
                 "--real-features",
                 str(args.real_features),
+                "--floor",
+                str(args.floor),
                 "--device",
                 args.device,
                 "--threads",

@@ -3,13 +3,15 @@
     python benchmarks/train_speed.py                       # seed sizes (ngf 128, ndf 64, batch 64), 1 epoch
     python benchmarks/train_speed.py --precision bf16 --epochs 20 --device cuda
     python benchmarks/train_speed.py --cub-sized --precision bf16 --cuda-graph --device cuda   # CUB's epoch length
+    python benchmarks/train_speed.py --own --precision fp32,bf16 --epochs 3   # make run's settings, both precisions
 
 On the prepared file of params.yaml (built from the embedded sample first when it is missing), with
 the seed's full sizes and Reed's settings (as ``make run-cub``), it measures images/s of
 (a) ``train_step`` alone, on batches already on the device, after a few warm-up steps, and
 (b) the whole ``train()`` for the same number of steps: sampling, augmentation, logging through
     DVCLive, sample grids, checkpoints and the final shipped model, timed from the call to its return,
-and prints one JSON line: bare_images_per_s, loop_images_per_s, ratio (b / a), peak_rss_mb, device,
+and prints one JSON line (``--own``: params.yaml's own settings instead; ``--precision fp32,bf16``: both,
+each measured in full, and their ratio in ``bf16_over_fp32``): bare_images_per_s, loop_images_per_s, ratio (b / a), peak_rss_mb, device,
 loop_parts_s (where (b)'s seconds went: setup, reads, live, grids, checkpoint, update -- the steps, the
 averaged G, the batches --, final; ``gancls.training.loop_times``), ...
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import os
 import resource
@@ -38,6 +41,7 @@ for _var, _value in (
     os.environ.setdefault(_var, _value)
 
 import torch  # noqa: E402
+import yaml  # noqa: E402
 from inputs import CUB_TRAIN_IMAGES, cub_sized, in_child, sample_prepared  # noqa: E402
 
 from gancls.config import parse_params, resolve_device  # noqa: E402
@@ -94,6 +98,53 @@ def bare(params, prepared: Path, steps: int, warmup: int = 3) -> float:
     return steps * t.batch_size / (time.perf_counter() - t0)
 
 
+def measure(raw: dict, args, params_file: str) -> dict:
+    """The bare step and the whole loop, for the settings of ``raw``, as one result."""
+    with tempfile.TemporaryDirectory(prefix="train_speed.") as tmp:
+        out = Path(tmp)
+        outputs_under(raw, out)
+        params = parse_params(raw, params_file)
+        with contextlib.redirect_stdout(sys.stderr):  # stdout: the JSON line alone
+            prepared = ensure_prepared(params, raw)
+            if args.cub_sized:
+                cub_file = Path("build/bench") / f"cub_sized_train_{CUB_TRAIN_IMAGES}.h5"
+                in_child(cub_sized, str(prepared), str(cub_file))
+                prepared = cub_file
+        batch = params.train.batch_size
+        n = len(read_prepared(prepared, "train", ("class_ids",))["class_ids"])
+        steps = max(n // batch, 1) * args.epochs
+
+        times = LoopTimes()
+        with contextlib.redirect_stdout(sys.stderr):
+            bare_ips = bare(params, prepared, steps)
+            t0 = time.perf_counter()
+            summary = train(prepared, params, times)
+            loop_s = time.perf_counter() - t0
+    device = resolve_device(params.train.device)
+    loop_ips = steps * batch / loop_s
+    return {
+        "bare_images_per_s": round(bare_ips, 2),
+        "loop_images_per_s": round(loop_ips, 2),
+        "ratio": round(loop_ips / bare_ips, 3),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)",
+        "precision": summary["precision"],
+        "compile": params.train.compile,
+        "cuda_graph": params.train.cuda_graph,
+        "train_images": n,
+        "steps": steps,
+        "batch_size": batch,
+        "ngf": params.model.ngf,
+        "ndf": params.model.ndf,
+        "g_upsample": params.model.g_upsample,
+        "loop_seconds": round(loop_s, 2),
+        "loop_parts_s": {k: round(v, 3) for k, v in times.total.items()},
+        "loop_steps_checked": summary["steps"],
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--params", default="params.yaml")
@@ -104,12 +155,21 @@ def main(argv=None) -> int:
         help="epochs of the loop (default 1); the bare run takes the same number of steps",
     )
     ap.add_argument("--device", default=None, help="auto | cpu | cuda (default: train.device)")
-    ap.add_argument("--precision", choices=["fp32", "bf16"], default=None)
+    ap.add_argument(
+        "--precision",
+        default=None,
+        help="auto | fp32 | bf16, or several with commas (fp32,bf16: both, and the bf16 / fp32 ratio)",
+    )
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--cuda-graph", action="store_true", help="train.cuda_graph: replay the step as a CUDA graph")
-    ap.add_argument("--ngf", type=int, default=128)
-    ap.add_argument("--ndf", type=int, default=64)
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument(
+        "--own",
+        action="store_true",
+        help="params.yaml's own model and training settings (default: the seed's sizes and Reed's settings)",
+    )
+    ap.add_argument("--ngf", type=int, default=None, help="default: 128 (the seed's), or params.yaml's with --own")
+    ap.add_argument("--ndf", type=int, default=None, help="default: 64 (the seed's), or params.yaml's with --own")
+    ap.add_argument("--batch-size", type=int, default=None, help="default: 64 (Reed's), or params.yaml's with --own")
     ap.add_argument(
         "--cub-sized",
         action="store_true",
@@ -117,64 +177,43 @@ def main(argv=None) -> int:
     )
     args = ap.parse_args(argv)
 
-    # make run-cub's model and training settings (configs/reed_cub.yaml), on the prepared file of params.yaml
-    reed = [
-        s
-        for s in settings_file(Path(__file__).parents[1] / "configs" / "reed_cub.yaml")
-        if s.startswith(("model.", "train."))
-    ]
-    raw = params_with(reed, args.params).model_dump(by_alias=True)
-    raw["model"].update(ngf=args.ngf, ndf=args.ndf)
-    raw["train"].update(batch_size=args.batch_size, epochs=args.epochs, resume=False)
+    if args.own:
+        raw = parse_params(yaml.safe_load(Path(args.params).read_text()), args.params).model_dump(by_alias=True)
+    else:  # make run-cub's model and training settings (configs/reed_cub.yaml) on the prepared file of params.yaml
+        reed = [
+            s
+            for s in settings_file(Path(__file__).parents[1] / "configs" / "reed_cub.yaml")
+            if s.startswith(("model.", "train."))
+        ]
+        raw = params_with(reed, args.params).model_dump(by_alias=True)
+        raw["model"].update(ngf=128, ndf=64)
+        raw["train"]["batch_size"] = 64
+    for key, value in (("ngf", args.ngf), ("ndf", args.ndf)):
+        if value:
+            raw["model"][key] = value
+    if args.batch_size:
+        raw["train"]["batch_size"] = args.batch_size
+    raw["train"].update(epochs=args.epochs, resume=False)
     if args.device:
         raw["train"]["device"] = args.device
-    if args.precision:
-        raw["train"]["precision"] = args.precision
     if args.compile:
         raw["train"]["compile"] = True
     if args.cuda_graph:
         raw["train"]["cuda_graph"] = True
-    with tempfile.TemporaryDirectory(prefix="train_speed.") as tmp:
-        out = Path(tmp)
-        outputs_under(raw, out)
-        params = parse_params(raw, args.params)
-        with contextlib.redirect_stdout(sys.stderr):  # stdout: the JSON line alone
-            prepared = ensure_prepared(params, raw)
-            if args.cub_sized:
-                cub_file = Path("build/bench") / f"cub_sized_train_{CUB_TRAIN_IMAGES}.h5"
-                in_child(cub_sized, str(prepared), str(cub_file))
-                prepared = cub_file
-        n = len(read_prepared(prepared, "train", ("class_ids",))["class_ids"])
-        steps = max(n // args.batch_size, 1) * args.epochs
-
-        times = LoopTimes()
-        with contextlib.redirect_stdout(sys.stderr):
-            bare_ips = bare(params, prepared, steps)
-            t0 = time.perf_counter()
-            summary = train(prepared, params, times)
-            loop_s = time.perf_counter() - t0
-    device = resolve_device(params.train.device)
-    loop_ips = steps * args.batch_size / loop_s
-    result = {
-        "bare_images_per_s": round(bare_ips, 2),
-        "loop_images_per_s": round(loop_ips, 2),
-        "ratio": round(loop_ips / bare_ips, 3),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)",
-        "precision": params.train.precision,
-        "compile": params.train.compile,
-        "cuda_graph": params.train.cuda_graph,
-        "train_images": n,
-        "steps": steps,
-        "batch_size": args.batch_size,
-        "ngf": args.ngf,
-        "ndf": args.ndf,
-        "loop_seconds": round(loop_s, 2),
-        "loop_parts_s": {k: round(v, 3) for k, v in times.total.items()},
-        "loop_steps_checked": summary["steps"],
-        "torch": torch.__version__,
-    }
-    print(json.dumps(result))
+    precisions = args.precision.split(",") if args.precision else [raw["train"]["precision"]]
+    results = {}
+    for precision in precisions:
+        raw["train"]["precision"] = precision
+        results[precision] = measure(copy.deepcopy(raw), args, args.params)
+    if len(results) == 1:
+        print(json.dumps(next(iter(results.values()))))
+    else:
+        line = {"settings": "params.yaml" if args.own else "seed sizes, Reed's settings", "runs": results}
+        if {"fp32", "bf16"} <= set(results):
+            line["bf16_over_fp32"] = {
+                k: round(results["bf16"][k] / results["fp32"][k], 3) for k in ("bare_images_per_s", "loop_images_per_s")
+            }
+        print(json.dumps(line))
     return 0
 
 

@@ -26,7 +26,7 @@ from gancls.runs import process, scheduling
 STEPS = {
     "validate": ["make-sample", "validate"],
     "prepare": ["prepare"],
-    "references": ["train-scorer", "train-text-encoder", "real-features"],
+    "references": ["train-scorer", "train-text-encoder", "real-features", "real-floor"],
     "train": ["train"],
     "generate": ["generate"],
     "evaluate": ["evaluate"],

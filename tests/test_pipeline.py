@@ -84,6 +84,8 @@ def test_generate_draws_stored_and_encoded_captions_and_the_grids(repro):
         assert h5["images"].shape == (8, 8, 64, 64, 3) and len(h5["captions"]) == 8
     for name in ("generated_grid", "interp_text", "interp_noise", "typed_sentences"):
         assert Image.open(repro / f"reports/{name}.png").width > 3 * 66, name
+    pairs = Image.open(repro / "reports/real_vs_generated.png")  # real | generated, 2x: 2 x (128 + 2) beside the panel
+    assert pairs.width == 360 + 2 + 2 * (128 + 2), pairs.size
 
 
 def test_evaluate_scores_with_the_recorded_extractor_and_reports(repro):
@@ -97,7 +99,12 @@ def test_evaluate_scores_with_the_recorded_extractor_and_reports(repro):
     div = scores["diversity"]  # 8 test images in 2 classes: too few agree with a caption for a reference
     assert div["noise_vectors"] == 8 and div["unnamed_distinct"] is None and div["unnamed_missing_reason"]
     assert div["feature_spread"] is None and "no test class has 8 images" in div["feature_missing_reason"]
+    floor = json.loads((repro / "metrics/floor.json").read_text())  # 12 new real images against the 8 real ones
+    assert floor["n_real"] == 8 and floor["n_other"] == 12 and "new images of the sample's test classes" in floor["how"]
+    assert 0 < scores["fid_floor"] == floor["fid_floor"] < scores["fid"], (floor, scores["fid"])
+    assert scores["fid_of_floor"] == round(scores["fid"] / floor["fid_floor"], 3) > 1
     report = (repro / "reports/report.md").read_text()
+    assert f"FID is **{scores['fid_of_floor']:.1f}x the floor**" in report and "real_vs_generated.png" in report
     assert "real held-out images (ceiling)" in report and "generated_grid.png" in report
     assert "typed_sentences.png" in report and "gancls sample --text" in report
 

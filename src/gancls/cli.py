@@ -77,6 +77,12 @@ def _train_text_encoder(args, params):
     )
 
 
+def _real_floor(args, params):
+    from .evaluation.floor import real_floor
+
+    print(f"real-against-real floor: {json.dumps(real_floor(params))}")
+
+
 def _real_features(args, params):
     from .evaluation.evaluate import real_features
 
@@ -233,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "train-text-encoder", help="fit the char-CNN-RNN text encoder (or import Reed's) and score it"
     ).set_defaults(fn=_train_text_encoder)
+    sub.add_parser("real-floor", help="FID/KID of other real images against the real ones").set_defaults(fn=_real_floor)
     sub.add_parser("real-features", help="Inception features of the real test images (for FID/KID)").set_defaults(
         fn=_real_features
     )

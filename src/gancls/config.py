@@ -5,6 +5,7 @@ Writing files safely is ``gancls.files``."""
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
@@ -56,6 +57,26 @@ def resolve_device(name: str = "auto"):
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device 'cuda' was asked for but no CUDA device is available")
     return torch.device(name)
+
+
+def cpu_has_bf16() -> bool:
+    """The CPU computes bfloat16 natively (AVX512-BF16 or AMX), as Linux's /proc/cpuinfo says."""
+    try:
+        return re.search(r"\b(avx512_bf16|amx_bf16)\b", Path("/proc/cpuinfo").read_text()) is not None
+    except OSError:
+        return False
+
+
+def resolve_precision(name: str, device) -> str:
+    """``train.precision``: ``auto`` is bf16 autocast on CUDA devices that have bfloat16 and on CPUs that
+    compute it natively (``cpu_has_bf16``), fp32 elsewhere; ``fp32`` and ``bf16`` are themselves."""
+    if name != "auto":
+        return name
+    import torch
+
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if device.type == "cpu" and cpu_has_bf16() else "fp32"
 
 
 def seed_everything(seed: int) -> None:
@@ -141,6 +162,7 @@ class ModelParams(Section):
     leak: Annotated[float, Field(ge=0, lt=1)]
     cond_aug: bool = False  # the default only reads checkpoints of earlier versions; params.yaml sets it
     d_projection: bool = False  # likewise
+    g_upsample: Literal["deconv", "nearest"] = "deconv"  # likewise: the seed's deconvolutions
 
 
 class TrainParams(Section):
@@ -187,7 +209,7 @@ class TrainParams(Section):
     bn_stat_batches: PositiveInt
     device: Device
     processes: PositiveInt
-    precision: Literal["fp32", "bf16"]
+    precision: Literal["auto", "fp32", "bf16"]
     tf32: bool
     channels_last: bool
     compile: bool
@@ -235,6 +257,7 @@ class GenerateParams(Section):
     noise_grid: str
     sentences: Annotated[list[Annotated[str, Field(min_length=1, max_length=201)]], Field(min_length=1)]
     sentences_grid: str
+    side_by_side: str
     noise_set_captions: PositiveInt
     noise_set_size: Annotated[int, Field(ge=2)]
 
@@ -242,6 +265,7 @@ class GenerateParams(Section):
 class EvaluateParams(Section):
     feature_extractor: str
     real_features: str
+    floor: str
     is_classifier: str | None
     is_splits: PositiveInt
     kid_subset_size: Annotated[int, Field(ge=2)]

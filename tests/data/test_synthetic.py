@@ -203,3 +203,22 @@ def test_failure_keeps_existing_sample(tmp_path, monkeypatch):
     synthetic.make_sample(CFG, out)
     assert not (out / "stale.txt").exists() and len(tree_hashes(out)) == len(before) - 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_more_test_images_are_other_draws_of_the_test_classes(root, tmp_path):
+    """The floor's other real images (gancls.evaluation.floor): the sample's test classes in turn, none an
+    image of the sample, the same bytes for a seed and others for another seed, boxes inside the image."""
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir(), (tmp_path / "c").mkdir()
+    drawn = synthetic.more_test_images(CFG, 5, 7, tmp_path / "a")
+    classes = (root / "CUB_200_2011/classes.txt").read_text().split()[1::2]
+    test_classes = classes[-N_TEST_CLASSES:]
+    assert [p.name.rsplit("_", 1)[0] for p, _ in drawn] == [test_classes[i % N_TEST_CLASSES] for i in range(5)]
+    sha = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()
+    assert not {sha(p) for p, _ in drawn} & set(tree_hashes(root).values())
+    again = synthetic.more_test_images(CFG, 5, 7, tmp_path / "b")
+    assert [sha(p) for p, _ in again] == [sha(p) for p, _ in drawn]
+    other = synthetic.more_test_images(CFG, 5, 8, tmp_path / "c")
+    assert not {sha(p) for p, _ in other} & {sha(p) for p, _ in drawn}
+    for path, (x, y, w, h) in drawn:
+        width, height = Image.open(path).size
+        assert 0 <= x and 0 <= y and x + w <= width and y + h <= height and w > 0 and h > 0

@@ -29,6 +29,7 @@ def test_seed_architecture_sizes_are_one_command_away():
     )
     assert model.cond_aug is False and settings["train.mode_seeking"] == "0.0"  # Reed's: the seed's loss
     assert model.d_projection is False  # and the seed's D
+    assert model.g_upsample == "deconv"  # and the seed's deconvolutions
     assert (model.ngf, model.ndf) == (128, 64)
     assert settings["train.batch_size"] == "64" and settings["train.epochs"] == "600"
     assert settings["train.lr"] == "0.0002" and settings["train.beta1"] == "0.5"  # Reed's Adam (2e-4, 0.5)
@@ -103,3 +104,17 @@ def test_projection_adds_the_inner_product_of_text_and_pooled_features():
         assert not torch.allclose(d(x, e), joint_only, atol=1e-3)  # the term is not zero
     assert Discriminator(ndf=8).projection is None  # off: the seed's D, same parameters as before
     assert count(Discriminator(ndf=8, projection=True)) == count(Discriminator(ndf=8)) + 1024 * 64
+
+
+def test_nearest_upsampling_draws_64px_without_deconvolutions():
+    """``model.g_upsample: nearest``: nearest-neighbour doubling then a 3x3 convolution at each of G's four
+    doublings, the same output, no transposed convolution left (their checkerboard pattern)."""
+    model = section("model", ngf=8, g_upsample="nearest")
+    g, _ = build_models(model)
+    assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in g.modules())
+    assert sum(isinstance(m, torch.nn.Upsample) for m in g.modules()) == 4
+    with torch.no_grad():
+        out = g.eval()(torch.randn(2, model.z_dim), torch.randn(2, model.embedding_dim))
+    assert out.shape == (2, 3, 64, 64) and out.abs().max() <= 1
+    deconv, _ = build_models(section("model", ngf=8, g_upsample="deconv"))
+    assert sum(isinstance(m, torch.nn.ConvTranspose2d) for m in deconv.modules()) == 4

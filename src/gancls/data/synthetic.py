@@ -288,7 +288,9 @@ def _image_attrs(rng: np.random.Generator, base: dict) -> dict:
     return attrs
 
 
-def _write(cfg: SampleParams, root: Path) -> None:
+def _write(cfg: SampleParams, root: Path, classes: list | None = None) -> None:
+    """The sample of ``cfg`` under ``root``; each class's (folder name, base attributes, is test) is
+    appended to ``classes`` when given."""
     rng = np.random.default_rng(int(cfg.seed))
     n_classes, per_class = int(cfg.n_classes), int(cfg.images_per_class)
     if n_classes < 2 or per_class < 1 or n_classes > len(ADJECTIVES) * len(NOUNS):
@@ -311,6 +313,8 @@ def _write(cfg: SampleParams, root: Path) -> None:
     split = {"train": ([], [], []), "test": ([], [], [])}  # filenames, class ids, embeddings
     for c, class_dir in enumerate(class_dirs):
         base = {k: rng.choice(VOCAB[k]) for k in (*COLOUR_KINDS, "size")}
+        if classes is not None:
+            classes.append((class_dir, base, c >= n_classes - n_test))
         official = set(rng.permutation(per_class)[: (per_class + 1) // 2].tolist())
         (cub / "images" / class_dir).mkdir(parents=True)
         (root / "text_c10" / class_dir).mkdir(parents=True)
@@ -343,6 +347,34 @@ def _write(cfg: SampleParams, root: Path) -> None:
         _write_pickle(root / name / "char-CNN-RNN-embeddings.pickle", array)
         _write_pickle(root / name / "filenames.pickle", names_)
         _write_pickle(root / name / "class_info.pickle", classes_)
+
+
+def more_test_images(cfg: SampleParams, n: int, seed: int, out_dir: str | Path) -> list[tuple[Path, tuple]]:
+    """``n`` new images of the sample's test classes, written as JPEGs to ``out_dir`` with their boxes.
+
+    The same class definitions as the sample of ``cfg`` (replayed), other random draws (``seed``):
+    images the test split could have held, for the real-against-real floor of FID and KID.  Classes
+    take turns; each image draws its attributes, size and greyscale as the sample's own do.
+    """
+    classes: list = []
+    with tempfile.TemporaryDirectory() as tmp:
+        _write(cfg, Path(tmp), classes)
+    test = [(class_dir, base) for class_dir, base, is_test in classes if is_test]
+    rng = np.random.default_rng([int(seed), int(cfg.seed)])
+    lo, hi = (int(v) for v in cfg.image_size)
+    out_dir = Path(out_dir)
+    drawn = []
+    for i in range(int(n)):
+        class_dir, base = test[i % len(test)]
+        attrs = _image_attrs(rng, base)
+        w, h = (int(v) for v in rng.integers(lo, hi + 1, size=2))
+        img, box = _render(rng, attrs, w, h)
+        if rng.random() < float(cfg.grayscale_fraction):
+            img = img.convert("L")
+        path = out_dir / f"{class_dir}_{i:05d}.jpg"
+        img.save(path, "JPEG", quality=JPEG_QUALITY)
+        drawn.append((path, box))
+    return drawn
 
 
 def make_sample(cfg: SampleParams, out_dir: str | Path) -> Path:

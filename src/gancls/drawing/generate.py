@@ -23,7 +23,10 @@ Grids (each row's caption written beside it):
 * ``generate.noise_grid``: at a fixed caption, the noise moves between two vectors (the same two
   in every row), so what changes along a row is what the text leaves free (pose, background);
 * ``generate.sentences_grid``: the sentences of ``generate.sentences`` (typed, not from the data),
-  encoded by the text encoder, as ``gancls sample --text`` draws them.
+  encoded by the text encoder, as ``gancls sample --text`` draws them;
+* ``generate.side_by_side``: real test images beside images generated from one of their captions,
+  at 2x (nearest) zoom: what FID compares, for people to see.  Read back from ``images.h5``: it
+  draws no random numbers, so the other outputs do not depend on it.
 
 Noise sets, for the diversity score (``gancls.evaluation.diversity``): ``generate.noise_set_captions`` test
 captions (one per test image, drawn with the seed) with ``generate.noise_set_size`` noise vectors
@@ -43,9 +46,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..config import ConfigError, Params, resolve_device, seed_everything
-from ..data.prepared import read_prepared
+from ..data.prepared import center_crop, read_prepared
 from ..files import atomic_path
 from ..models.generator_file import load_generator
 from ..models.text_encoder import encode, load_encoder
@@ -104,6 +108,21 @@ def write_noise_sets(g, test: dict, mcfg, cfg, out: Path, seed: int, device) -> 
 
 
 @torch.no_grad()
+def side_by_side(images_h5: Path, test: dict, size: int, rows: int, path: str | Path) -> Path:
+    """``rows`` generated images of ``images_h5``, each beside the real test image whose caption drew it
+    (its centre crop, as FID sees it), enlarged 2x with nearest-neighbour, the caption beside the pair."""
+    with h5py.File(images_h5, "r") as h5:
+        picks = np.unique(np.linspace(0, min(len(h5["images"]), len(test["images"])) - 1, rows).astype(int))
+        fake, index, captions = h5["images"][picks], h5["image_index"][picks], h5["captions"][picks]
+    real = center_crop(test["images"][index], size)
+    pairs = torch.from_numpy(np.stack([real, fake], axis=1).reshape(-1, size, size, 3)).permute(0, 3, 1, 2)
+    pairs = F.interpolate(pairs.float() / 127.5 - 1, scale_factor=2, mode="nearest")
+    labels = [c.decode() if isinstance(c, bytes) else str(c) for c in captions]
+    return captioned_grid(
+        pairs, labels, 2, path, title="real test image (left), generated from its caption (right), 2x"
+    )
+
+
 def generate(generator_path: str | Path, prepared: str | Path, params: Params) -> dict:
     cfg = params.generate
     seed = int(params.seed) + 1
@@ -192,6 +211,7 @@ def generate(generator_path: str | Path, prepared: str | Path, params: Params) -
         cfg.sentences_grid,
         title="typed sentences, encoded by the text encoder (rows) x noise vectors (columns)",
     )
+    side_by_side(out, test, int(params.model.image_size), int(cfg.grid_captions), cfg.side_by_side)
     return {
         "num_samples": n,
         "test_images": n_img,

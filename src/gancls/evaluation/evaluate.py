@@ -19,6 +19,7 @@ then torchmetrics computes it.  It is never estimated another way.
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import h5py
@@ -183,6 +184,35 @@ def load_real_features(path: str | Path, expected_sha1: str, image_size: int) ->
         return torch.from_numpy(z["features"]).double()
 
 
+def read_floor(path: str | Path, extractor_sha1: str) -> dict | None:
+    """The floor written by ``gancls real-floor`` (``evaluation.floor``), or None when it is missing or
+    of another extractor."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    floor = json.loads(path.read_text(encoding="utf-8"))
+    return floor if floor.get("extractor_sha1") == extractor_sha1 else None
+
+
+def against_floor(scores: dict, floor_path: str | Path, extractor_sha1: str) -> dict:
+    """FID and KID next to the real-against-real floor (``gancls real-floor``): the floor, its
+    counts and how it was measured, and each score as a multiple of it; missing, with the reason,
+    when there is no floor of this extractor."""
+    floor = read_floor(floor_path, extractor_sha1)
+    if floor is None:
+        return {
+            "fid_floor": None,
+            "floor_missing_reason": f"{floor_path}: no floor of this extractor (gancls real-floor)",
+        }
+    return {
+        "fid_floor": floor["fid_floor"],
+        "kid_floor": floor["kid_floor"],
+        "fid_of_floor": round(scores["fid"] / floor["fid_floor"], 3),
+        "kid_of_floor": round(scores["kid_mean"] / floor["kid_floor"], 1) if floor["kid_floor"] > 0 else None,
+        "floor": {"n_real": floor["n_real"], "n_other": floor["n_other"], "how": floor["how"]},
+    }
+
+
 def evaluate(generated: str | Path, prepared: str | Path, params: Params) -> dict:
     cfg = params.evaluate
     seed_everything(int(params.seed))  # KID draws random subsets
@@ -226,6 +256,7 @@ def evaluate(generated: str | Path, prepared: str | Path, params: Params) -> dic
     )
     result = {
         **scores,
+        **against_floor(scores, cfg.floor, digest),
         **is_scores,
         "text_match": match,
         "diversity": spread,
@@ -243,6 +274,7 @@ def evaluate(generated: str | Path, prepared: str | Path, params: Params) -> dic
     g, t = params.generate, params.train
     pictures = {
         "Generated from test captions": g.grid,
+        "Real test images (left) and generated ones (right) for the same captions, 2x": g.side_by_side,
         "Typed sentences (gancls sample --text)": g.sentences_grid,
         "Text interpolation (GAN-INT)": g.interp_grid,
         "Noise interpolation": g.noise_grid,

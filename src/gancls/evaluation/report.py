@@ -80,6 +80,20 @@ def _diversity(div: dict | None) -> list[str]:
     return lines
 
 
+def _floor(scores: dict) -> list[str]:
+    """FID and KID as multiples of the real-against-real floor (what a perfect generator scores)."""
+    if scores.get("fid_floor") is None:
+        reason = scores.get("floor_missing_reason")
+        return [f"Floor missing: {reason}.", ""] if reason else []
+    kid = scores.get("kid_of_floor")
+    return [
+        f"FID is **{scores['fid_of_floor']:.1f}x the floor** of {scores['fid_floor']:.1f}, KID "
+        + (f"{kid:.0f}x" if kid is not None else "missing as a multiple of")
+        + f" its floor of {scores['kid_floor'] * 1000:.2f} (x1000): the floor is {scores['floor']['how']}.",
+        "",
+    ]
+
+
 def render(
     scores: dict,
     train: dict | None,
@@ -129,6 +143,7 @@ def render(
         f"| {_fmt(scores.get('is'), 2)} | {scores['n_real']} / {scores['n_fake']} |",
         "",
     ]
+    lines += _floor(scores)
     if scores.get("is") is None and scores.get("is_missing_reason"):
         lines += [f"IS missing: {scores['is_missing_reason']}.", ""]
     lines += [

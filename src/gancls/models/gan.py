@@ -15,7 +15,10 @@ Discriminator D(x, psi(t)):
     The losses use the numerically stable BCE-with-logits, which is BCE after the sigmoid.
 
 The number of residual blocks (two in G, one in D in the seed) is ``model.g_res_blocks`` and
-``model.d_res_blocks`` in params.yaml.
+``model.d_res_blocks`` in params.yaml.  ``model.g_upsample`` picks how G doubles its resolution: the
+seed's stride-2 deconvolutions (``deconv``), or nearest-neighbour upsampling then a 3x3 convolution
+(``nearest``), which does not leave the checkerboard pattern of a 4x4 stride-2 deconvolution (Odena
+et al. 2016).
 
 A departure the seed does not make, on when ``model.cond_aug`` is true (the sample's default; off in
 ``configs/reed_cub.yaml``): StackGAN's conditioning augmentation.  G's text projection then gives a mean and a log-variance (1024 -> 2 x 128, LeakyReLU)
@@ -62,12 +65,15 @@ class ResidualBlock(nn.Module):
         return self.act(x + self.body(x))
 
 
-def _up(cin: int, cout: int, leak: float) -> list[nn.Module]:
-    return [
-        nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1, bias=False),
-        nn.BatchNorm2d(cout),
-        nn.LeakyReLU(leak, inplace=True),
-    ]
+def _double(cin: int, cout: int, how: str, bias: bool) -> list[nn.Module]:
+    """Twice the resolution: a stride-2 deconvolution, or nearest-neighbour then a 3x3 convolution."""
+    if how == "nearest":
+        return [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cin, cout, 3, padding=1, bias=bias)]
+    return [nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1, bias=bias)]
+
+
+def _up(cin: int, cout: int, leak: float, how: str = "deconv") -> list[nn.Module]:
+    return [*_double(cin, cout, how, bias=False), nn.BatchNorm2d(cout), nn.LeakyReLU(leak, inplace=True)]
 
 
 def _down(cin: int, cout: int, leak: float, norm: bool = True) -> list[nn.Module]:
@@ -94,6 +100,7 @@ class Generator(nn.Module):
         leak=0.2,
         image_size=64,
         cond_aug=False,
+        upsample="deconv",
     ):
         super().__init__()
         _check_size(image_size)
@@ -109,11 +116,11 @@ class Generator(nn.Module):
         blocks_8 = [ResidualBlock(ngf * 4, leak) for _ in range(max(res_blocks - 1, 0))]
         self.body = nn.Sequential(
             *blocks_4,
-            *_up(ngf * 8, ngf * 4, leak),  # 8x8
+            *_up(ngf * 8, ngf * 4, leak, upsample),  # 8x8
             *blocks_8,
-            *_up(ngf * 4, ngf * 2, leak),  # 16x16
-            *_up(ngf * 2, ngf, leak),  # 32x32
-            nn.ConvTranspose2d(ngf, 3, 4, stride=2, padding=1),  # 64x64
+            *_up(ngf * 4, ngf * 2, leak, upsample),  # 16x16
+            *_up(ngf * 2, ngf, leak, upsample),  # 32x32
+            *_double(ngf, 3, upsample, bias=True),  # 64x64
             nn.Tanh(),
         )
 
@@ -188,7 +195,15 @@ def init_weights(module: nn.Module) -> None:
 def build_generator(cfg: ModelParams) -> Generator:
     """G from the ``model:`` section of params.yaml (not initialised)."""
     return Generator(
-        cfg.z_dim, cfg.embedding_dim, cfg.text_dim, cfg.ngf, cfg.g_res_blocks, cfg.leak, cfg.image_size, cfg.cond_aug
+        cfg.z_dim,
+        cfg.embedding_dim,
+        cfg.text_dim,
+        cfg.ngf,
+        cfg.g_res_blocks,
+        cfg.leak,
+        cfg.image_size,
+        cfg.cond_aug,
+        cfg.g_upsample,
     )
 
 

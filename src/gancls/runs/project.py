@@ -44,8 +44,9 @@ def outputs_under(raw: dict, folder: str | Path) -> dict:
         interp_grid=str(reports / "interp_text.png"),
         noise_grid=str(reports / "interp_noise.png"),
         sentences_grid=str(reports / "typed_sentences.png"),
+        side_by_side=str(reports / "real_vs_generated.png"),
     )
-    raw["evaluate"].update(out=str(f / "scores.json"), report=str(reports / "report.md"))
+    raw["evaluate"].update(out=str(f / "scores.json"), report=str(reports / "report.md"), floor=str(f / "floor.json"))
     return raw
 
 

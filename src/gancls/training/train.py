@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import ConfigError, Params, seed_everything
+from ..config import ConfigError, Params, resolve_precision, seed_everything
 from ..data.prepared import read_prepared
 from ..files import atomic_path, file_digest, save_torch
 from ..models.generator_file import save_generator
@@ -198,6 +198,8 @@ def make_step(g, d, opt_g, opt_d, mcfg, tcfg, graphed: bool):
     if tcfg.compile:
         g, d = torch.compile(g), torch.compile(d)
 
+    precision = resolve_precision(tcfg.precision, next(g.parameters()).device)
+
     def step(real, text, wrong):
         return train_step(
             g,
@@ -210,7 +212,7 @@ def make_step(g, d, opt_g, opt_d, mcfg, tcfg, graphed: bool):
             mcfg.z_dim,
             tcfg.int_weight,
             tcfg.int_beta,
-            tcfg.precision,
+            precision,
             cast_cache=not graphed,
             mode_seeking=tcfg.mode_seeking,
             kl_weight=tcfg.kl_weight if mcfg.cond_aug else 0.0,
@@ -372,7 +374,7 @@ def _summary(state: TrainingState, tcfg, dist: Dist, n_images: int, start: int) 
         "epochs": tcfg.epochs,
         "device": str(dist.device),
         "processes": dist.world,
-        "precision": tcfg.precision,
+        "precision": resolve_precision(tcfg.precision, dist.device),
         "train_images": n_images,
         "steps": state.step,
         "seconds": round(sum(r["seconds"] for r in history), 2),
