@@ -67,16 +67,3 @@ def test_the_train_stage_depends_on_what_changes_the_model_only():
     assert set(TrainParams.model_keys()) | TrainParams.RUN_KEYS == set(TrainParams.model_fields)
     assert {"log_every", "checkpoint_every", "checkpoint_dir", "device", "processes"} <= TrainParams.RUN_KEYS
     assert not [p for p in stages["generate"]["params"] if str(p).startswith("train")]
-
-
-def test_auto_precision_is_bf16_where_the_hardware_computes_it(monkeypatch):
-    import torch
-
-    from gancls import config
-
-    monkeypatch.setattr(config, "cpu_has_bf16", lambda: True)
-    assert config.resolve_precision("auto", torch.device("cpu")) == "bf16"
-    monkeypatch.setattr(config, "cpu_has_bf16", lambda: False)
-    assert config.resolve_precision("auto", torch.device("cpu")) == "fp32"
-    assert config.resolve_precision("bf16", torch.device("cpu")) == "bf16"  # asked for: as asked
-    assert config.resolve_precision("fp32", torch.device("cpu")) == "fp32"

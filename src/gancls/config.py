@@ -5,7 +5,6 @@ Writing files safely is ``gancls.files``."""
 from __future__ import annotations
 
 import random
-import re
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
@@ -57,26 +56,6 @@ def resolve_device(name: str = "auto"):
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device 'cuda' was asked for but no CUDA device is available")
     return torch.device(name)
-
-
-def cpu_has_bf16() -> bool:
-    """The CPU computes bfloat16 natively (AVX512-BF16 or AMX), as Linux's /proc/cpuinfo says."""
-    try:
-        return re.search(r"\b(avx512_bf16|amx_bf16)\b", Path("/proc/cpuinfo").read_text()) is not None
-    except OSError:
-        return False
-
-
-def resolve_precision(name: str, device) -> str:
-    """``train.precision``: ``auto`` is bf16 autocast on CUDA devices that have bfloat16 and on CPUs that
-    compute it natively (``cpu_has_bf16``), fp32 elsewhere; ``fp32`` and ``bf16`` are themselves."""
-    if name != "auto":
-        return name
-    import torch
-
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if device.type == "cpu" and cpu_has_bf16() else "fp32"
 
 
 def seed_everything(seed: int) -> None:

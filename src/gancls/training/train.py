@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import ConfigError, Params, resolve_precision, seed_everything
+from ..config import ConfigError, Params, seed_everything
 from ..data.prepared import read_prepared
 from ..files import atomic_path, file_digest, save_torch
 from ..models.generator_file import save_generator
@@ -50,6 +50,7 @@ from .checkpoint import (
 )
 from .distributed import Dist, no_sync
 from .loop_times import LoopTimes
+from .precision import resolve_precision
 from .run_record import RunRecord, sample_frame
 from .state import TrainingState
 from .stats import STATS, EpochStats
