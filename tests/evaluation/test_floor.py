@@ -50,6 +50,7 @@ def test_cub_floor_is_the_two_halves_of_the_test_images(tmp_path):
     floor = real_floor(params)
     assert floor["n_real"] == 50 and floor["n_other"] == 51 and "two halves" in floor["how"]
     assert floor["fid_floor"] > 0 and json.loads((tmp_path / "floor.json").read_text()) == floor
+    assert real_floor(params) == floor  # the KID subsets are drawn with the seed: the same floor again
     # the same features, another order of the halves (the seed): another floor, of the same size
     other = real_floor(cub_params(tmp_path, seed=1))
     assert other["fid_floor"] != floor["fid_floor"] and other["fid_floor"] == pytest.approx(floor["fid_floor"], rel=0.5)
@@ -59,8 +60,13 @@ def test_scores_are_read_as_multiples_of_the_floor_or_missing(tmp_path):
     digest = sha1(extractor_path(FID_HELPER))
     missing = against_floor({"fid": 100.0, "kid_mean": 0.1}, tmp_path / "floor.json", digest)
     assert missing["fid_floor"] is None and "gancls real-floor" in missing["floor_missing_reason"]
-    floor = {"fid_floor": 25.0, "kid_floor": 0.002, "n_real": 500, "n_other": 500, "how": "x", "extractor_sha1": digest}
+    floor = {"fid_floor": 25.0, "kid_floor": 0.002, "kid_floor_std": 0.001, "n_real": 500, "n_other": 500}
+    floor.update(how="x", extractor_sha1=digest)
     (tmp_path / "floor.json").write_text(json.dumps(floor))
     out = against_floor({"fid": 100.0, "kid_mean": 0.1}, tmp_path / "floor.json", digest)
     assert out["fid_of_floor"] == 4.0 and out["kid_of_floor"] == 50.0 and out["floor"]["n_other"] == 500
+    # a KID floor within its own spread (KID is unbiased: real against real is 0 within noise): no ratio
+    (tmp_path / "floor.json").write_text(json.dumps({**floor, "kid_floor": 0.0002, "kid_floor_std": 0.001}))
+    out = against_floor({"fid": 100.0, "kid_mean": 0.1}, tmp_path / "floor.json", digest)
+    assert out["kid_of_floor"] is None and "compare it with 0" in out["kid_of_floor_missing_reason"]
     assert read_floor(tmp_path / "floor.json", "another extractor") is None  # a floor of another extractor

@@ -204,13 +204,22 @@ def against_floor(scores: dict, floor_path: str | Path, extractor_sha1: str) -> 
             "fid_floor": None,
             "floor_missing_reason": f"{floor_path}: no floor of this extractor (gancls real-floor)",
         }
-    return {
+    out = {
         "fid_floor": floor["fid_floor"],
         "kid_floor": floor["kid_floor"],
         "fid_of_floor": round(scores["fid"] / floor["fid_floor"], 3),
-        "kid_of_floor": round(scores["kid_mean"] / floor["kid_floor"], 1) if floor["kid_floor"] > 0 else None,
+        "kid_of_floor": None,
         "floor": {"n_real": floor["n_real"], "n_other": floor["n_other"], "how": floor["how"]},
     }
+    # KID is unbiased: real against real is 0 within its spread over subsets, and a ratio to it is noise.
+    if floor["kid_floor"] > floor.get("kid_floor_std", 0.0):
+        out["kid_of_floor"] = round(scores["kid_mean"] / floor["kid_floor"], 1)
+    else:
+        out["kid_of_floor_missing_reason"] = (
+            f"the KID floor {floor['kid_floor']:.6f} is within its spread over subsets "
+            f"(± {floor.get('kid_floor_std', 0.0):.6f}): KID is unbiased, compare it with 0"
+        )
+    return out
 
 
 def evaluate(generated: str | Path, prepared: str | Path, params: Params) -> dict:

@@ -21,7 +21,7 @@ import tempfile
 import numpy as np
 import torch
 
-from ..config import Params, resolve_device
+from ..config import Params, resolve_device, seed_everything
 from ..data.prepare import load_image
 from ..data.prepared import center_crop
 from ..data.synthetic import more_test_images
@@ -32,6 +32,7 @@ from .evaluate import InceptionFeatures, extract, extractor_path, load_real_feat
 def real_floor(params: Params) -> dict:
     """The floor's FID and KID (and how it was measured), written to ``evaluate.floor``."""
     cfg = params.evaluate
+    seed_everything(int(params.seed))  # KID draws random subsets
     device = resolve_device(cfg.device)
     path = extractor_path(cfg.feature_extractor)
     size = int(params.model.image_size)

@@ -86,12 +86,15 @@ def _floor(scores: dict) -> list[str]:
         reason = scores.get("floor_missing_reason")
         return [f"Floor missing: {reason}.", ""] if reason else []
     kid = scores.get("kid_of_floor")
-    return [
-        f"FID is **{scores['fid_of_floor']:.1f}x the floor** of {scores['fid_floor']:.1f}, KID "
-        + (f"{kid:.0f}x" if kid is not None else "missing as a multiple of")
-        + f" its floor of {scores['kid_floor'] * 1000:.2f} (x1000): the floor is {scores['floor']['how']}.",
+    kid_text = f"KID {kid:.0f}x its floor of" if kid is not None else "KID against a floor of"
+    lines = [
+        f"FID is **{scores['fid_of_floor']:.1f}x the floor** of {scores['fid_floor']:.1f}; {kid_text} "
+        f"{scores['kid_floor'] * 1000:.2f} (x1000). The floor is {scores['floor']['how']}.",
         "",
     ]
+    if scores.get("kid_of_floor_missing_reason"):
+        lines += [f"KID as a multiple of its floor: missing ({scores['kid_of_floor_missing_reason']}).", ""]
+    return lines
 
 
 def render(
