@@ -64,7 +64,9 @@ def test_text_conditions_both_networks():
 def test_init_follows_dcgan():
     cfg = section("model", ngf=16, ndf=16)
     g, _ = build_models(cfg)
-    convs = torch.cat([m.weight.flatten() for m in g.modules() if isinstance(m, torch.nn.ConvTranspose2d)])
+    convs = torch.cat(
+        [m.weight.flatten() for m in g.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    )
     assert abs(convs.std().item() - 0.02) < 0.002
     gammas = torch.cat([m.weight for m in g.modules() if isinstance(m, torch.nn.BatchNorm2d)])
     assert abs(gammas.mean().item() - 1.0) < 0.01
