@@ -92,7 +92,7 @@ def project_clone(tmp_path):
 
 # The learning configuration: the default sample and model topology, trained briefly.
 LEARN = {
-    "train": {"epochs": 20, "sample_every": 10, "grid_size": 4},
+    "train": {"epochs": 15, "sample_every": 5, "grid_size": 4},
     "generate": {"num_samples": 500, "grid_captions": 4, "grid_noise": 4, "interp_pairs": 3, "interp_steps": 5},
     "scorer": {"epochs": 15},
     "text_encoder": {"epochs": 6},

@@ -96,9 +96,9 @@ def client_env(server):
 
 
 # The clone's committed metrics are those of the full default run; its tiny runs score far below them
-# (text match ~0.1 against 0.5, FID ~450 against ~270), so HEAD is judged with wide limits here.  The
-# branch `good` commits scores that no run reaches, past these limits too.
-WIDE_LIMITS = {"flow": {"regression": {"text_match.accuracy": {"max_drop": 0.6}, "fid": {"max_rise": 350.0}}}}
+# (text match ~0.1 against 0.71, FID ~450 against 229), so HEAD is judged with wide limits here.  The
+# branch `good` commits scores that no run reaches (FID 0), past these limits too.
+WIDE_LIMITS = {"flow": {"regression": {"text_match.accuracy": {"max_drop": 0.8}, "fid": {"max_rise": 350.0}}}}
 
 
 @pytest.fixture(scope="module")
