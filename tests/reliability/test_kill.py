@@ -32,6 +32,8 @@ from gancls.training.checkpoint import clear_checkpoints, load_checkpoint
 
 from conftest import TINY, clone_project, env
 
+pytestmark = pytest.mark.slow  # the tiny pipeline, killed and reproduced
+
 HOOKS = Path(__file__).parent / "hooks"
 SECRET = "sk-test-123-do-not-log"
 KILLS = {"tried": 0, "survived": 0, "finished first": 0}
