@@ -36,7 +36,8 @@ def real_floor(params: Params) -> dict:
     device = resolve_device(cfg.device)
     path = extractor_path(cfg.feature_extractor)
     size = int(params.model.image_size)
-    real = load_real_features(cfg.real_features, sha1(path), size)
+    digest = sha1(path)  # the extractor file (about 100 MB) is hashed once
+    real = load_real_features(cfg.real_features, digest, size)
     if params.data.source == "sample":
         n = int(params.generate.num_samples)
         with tempfile.TemporaryDirectory() as tmp:
@@ -64,7 +65,7 @@ def real_floor(params: Params) -> dict:
         "n_real": scores["n_real"],
         "n_other": scores["n_fake"],
         "how": how,
-        "extractor_sha1": sha1(path),
+        "extractor_sha1": digest,
     }
     write_json(cfg.floor, result)
     return result
