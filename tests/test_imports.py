@@ -98,7 +98,7 @@ MAY_IMPORT = {
     "data": BASE | {"models"},
     "evaluation": BASE | {"models", "data"},
     "drawing": BASE | {"models", "data"},
-    "training": BASE | {"models", "data", "drawing"},
+    "training": BASE | {"models", "data", "drawing", "evaluation"},
     "runs": BASE | {"models", "data", "training", "evaluation", "drawing"},
     "cli": BASE | {"models", "data", "training", "evaluation", "drawing", "runs"},
 }

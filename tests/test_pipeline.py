@@ -30,8 +30,9 @@ pytestmark = pytest.mark.slow  # the tiny pipeline on a clone
 
 @pytest.fixture(scope="module")
 def repro(tmp_path_factory):
-    """A clone of this repository with tiny params after one `dvc repro` of every stage."""
-    repo = clone_project(tmp_path_factory.mktemp("e2e") / "repo")
+    """A clone of this repository with tiny params after one `dvc repro` of every stage (the quality
+    probe on at each epoch)."""
+    repo = clone_project(tmp_path_factory.mktemp("e2e") / "repo", {"train": {"eval_every": 1}})
     dvc("repro", cwd=repo)
     return repo
 
@@ -61,6 +62,8 @@ def test_train_writes_the_model_its_history_and_grids(repro):
     grid = Image.open(repro / "reports/train_samples.png")
     assert grid.height > 3 * 66 and grid.width > 3 * 66 + 300  # captions panel beside 3 x 3 images
     assert Image.open(repro / "reports/train_progress.gif").n_frames == 2  # one frame per sample_every epochs
+    kid = list(csv.DictReader((repro / "dvclive/plots/metrics/kid.tsv").open(), delimiter="\t"))
+    assert [int(r["step"]) for r in kid] == [1, 2] and all(float(r["kid"]) != 0 for r in kid)  # the probe's KID
     summary = json.loads((repro / "dvclive/metrics.json").read_text())
     assert "moving average" in summary["shipped"] and summary["steps"] == 2 * 3  # 24 images / 8
     assert summary["epochs"] == 2 and summary["resumed_from_epoch"] == 0
@@ -107,6 +110,14 @@ def test_evaluate_scores_with_the_recorded_extractor_and_reports(repro):
     assert f"FID is **{scores['fid_of_floor']:.1f}x the floor**" in report and "real_vs_generated.png" in report
     assert "real held-out images (ceiling)" in report and "generated_grid.png" in report
     assert "typed_sentences.png" in report and "gancls sample --text" in report
+    from gancls.evaluation.stage_times import STAGES
+
+    times = {s: json.loads((repro / f"metrics/stages/{s}.json").read_text()) for s in STAGES if s != "evaluate"}
+    assert all(t["seconds"] > 0 for t in times.values()) and times["train"]["seconds"] > times["make-sample"]["seconds"]
+    table = report[report.index("## Where the minutes went") :]
+    assert all(f"| {s} | {t['seconds']:.1f} |" in table for s, t in times.items())
+    assert "| evaluate |" in table and "running (until this report)" in table
+    assert json.loads((repro / "metrics/stages/evaluate.json").read_text())["seconds"] > 0
 
 
 def test_a_second_repro_reruns_nothing(repro):

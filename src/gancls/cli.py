@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import __version__  # noqa: F401  (sets telemetry variables)
 from .config import ConfigError, load_params
+from .evaluation.stage_times import STAGES, timed
 
 ENCODER_NOTE = (
     "--text encodes a sentence with the text encoder of text_encoder.weights (stage "
@@ -113,7 +114,7 @@ def _generate(args, params):
 def _evaluate(args, params):
     from .evaluation.evaluate import evaluate
 
-    out = evaluate(Path(params.generate.out_dir) / "images.h5", params.prepare.out, params)
+    out = evaluate(Path(params.generate.out_dir) / "images.h5", params.prepare.out, params, args.clock)
     tm = out["text_match"]
     print(
         f"scores written to {params.evaluate.out}: text match {tm['accuracy']:.3f} "
@@ -176,16 +177,10 @@ def _import_encoder(args, params):
 
     state, sizes = import_reed_t7(args.file)
     out = args.out or params.text_encoder.weights
-    save_encoder(
-        out,
-        state,
-        sizes,
-        {"source": "reed_t7", "file": Path(args.file).name, "sha256": file_digest(args.file, "sha256")},
-    )
-    print(
-        f"Reed's encoder {args.file} ({sizes['c1']}/{sizes['c2']}/{sizes['c3']}, GRU {sizes['hidden']}, "
-        f"{sizes['out']}-d) -> {out}"
-    )
+    origin = {"source": "reed_t7", "file": Path(args.file).name, "sha256": file_digest(args.file, "sha256")}
+    save_encoder(out, state, sizes, origin)
+    shape = f"{sizes['c1']}/{sizes['c2']}/{sizes['c3']}, GRU {sizes['hidden']}, {sizes['out']}-d"
+    print(f"Reed's encoder {args.file} ({shape}) -> {out}")
 
 
 def _fetch(args, params):
@@ -386,7 +381,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         params = None if args.stage == "serve" else load_params(args.params)  # serve: --root's params.yaml
-        args.fn(args, params)
+        if args.stage not in STAGES:
+            args.fn(args, params)
+        else:  # a DVC stage: its seconds go to <stage_times>/<stage>.json (the report's table)
+            with timed(args.stage, params.stage_times) as args.clock:
+                args.fn(args, params)
     except Exception as exc:
         if not isinstance(exc, known_errors()):
             raise

@@ -142,6 +142,7 @@ class ModelParams(Section):
     cond_aug: bool = False  # the default only reads checkpoints of earlier versions; params.yaml sets it
     d_projection: bool = False  # likewise
     g_upsample: Literal["deconv", "nearest"] = "deconv"  # likewise: the seed's deconvolutions
+    d_norm: Literal["batch", "spectral"] = "batch"  # likewise: the seed's BatchNorm in D
 
 
 class TrainParams(Section):
@@ -163,6 +164,8 @@ class TrainParams(Section):
             "resume",
             "sample_every",
             "grid_size",
+            "eval_every",
+            "eval_images",
             "out_dir",
             "live_dir",
             "grid",
@@ -173,6 +176,7 @@ class TrainParams(Section):
     epochs: PositiveInt
     batch_size: Annotated[int, Field(ge=2)]
     lr: PositiveFloat
+    lr_d: PositiveFloat | None
     beta1: Annotated[float, Field(ge=0, lt=1)]
     beta2: Annotated[float, Field(ge=0, lt=1)]
     lr_decay_every: PositiveInt
@@ -183,8 +187,15 @@ class TrainParams(Section):
     int_beta: Fraction
     mode_seeking: Annotated[float, Field(ge=0)]
     kl_weight: Annotated[float, Field(ge=0)]
+    loss: Literal["bce", "hinge"]
+    augment: list[Literal["translation", "cutout"]]
+    penalty: Literal["none", "r1", "magp"]
+    penalty_weight: Annotated[float, Field(ge=0)]
+    penalty_power: PositiveFloat
+    penalty_every: PositiveInt
     flip: bool
     ema_decay: Annotated[float, Field(ge=0, lt=1)]
+    ema_start: NonNegInt
     bn_stat_batches: PositiveInt
     device: Device
     processes: PositiveInt
@@ -199,6 +210,8 @@ class TrainParams(Section):
     resume: bool
     sample_every: PositiveInt
     grid_size: PositiveInt
+    eval_every: NonNegInt
+    eval_images: Annotated[int, Field(ge=2)]
     out_dir: str
     live_dir: str
     grid: str
@@ -365,6 +378,7 @@ class Params(Section):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     seed: NonNegInt
+    stage_times: str
     data: DataParams
     sample: SampleParams
     validation: ValidateParams = Field(alias="validate")  # `validate` is a pydantic method name

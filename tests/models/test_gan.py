@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from torch import nn
 
 from gancls.models.gan import Discriminator, Generator, ResidualBlock, build_models
 
@@ -120,3 +121,20 @@ def test_nearest_upsampling_draws_64px_without_deconvolutions():
     assert out.shape == (2, 3, 64, 64) and out.abs().max() <= 1
     deconv, _ = build_models(section("model", ngf=8, g_upsample="deconv"))
     assert sum(isinstance(m, torch.nn.ConvTranspose2d) for m in deconv.modules()) == 4
+
+
+def test_spectral_d_has_no_batchnorm_and_unit_spectral_norms():
+    torch.manual_seed(0)
+    _, d = build_models(section("model", ngf=8, ndf=8, d_norm="spectral"))
+    assert not [m for m in d.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]
+    layers = [m for m in d.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert layers and all(nn.utils.parametrize.is_parametrized(m, "weight") for m in layers)
+    d.train()
+    x, t = torch.randn(4, 3, 64, 64), torch.randn(4, 1024)
+    for _ in range(30):  # the power iteration converges over training passes
+        d(x, t)
+    d.eval()
+    sigmas = [torch.linalg.matrix_norm(m.weight.flatten(1), ord=2).item() for m in layers]
+    assert max(sigmas) == pytest.approx(1.0, abs=0.05)
+    _, seed_d = build_models(section("model", ngf=8, ndf=8))
+    assert any(isinstance(m, nn.BatchNorm2d) for m in seed_d.modules())  # the seed's D keeps BatchNorm

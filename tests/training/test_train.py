@@ -213,10 +213,29 @@ def test_ema_averages_weights_and_reestimates_batchnorm():
     with torch.no_grad():
         for p in g.parameters():
             p.add_(1.0)
-    ema.update(g)
+    ema.update(g, 1)
     assert all(torch.allclose(a, b + 0.5) for a, b in zip(ema.avg.parameters(), before))
     data = Batches(fake_data(), 64, captions_per_sample=4, flip=False, device="cpu")
     shipped = ema.shipped(g, data, 128, bn_batches=3, batch_size=4, seed=0)
     assert not shipped.training and shipped is not ema.avg
     bn = shipped.project_norm[0]
     assert int(bn.num_batches_tracked) == 3 and not torch.allclose(bn.running_mean, torch.zeros_like(bn.running_mean))
+
+
+def test_ema_copies_g_until_it_starts():
+    from gancls.models.gan import Generator
+    from gancls.training.ema import EMA
+
+    g = Generator(ngf=4)
+    ema = EMA(g, 0.9, start=2)
+    for step in (1, 2):
+        with torch.no_grad():
+            for p in g.parameters():
+                p.add_(1.0)
+        ema.update(g, step)
+        assert all(torch.equal(a, b) for a, b in zip(ema.avg.parameters(), g.parameters()))  # a copy
+    with torch.no_grad():
+        for p in g.parameters():
+            p.add_(1.0)
+    ema.update(g, 3)
+    assert all(torch.allclose(a, b - 0.9) for a, b in zip(ema.avg.parameters(), g.parameters()))  # averaging

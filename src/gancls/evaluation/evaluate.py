@@ -37,6 +37,7 @@ from ..files import atomic_path, file_digest, write_json
 from .diversity import diversity
 from .report import write_report
 from .scorer import load_scorer, score_generated
+from .stage_times import StageClock, read_times
 
 FID_HELPER = "fid-helper-inception"
 IS_MISSING = (
@@ -222,7 +223,9 @@ def against_floor(scores: dict, floor_path: str | Path, extractor_sha1: str) -> 
     return out
 
 
-def evaluate(generated: str | Path, prepared: str | Path, params: Params) -> dict:
+def evaluate(generated: str | Path, prepared: str | Path, params: Params, clock: StageClock | None = None) -> dict:
+    """Score the generated images (FID/KID against the floor, IS, text match, diversity) into
+    ``evaluate.out`` and write the run report; ``clock``: this stage's, for the report's stage table."""
     cfg = params.evaluate
     seed_everything(int(params.seed))  # KID draws random subsets
     device = resolve_device(cfg.device)
@@ -289,5 +292,8 @@ def evaluate(generated: str | Path, prepared: str | Path, params: Params) -> dic
         "Noise interpolation": g.noise_grid,
         "Training progress": t.progress_gif,
     }
-    write_report(result, t.metrics, pictures, cfg.report, params.text_encoder.metrics, g.sentences)
+    stages = read_times(params.stage_times)
+    if clock is not None:
+        stages["evaluate"] = {"stage": "evaluate", "seconds": round(clock.seconds(), 1), "running": True}
+    write_report(result, t.metrics, pictures, cfg.report, params.text_encoder.metrics, g.sentences, stages)
     return result

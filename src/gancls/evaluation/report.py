@@ -104,6 +104,7 @@ def render(
     report: Path,
     encoder: dict | None = None,
     sentences: list[str] = (),
+    stages: dict[str, dict] | None = None,
 ) -> str:
     tm = scores["text_match"]
     lines = ["# gancls run report", ""]
@@ -165,11 +166,33 @@ def render(
             f"D(fake) {train.get('d_fake')}.",
             "",
         ]
+    lines += _stages(stages or {})
     lines += ["## Pictures", ""]
     for title, path in pictures.items():
         if Path(path).exists():
             lines += [f"**{title}** (`{path}`)", "", f"![{title}]({_link(path, report)})", ""]
     return "\n".join(lines)
+
+
+def _stages(stages: dict[str, dict]) -> list[str]:
+    """Where the run's minutes went: each stage's seconds when it last ran (``gancls <stage>``)."""
+    if not stages:
+        return []
+    total = sum(r["seconds"] for r in stages.values())
+    lines = [
+        "## Where the minutes went",
+        "",
+        "Each stage's wall-clock seconds when it last ran (`metrics/stages/`; a stage DVC restored from its cache "
+        "keeps its old time).",
+        "",
+        "| stage | seconds | share | finished (UTC) |",
+        "|---|---|---|---|",
+    ]
+    for name, r in stages.items():
+        when = "running (until this report)" if r.get("running") else r.get("finished", "?")
+        lines.append(f"| {name} | {r['seconds']:.1f} | {r['seconds'] / total:.0%} | {when} |")
+    lines += [f"| all | {total:.1f} | 100% | |", ""]
+    return lines
 
 
 def _json(path: str | Path | None) -> dict | None:
@@ -185,9 +208,10 @@ def write_report(
     out: str | Path,
     encoder_metrics: str | Path | None = None,
     sentences: list[str] = (),
+    stages: dict[str, dict] | None = None,
 ) -> Path:
     out = Path(out)
-    text = render(scores, _json(train_metrics), pictures, out, _json(encoder_metrics), list(sentences))
+    text = render(scores, _json(train_metrics), pictures, out, _json(encoder_metrics), list(sentences), stages)
     with atomic_path(out) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return out

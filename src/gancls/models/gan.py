@@ -33,6 +33,10 @@ averaged over positions, so D scores how well the image's features agree with th
 Averaged, not summed as in Miyato's spectrally normalised D: without spectral norm the sum started
 with losses in the tens, and each Adam step moves a summed term 16 times as far (measured: text_match
 0.55 against 0.45 at seed 0; docs/SCORES.md "Does the noise matter?").
+
+``model.d_norm`` picks D's normalisation: the seed's BatchNorm (``batch``), or spectral
+normalisation (Miyato et al. 2018) of every convolution and linear map of D with no BatchNorm
+(``spectral``; paired with the hinge loss, ``train.loss``).
 """
 
 from __future__ import annotations
@@ -43,21 +47,25 @@ from torch import nn
 from ..config import ModelParams
 
 
-class ResidualBlock(nn.Module):
-    """Bottleneck residual block: 1x1 -> 3x3 -> 3x3 convolutions with BatchNorm, identity skip."""
+def _norm(channels: int, norm: bool) -> nn.Module:
+    return nn.BatchNorm2d(channels) if norm else nn.Identity()
 
-    def __init__(self, channels: int, leak: float):
+
+class ResidualBlock(nn.Module):
+    """Bottleneck residual block: 1x1 -> 3x3 -> 3x3 convolutions with BatchNorm (``norm``), identity skip."""
+
+    def __init__(self, channels: int, leak: float, norm: bool = True):
         super().__init__()
         inner = max(channels // 4, 1)
         self.body = nn.Sequential(
-            nn.Conv2d(channels, inner, 1, bias=False),
-            nn.BatchNorm2d(inner),
+            nn.Conv2d(channels, inner, 1, bias=not norm),
+            _norm(inner, norm),
             nn.LeakyReLU(leak, inplace=True),
-            nn.Conv2d(inner, inner, 3, padding=1, bias=False),
-            nn.BatchNorm2d(inner),
+            nn.Conv2d(inner, inner, 3, padding=1, bias=not norm),
+            _norm(inner, norm),
             nn.LeakyReLU(leak, inplace=True),
-            nn.Conv2d(inner, channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(channels),
+            nn.Conv2d(inner, channels, 3, padding=1, bias=not norm),
+            _norm(channels, norm),
         )
         self.act = nn.LeakyReLU(leak, inplace=True)
 
@@ -139,28 +147,40 @@ class Generator(nn.Module):
 
 class Discriminator(nn.Module):
     def __init__(
-        self, embedding_dim=1024, text_dim=128, ndf=64, res_blocks=1, leak=0.2, image_size=64, projection=False
+        self,
+        embedding_dim=1024,
+        text_dim=128,
+        ndf=64,
+        res_blocks=1,
+        leak=0.2,
+        image_size=64,
+        projection=False,
+        norm="batch",
     ):
         super().__init__()
         _check_size(image_size)
+        bn = norm == "batch"  # spectral: no BatchNorm; every weight spectrally normalised (spectral_norm)
         self.image = nn.Sequential(
             *_down(3, ndf, leak, norm=False),  # 32x32
-            *_down(ndf, ndf * 2, leak),  # 16x16
-            *_down(ndf * 2, ndf * 4, leak),  # 8x8
-            *_down(ndf * 4, ndf * 8, leak),  # 4x4
-            *[ResidualBlock(ndf * 8, leak) for _ in range(res_blocks)],
+            *_down(ndf, ndf * 2, leak, bn),  # 16x16
+            *_down(ndf * 2, ndf * 4, leak, bn),  # 8x8
+            *_down(ndf * 4, ndf * 8, leak, bn),  # 4x4
+            *[ResidualBlock(ndf * 8, leak, bn) for _ in range(res_blocks)],
         )
         self.text = nn.Sequential(
-            nn.Linear(embedding_dim, text_dim), nn.BatchNorm1d(text_dim), nn.LeakyReLU(leak, inplace=True)
+            nn.Linear(embedding_dim, text_dim),
+            nn.BatchNorm1d(text_dim) if bn else nn.Identity(),
+            nn.LeakyReLU(leak, inplace=True),
         )
         self.joint = nn.Sequential(
-            nn.Conv2d(ndf * 8 + text_dim, ndf * 8, 1, bias=False),
-            nn.BatchNorm2d(ndf * 8),
+            nn.Conv2d(ndf * 8 + text_dim, ndf * 8, 1, bias=not bn),
+            _norm(ndf * 8, bn),
             nn.LeakyReLU(leak, inplace=True),
             nn.Conv2d(ndf * 8, 1, 4),
         )
         # Miyato & Koyama's projection: + <W psi(t), mean of the 4x4 features> (``model.d_projection``).
         self.projection = nn.Linear(embedding_dim, ndf * 8, bias=False) if projection else None
+        self.norm = norm
 
     def judge(self, features: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
         """The logit for image features (``self.image(x)``, 4x4) paired with a text embedding."""
@@ -192,6 +212,15 @@ def init_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
+def spectral_norm(module: nn.Module) -> nn.Module:
+    """Spectrally normalise every convolution and linear map in ``module`` (one power iteration per
+    training forward pass); call after ``init_weights``, which writes the weights it normalises."""
+    for m in list(module.modules()):
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.utils.parametrizations.spectral_norm(m)
+    return module
+
+
 def build_generator(cfg: ModelParams) -> Generator:
     """G from the ``model:`` section of params.yaml (not initialised)."""
     return Generator(
@@ -211,8 +240,17 @@ def build_models(cfg: ModelParams) -> tuple[Generator, Discriminator]:
     """G and D from the ``model:`` section of params.yaml, initialised."""
     g = build_generator(cfg)
     d = Discriminator(
-        cfg.embedding_dim, cfg.text_dim, cfg.ndf, cfg.d_res_blocks, cfg.leak, cfg.image_size, cfg.d_projection
+        cfg.embedding_dim,
+        cfg.text_dim,
+        cfg.ndf,
+        cfg.d_res_blocks,
+        cfg.leak,
+        cfg.image_size,
+        cfg.d_projection,
+        cfg.d_norm,
     )
     g.apply(init_weights)
     d.apply(init_weights)
+    if cfg.d_norm == "spectral":
+        spectral_norm(d)
     return g, d

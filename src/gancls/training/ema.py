@@ -16,18 +16,22 @@ class EMA:
     GAN iterates oscillate; their running average draws steadier images (as in ProGAN/StyleGAN).
     ``shipped()`` is the averaged G with BatchNorm statistics re-estimated for the averaged weights
     ("standing statistics"): ``bn_batches`` forward passes in training mode over training texts.
+    Until step ``start`` (``train.ema_start``) the average is a copy of G: the first steps' weights,
+    far from where training goes, do not linger in it.
     """
 
-    def __init__(self, g: nn.Module, decay: float):
-        self.decay = float(decay)
+    def __init__(self, g: nn.Module, decay: float, start: int = 0):
+        self.decay, self.start = float(decay), int(start)
         self.avg = copy.deepcopy(g).eval() if self.decay > 0 else None
         if self.avg is not None:
             self.avg.requires_grad_(False)
 
     @torch.no_grad()
-    def update(self, g: nn.Module) -> None:
+    def update(self, g: nn.Module, step: int) -> None:
+        """Average in G's weights after training step ``step`` (counted from 1)."""
         if self.avg is not None:
-            torch._foreach_lerp_(list(self.avg.parameters()), list(g.parameters()), 1.0 - self.decay)
+            weight = 1.0 if step <= self.start else 1.0 - self.decay
+            torch._foreach_lerp_(list(self.avg.parameters()), list(g.parameters()), weight)
 
     @torch.no_grad()
     def shipped(

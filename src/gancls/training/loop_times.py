@@ -13,10 +13,10 @@ from __future__ import annotations
 import time
 
 # the parts of an epoch that the loop marks: reading the statistics to the host (with the console line),
-# DVCLive (metrics and summary), the sample grids, the resume checkpoints; the rest of an epoch is
-# "update" (the steps, the averaged G, drawing batches, the progress bar)
-EPOCH_PARTS = ("reads", "live", "grids", "checkpoint")
-RECORD_PARTS = ("live", "grids", "checkpoint")  # record-keeping: what the update does not need
+# DVCLive (metrics and summary), the sample grids, the quality probe (quality.py), the resume checkpoints;
+# the rest of an epoch is "update" (the steps, the averaged G, drawing batches, the progress bar)
+EPOCH_PARTS = ("reads", "live", "grids", "quality", "checkpoint")
+RECORD_PARTS = ("live", "grids", "quality", "checkpoint")  # record-keeping: what the update does not need
 # outside the epochs: building the models and resuming, and the shipped model written at the end
 RUN_PARTS = ("setup", "final")
 

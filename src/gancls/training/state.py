@@ -26,9 +26,9 @@ def build_training(mcfg, tcfg, device: torch.device, graphed: bool):
             m.parameters(),
             betas=(tcfg.beta1, tcfg.beta2),
             capturable=graphed,
-            lr=torch.tensor(tcfg.lr, device=device) if graphed else tcfg.lr,
+            lr=torch.tensor(lr, device=device) if graphed else lr,
         )
-        for m in (g, d)
+        for m, lr in ((g, tcfg.lr), (d, tcfg.lr if tcfg.lr_d is None else tcfg.lr_d))  # lr_d: TTUR
     ]
     return g, d, *opts
 
@@ -44,7 +44,7 @@ class TrainingState:
             torch.optim.lr_scheduler.StepLR(o, tcfg.lr_decay_every, tcfg.lr_decay_factor)
             for o in (self.opt_g, self.opt_d)
         ]
-        self.ema = EMA(self.g, tcfg.ema_decay)
+        self.ema = EMA(self.g, tcfg.ema_decay, tcfg.ema_start)
         self.fixed_z = torch.randn(tcfg.grid_size, mcfg.z_dim, generator=gen, device=device)
         self.epoch, self.step, self.history = 0, 0, []
 

@@ -31,12 +31,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..config import ConfigError, Params, seed_everything
 from ..data.prepared import read_prepared
 from ..files import atomic_path, file_digest, save_torch
 from ..models.generator_file import save_generator
+from .augment import diff_augment
 from .batches import Batches
 from .checkpoint import (
     check_resumable,
@@ -48,9 +48,12 @@ from .checkpoint import (
     set_rng_state,
     trained_with,
 )
+from .cuda_graph import GraphedStep
 from .distributed import Dist, no_sync
 from .loop_times import LoopTimes
+from .losses import d_loss, g_loss, penalty
 from .precision import resolve_precision
+from .quality import quality_probe
 from .run_record import RunRecord, sample_frame
 from .state import TrainingState
 from .stats import STATS, EpochStats
@@ -59,10 +62,6 @@ SHIPPED_LAST = "last epoch: G's weights after the final step"
 SHIPPED_EMA = (
     "last epoch: exponential moving average of G's weights (decay {decay}) with re-estimated BatchNorm statistics"
 )
-
-
-def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
-    return F.binary_cross_entropy_with_logits(logits.float(), torch.full_like(logits, target, dtype=torch.float))
 
 
 @contextmanager
@@ -91,6 +90,11 @@ def train_step(
     mode_seeking: float = 0.0,
     kl_weight: float = 0.0,
     wrong_weight: float = 0.5,
+    loss: str = "bce",
+    augment: tuple[str, ...] = (),
+    penalty_kind: str = "none",
+    penalty_weight: float = 0.0,
+    penalty_power: float = 6.0,
 ) -> torch.Tensor:
     """One D step then one G step; the STATS as one tensor on the device (no host sync).
 
@@ -98,7 +102,9 @@ def train_step(
     over a mixed batch would let D tell fakes by batch statistics that a batch of only fakes in the
     G step does not have, and G would get no gradient.  The real images go through D's image tower
     once for the right and the wrong text.  ``precision="bf16"`` runs the passes under bfloat16
-    autocast (the losses in fp32).
+    autocast (the losses in fp32).  ``loss``: ``bce`` or ``hinge`` (``losses.py``); ``augment``: the
+    DiffAugment policy applied to every image D sees (``augment.py``); ``penalty_kind`` with
+    ``penalty_weight`` > 0: D's gradient penalty this step (the caller makes it lazy).
     """
     b = real.shape[0]
     dev = real.device
@@ -114,10 +120,12 @@ def train_step(
     # Discriminator: real/right -> 1, real/wrong -> 0, fake/right -> 0.
     opt_d.zero_grad(set_to_none=True)
     with amp:
-        s_real, s_wrong = d(real, text, wrong_text)
-        s_fake = d(fake.detach(), text)
-    d_loss = _bce(s_real, 1.0) + wrong_weight * _bce(s_wrong, 0.0) + 0.5 * _bce(s_fake, 0.0)
-    d_loss.backward()
+        s_real, s_wrong = d(diff_augment(real, augment), text, wrong_text)
+        s_fake = d(diff_augment(fake.detach(), augment), text)
+    loss_d = d_loss(loss, s_real, s_wrong, s_fake, wrong_weight)
+    if penalty_kind != "none" and penalty_weight > 0:
+        loss_d = loss_d + penalty(penalty_kind, d, real, text, penalty_weight, penalty_power)
+    loss_d.backward()
     opt_d.step()
 
     # Generator: fool D with right text, and with interpolated text (GAN-INT; D never trains on it).
@@ -126,10 +134,11 @@ def train_step(
     opt_g.zero_grad(set_to_none=True)
     with frozen(d), no_sync(d):
         with amp:
-            g_loss = _bce(d(fake, text), 1.0)
+            loss_g = g_loss(loss, d(diff_augment(fake, augment), text))
             if int_weight > 0:
                 text_int = int_beta * text + (1 - int_beta) * text.roll(1, dims=0)
-                g_int = _bce(d(g(torch.randn(b, z_dim, device=dev), text_int), text_int), 1.0)
+                fake_int = g(torch.randn(b, z_dim, device=dev), text_int)
+                g_int = g_loss(loss, d(diff_augment(fake_int, augment), text_int))
             else:
                 g_int = torch.zeros((), device=dev)
             if mode_seeking > 0:  # MSGAN: the same text with other noise must give another image
@@ -139,13 +148,13 @@ def train_step(
                 g_ms = 1.0 / (spread.float() + 1e-5)
             else:
                 g_ms = torch.zeros((), device=dev)
-        (g_loss + int_weight * g_int + mode_seeking * g_ms + kl_weight * kl.float()).backward()
+        (loss_g + int_weight * g_int + mode_seeking * g_ms + kl_weight * kl.float()).backward()
     opt_g.step()
     with torch.no_grad():
         return torch.stack(
             [
-                d_loss,
-                g_loss,
+                loss_d,
+                loss_g,
                 g_int,
                 g_ms,
                 kl.float(),
@@ -156,43 +165,6 @@ def train_step(
         )
 
 
-class GraphedStep:
-    """``train_step`` recorded once as a CUDA graph and replayed (``train.cuda_graph``).
-
-    A step launches hundreds of small kernels; on a GPU their launch cost, not the arithmetic, bounds
-    the speed.  The first ``warmup`` calls run eagerly on a side stream (cuDNN picks its algorithms),
-    the next records the whole step -- both forward passes, both backward passes, both Adam updates
-    (``capturable=True``, lr as a device tensor so the scheduler still works) -- and every call then
-    copies its batch into the recorded input tensors and replays the graph.  Random draws inside
-    (z) advance with every replay.
-    """
-
-    def __init__(self, step, warmup: int = 3):
-        self.step, self.warmup = step, warmup
-        self.calls = 0
-        self.graph = self.inputs = self.out = None
-
-    def __call__(self, real, text, wrong) -> torch.Tensor:
-        self.calls += 1
-        if self.calls <= self.warmup:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                out = self.step(real, text, wrong)
-            torch.cuda.current_stream().wait_stream(side)
-            return out
-        if self.graph is None:
-            self.inputs = [t.clone() for t in (real, text, wrong)]
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                self.out = self.step(*self.inputs)
-        else:
-            for dst, src in zip(self.inputs, (real, text, wrong)):
-                dst.copy_(src)
-        self.graph.replay()
-        return self.out.clone()
-
-
 def make_step(g, d, opt_g, opt_d, mcfg, tcfg, graphed: bool):
     """The step the loop (and ``benchmarks/train_speed.py``) runs: ``train_step`` with the run's settings,
     compiled (``train.compile``) or recorded as a CUDA graph (``graphed``); (real, text, wrong) -> STATS."""
@@ -200,8 +172,11 @@ def make_step(g, d, opt_g, opt_d, mcfg, tcfg, graphed: bool):
         g, d = torch.compile(g), torch.compile(d)
 
     precision = resolve_precision(tcfg.precision, next(g.parameters()).device)
+    calls = [0]
 
     def step(real, text, wrong):
+        calls[0] += 1  # the lazy penalty: every penalty_every-th D step, penalty_every times as strong
+        lazy = graphed or calls[0] % tcfg.penalty_every == 0
         return train_step(
             g,
             d,
@@ -218,6 +193,11 @@ def make_step(g, d, opt_g, opt_d, mcfg, tcfg, graphed: bool):
             mode_seeking=tcfg.mode_seeking,
             kl_weight=tcfg.kl_weight if mcfg.cond_aug else 0.0,
             wrong_weight=tcfg.wrong_weight,
+            loss=tcfg.loss,
+            augment=tuple(tcfg.augment),
+            penalty_kind=tcfg.penalty,
+            penalty_weight=tcfg.penalty_weight * (1 if graphed else tcfg.penalty_every) if lazy else 0.0,
+            penalty_power=tcfg.penalty_power,
         )
 
     return GraphedStep(step) if graphed else step
@@ -261,6 +241,7 @@ def _train(prepared: str | Path, params: Params, dist: Dist, times: LoopTimes) -
         start, per_epoch = state.epoch, data.steps_per_epoch(tcfg.batch_size)
         run_step = make_step(dist.wrap(state.g), dist.wrap(state.d), state.opt_g, state.opt_d, mcfg, tcfg, graphed)
         record = RunRecord(tcfg, dist.main, start if resumed else None, times)
+        probe = quality_probe(params, prepared, dist.device, record.say) if dist.main else None
 
     def shipped():  # the G to look at and to ship: averaged, with re-estimated BatchNorm statistics
         return state.ema.shipped(
@@ -273,7 +254,7 @@ def _train(prepared: str | Path, params: Params, dist: Dist, times: LoopTimes) -
         bar = record.bar(epoch, per_epoch)
         for i, (real, text, wrong) in enumerate(data.epoch(tcfg.batch_size, gen, order_gen), 1):
             stats.add(run_step(real, text, wrong))  # the update: one D step, then one G step
-            state.ema.update(state.g)
+            state.ema.update(state.g, state.step + i)
             bar.update(1)
             if i % tcfg.log_every == 0 or i == per_epoch:
                 with times.part("reads"):
@@ -281,6 +262,9 @@ def _train(prepared: str | Path, params: Params, dist: Dist, times: LoopTimes) -
                     record.show(bar, stats.latest, i * tcfg.batch_size, t0)
         bar.close()
         row = state.end_epoch(epoch, per_epoch, stats.means(), t0, tcfg.batch_size)
+        if probe is not None and (epoch % tcfg.eval_every == 0 or epoch == tcfg.epochs):
+            with times.part("quality"):  # KID and FID of the averaged G's images, into DVCLive with the row
+                row.update(probe(shipped()))
         record.epoch(  # DVCLive and the grid: "live" and "grids" in the loop's times
             row, state.step, lambda title: sample_frame(shipped(), state.fixed_z, grid_text, grid_captions, title)
         )
