@@ -90,8 +90,10 @@ def project_clone(tmp_path):
 
 # --- one small trained model per session (learning test, scorer and `gancls sample` tests) -------
 
-# The learning configuration: the default sample and model topology, trained briefly.
+# The learning configuration: the default sample, model topology, loss and D, at half the default's widths
+# (16: a test session's budget), trained briefly.
 LEARN = {
+    "model": {"ngf": 16, "ndf": 16},
     "train": {"epochs": 15, "sample_every": 5, "grid_size": 4},
     "generate": {"num_samples": 500, "grid_captions": 4, "grid_noise": 4, "interp_pairs": 3, "interp_steps": 5},
     "scorer": {"epochs": 15},
