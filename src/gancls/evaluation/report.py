@@ -182,8 +182,8 @@ def _stages(stages: dict[str, dict]) -> list[str]:
     lines = [
         "## Where the minutes went",
         "",
-        "Each stage's wall-clock seconds when it last ran (`metrics/stages/`; a stage DVC restored from its cache "
-        "keeps its old time).",
+        "Each stage's wall-clock seconds when it last ran (`metrics/stages/`): a stage that DVC found up to date, "
+        "or restored from its cache, keeps the time of its last run (see when it finished).",
         "",
         "| stage | seconds | share | finished (UTC) |",
         "|---|---|---|---|",
