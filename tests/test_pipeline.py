@@ -31,8 +31,8 @@ pytestmark = pytest.mark.slow  # the tiny pipeline on a clone
 @pytest.fixture(scope="module")
 def repro(tmp_path_factory):
     """A clone of this repository with tiny params after one `dvc repro` of every stage (the quality
-    probe on at each epoch)."""
-    repo = clone_project(tmp_path_factory.mktemp("e2e") / "repo", {"train": {"eval_every": 1}})
+    probe on: at the last epoch, and every 20th of the README's longer experiment)."""
+    repo = clone_project(tmp_path_factory.mktemp("e2e") / "repo", {"train": {"eval_every": 20}})
     dvc("repro", cwd=repo)
     return repo
 
@@ -63,7 +63,7 @@ def test_train_writes_the_model_its_history_and_grids(repro):
     assert grid.height > 3 * 66 and grid.width > 3 * 66 + 300  # captions panel beside 3 x 3 images
     assert Image.open(repro / "reports/train_progress.gif").n_frames == 2  # one frame per sample_every epochs
     kid = list(csv.DictReader((repro / "dvclive/plots/metrics/kid.tsv").open(), delimiter="\t"))
-    assert [int(r["step"]) for r in kid] == [1, 2] and all(float(r["kid"]) != 0 for r in kid)  # the probe's KID
+    assert [int(r["step"]) for r in kid] == [2] and float(kid[0]["kid"]) != 0  # the probe's KID, at the last epoch
     summary = json.loads((repro / "dvclive/metrics.json").read_text())
     assert "moving average" in summary["shipped"] and summary["steps"] == 2 * 3  # 24 images / 8
     assert summary["epochs"] == 2 and summary["resumed_from_epoch"] == 0

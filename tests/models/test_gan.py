@@ -136,5 +136,5 @@ def test_spectral_d_has_no_batchnorm_and_unit_spectral_norms():
     d.eval()
     sigmas = [torch.linalg.matrix_norm(m.weight.flatten(1), ord=2).item() for m in layers]
     assert max(sigmas) == pytest.approx(1.0, abs=0.05)
-    _, seed_d = build_models(section("model", ngf=8, ndf=8))
+    _, seed_d = build_models(section("model", ngf=8, ndf=8, d_norm="batch"))
     assert any(isinstance(m, nn.BatchNorm2d) for m in seed_d.modules())  # the seed's D keeps BatchNorm

@@ -39,6 +39,10 @@ def add(root: str | Path, path: str | Path, logger: logging.Logger | logging.Log
         and run(["git", "cat-file", "-e", f"{last['rev']}^{{commit}}"], root, check=False).returncode == 0
     ):
         git("checkout", last["rev"], "--", ".", cwd=path)
+        # `checkout REV -- .` lays REV's files over HEAD's but keeps those REV deleted (a DVCLive series a run
+        # no longer writes): remove them, or `dvc status` sees an output the last run never made
+        for gone in git("diff", "--name-only", "--diff-filter=D", head, last["rev"], cwd=path).splitlines():
+            (path / gone).unlink(missing_ok=True)
         start, experiment = f"experiment {last['experiment']}", last["experiment"]
     # what `dvc cache dir --local` writes, without another DVC process
     (path / ".dvc" / "config.local").write_text(f"[cache]\n    dir = {cache}\n", encoding="utf-8")
