@@ -29,14 +29,55 @@ TINY = yaml.safe_load((ROOT / "configs" / "tiny.yaml").read_text())
 SLOW_FIXTURES = {"learned", "tiny_scorer", "tiny_prepared", "project_clone"}
 
 
+# `make test` runs the suite in two pytest-xdist workers (pyproject.toml: -n 2): the tests of one file share
+# a worker (module fixtures are made once), and so do the files that use the session's trained model
+# (``learned``, made once).  (xdist's own --dist loadgroup marks do not survive pytest 9's node ids, so the
+# grouping is this scheduler's.)  Each worker, and what it starts, uses one thread: two workers on CI's two
+# cores.  `pytest -n 0` runs everything in one process at torch's own thread count.
+SHARED_MODEL = {"learned", "tiny_scorer"}
+SHARED_MODEL_FILES = {"test_scorer.py", "test_diversity.py", "test_learning.py", "test_demo.py", "test_draw.py"}
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def worker_group(nodeid: str) -> str:
+    file = nodeid.split(":", 1)[0]
+    return "learned" if Path(file).name in SHARED_MODEL_FILES else file
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByGroup(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return worker_group(nodeid)
+
+    return ByGroup(config, log)
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
-        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if SLOW_FIXTURES & fixtures:
             item.add_marker(pytest.mark.slow)
+        if SHARED_MODEL & fixtures and worker_group(item.nodeid) != "learned":
+            raise pytest.UsageError(f"{item.nodeid} uses the trained model: add its file to SHARED_MODEL_FILES")
 
 
 # Counted by tests/reliability/test_bad_inputs.py (each case asserts its own error); summed up at the end.
 BAD_INPUT_FIGURES = {"tried": 0, "clear": 0, "lost": 0}
+
+
+def pytest_sessionfinish(session):
+    if hasattr(session.config, "workeroutput"):  # an xdist worker: its counts go to the controller
+        session.config.workeroutput["bad_inputs"] = dict(BAD_INPUT_FIGURES)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    for key, value in getattr(node, "workeroutput", {}).get("bad_inputs", {}).items():
+        BAD_INPUT_FIGURES[key] += value
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -23,10 +23,12 @@ import numpy as np
 CHROMIUM = "/usr/bin/chromium"
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
-# Which of the page's states holds: the error line, or a gallery of n loaded images other than before.
+# Which of the page's states holds: an error line the page drew after the click (press marks the status
+# line it found before, so a stale error, shown while Gradio's request is pending, never counts), or a
+# gallery of n loaded images other than before.
 _SETTLED = """([status, gallery, n, before]) => {
   const err = document.querySelector(`${status} .gancls-status.error`);
-  if (err && err.textContent !== before.status) return "error";
+  if (err && !err.hasAttribute("data-gancls-stale")) return "error";
   const imgs = [...document.querySelectorAll(`${gallery} img`)];
   const srcs = imgs.map((i) => i.src).join(" ");
   if (imgs.length === n && imgs.every((i) => i.complete && i.naturalWidth > 0) && srcs !== before.srcs)
@@ -73,9 +75,10 @@ def open_page(url: str, executable: str = CHROMIUM, timeout_s: float = 60):
 def press(page, button: str, status: str, gallery: str, n: int) -> dict:
     """Click ``button`` and wait until the gallery shows ``n`` new images or the status an error."""
     before = page.evaluate(
-        """([status, gallery]) => ({
-             status: document.querySelector(status)?.textContent ?? "",
-             srcs: [...document.querySelectorAll(`${gallery} img`)].map((i) => i.src).join(" ")})""",
+        """([status, gallery]) => {
+             document.querySelectorAll(`${status} .gancls-status`).forEach((e) => e.setAttribute("data-gancls-stale", ""));
+             return {srcs: [...document.querySelectorAll(`${gallery} img`)].map((i) => i.src).join(" ")};
+           }""",
         [status, gallery],
     )
     t0 = time.perf_counter()
