@@ -11,7 +11,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export GX_ANALYTICS_ENABLED := false
 export GRADIO_ANALYTICS_ENABLED := False
 
-.PHONY: install run test test-fast run-cub flow serve demo demo-shot clean
+.PHONY: install run test test-fast run-cub sweep flow serve demo demo-shot clean
 
 install: $(STAMP)
 
@@ -70,6 +70,12 @@ test-fast: $(STAMP)
 # when data/ is missing; params.yaml and data.dvc are put back if the run fails.
 run-cub: $(STAMP)
 	@$(BIN)/gancls experiment --settings configs/reed_cub.yaml
+
+# A sweep file's settings x seeds as DVC experiments (DVC's queue), then reports/sweeps/<name>/ (docs/SWEEPS.md):
+# make sweep SWEEP=configs/sweeps/recipe.yaml
+SWEEP ?= configs/sweeps/recipe.yaml
+sweep: $(STAMP)
+	$(BIN)/gancls sweep $(SWEEP)
 
 flow: $(STAMP)
 	$(BIN)/python -m flows.pipeline

@@ -56,6 +56,12 @@ RUN_BY: dict[str, list[tuple[str, tuple[str, ...]]]] = {
         ),
         ("tests/data/test_fetch.py::test_offline_fetch_fails_fast_naming_the_archives", ('["gancls", "fetch"]',)),
     ],
+    ".venv/bin/gancls sweep": [
+        ("tests/runs/test_sweep.py::test_sweep_stopped_continues_compares_and_reruns_nothing", ('"sweep"',))
+    ],
+    ".venv/bin/gancls compare": [
+        ("tests/runs/test_sweep.py::test_sweep_stopped_continues_compares_and_reruns_nothing", ('"compare"',))
+    ],
     "make run-cub": [
         (
             PIPELINE + "test_run_cub_without_data_stops_at_once_and_changes_nothing",
@@ -95,6 +101,10 @@ NOT_RUN_HERE: dict[str, str] = {
     ".venv/bin/dvc pull": "needs a DVC remote that holds data/ (pushed where the real CUB data is)",
     ".venv/bin/gancls experiment --settings configs/reed_cub.yaml -S data.source=sample": (
         "needs a GPU: Reed's full sizes (ngf 128, ndf 64) for 600 epochs"
+    ),
+    "make sweep": (
+        "a benchmark-sized run: 9 experiments at make run's size, about an hour on 2 CPU cores "
+        "(tests/runs/test_sweep.py runs gancls sweep, which the target calls, at tiny sizes)"
     ),
     ".venv/bin/python benchmarks/learning_sweep.py": (
         "a benchmark: six 55-epoch trainings, about 40 minutes on 2 CPU cores (benchmarks/learning_sweep.py)"

@@ -16,6 +16,7 @@ from pathlib import Path
 from . import __version__  # noqa: F401  (sets telemetry variables)
 from .config import ConfigError, load_params
 from .evaluation.stage_times import STAGES, timed
+from .runs.commands import ExperimentFailed, add_run_commands
 
 ENCODER_NOTE = (
     "--text encodes a sentence with the text encoder of text_encoder.weights (stage "
@@ -190,27 +191,6 @@ def _fetch(args, params):
     print(f"data in place: {json.dumps(out)}")
 
 
-def _experiment(args, params):
-    from .runs.experiment import run_experiment, settings_file
-
-    overrides = [o for f in args.settings for o in settings_file(f)] + args.set
-    code = run_experiment(overrides, args.params, ["--name", args.name] if args.name else [])
-    if code:
-        raise ExperimentFailed(f"dvc exp run failed (exit {code}); its messages are above")
-    print("experiment done: `dvc exp show` lists it, `dvc metrics diff` compares it with HEAD")
-
-
-class ExperimentFailed(RuntimeError):
-    pass
-
-
-def _serve(args, params):
-    from .runs.serve import serve_flow
-
-    root = Path(args.root).resolve()
-    serve_flow(root, load_params(root / "params.yaml"), interval=args.interval, cron=args.cron)
-
-
 def _demo(args, params):
     from .drawing.demo import demo
 
@@ -246,31 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("fetch", help="download, check and unpack real CUB + Reed's data, then dvc add it").set_defaults(
         fn=_fetch
     )
-    p = sub.add_parser(
-        "experiment",
-        help="dvc exp run with settings from a file and -S, checked first",
-        description="Check the settings against params.yaml's schema and that the raw data they "
-        "read is there, then `dvc exp run -S ...`; if the run fails, params.yaml and "
-        "*.dvc are put back as they were. `make run-cub` is "
-        "`gancls experiment --settings configs/reed_cub.yaml`.",
-    )
-    p.add_argument(
-        "--settings",
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="YAML of params.yaml sections to override (e.g. configs/reed_cub.yaml)",
-    )
-    p.add_argument(
-        "-S",
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="one more override, applied after --settings (as `dvc exp run -S`)",
-    )
-    p.add_argument("--name", help="the experiment's name (default: DVC's)")
-    p.set_defaults(fn=_experiment)
+    add_run_commands(sub)
     p = sub.add_parser(
         "import-encoder",
         help="Reed's pretrained char-CNN-RNN .t7 -> text_encoder.weights",
@@ -282,18 +238,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="Reed's .t7")
     p.add_argument("--out", help="weights file to write (default text_encoder.weights of params.yaml)")
     p.set_defaults(fn=_import_encoder)
-    p = sub.add_parser(
-        "serve",
-        help="the scheduled flow on a Prefect server (make serve)",
-        description="Start a loopback Prefect server (serve: in params.yaml) unless PREFECT_API_URL is set, "
-        "and serve the deployment gancls-scheduled/<flow.name> of flows/scheduled.py on the flow.cron "
-        "schedule, one run at a time. Ctrl-C stops both.",
-    )
-    p.add_argument("--root", default=".", help="the git + DVC repository the runs reproduce (default: .)")
-    when = p.add_mutually_exclusive_group()
-    when.add_argument("--interval", type=float, help="seconds between runs instead of flow.cron")
-    when.add_argument("--cron", help="cron schedule instead of flow.cron")
-    p.set_defaults(fn=_serve)
     p = sub.add_parser(
         "sample",
         help="draw images for test captions matching a query",

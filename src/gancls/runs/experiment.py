@@ -58,9 +58,9 @@ def settings_of(data: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def params_with(overrides: list[str], params_file: str | Path = "params.yaml") -> Params:
-    """params.yaml with ``overrides`` applied as ``dvc exp run -S`` applies them (DVC's Hydra override
-    grammar, on a copy), then checked against the schema; ConfigError names the bad setting or key."""
+def raw_with(overrides: list[str], params_file: str | Path = "params.yaml") -> dict:
+    """params.yaml (as a dict) with ``overrides`` applied as ``dvc exp run -S`` applies them (DVC's Hydra
+    override grammar, on a copy); ConfigError names a setting DVC cannot apply."""
     from dvc.exceptions import DvcException
     from dvc.utils.hydra import apply_overrides
 
@@ -81,8 +81,12 @@ def params_with(overrides: list[str], params_file: str | Path = "params.yaml") -
         except DvcException as exc:
             why = exc.__cause__ or exc
             raise ConfigError(f"settings {' '.join(mine)}: {str(why).splitlines()[0]}") from None
-        raw = yaml.safe_load(copy.read_text(encoding="utf-8"))
-    return parse_params(raw, source=f"{params_file} with the settings")
+        return yaml.safe_load(copy.read_text(encoding="utf-8"))
+
+
+def params_with(overrides: list[str], params_file: str | Path = "params.yaml") -> Params:
+    """``raw_with``, checked against the schema; ConfigError names the bad setting or key."""
+    return parse_params(raw_with(overrides, params_file), source=f"{params_file} with the settings")
 
 
 def missing_raw_data(params: Params, root: str | Path = ".") -> str | None:

@@ -1,0 +1,218 @@
+"""``gancls sweep FILE.yaml`` (``make sweep SWEEP=FILE.yaml``): every (setting, seed) of a sweep file as a
+DVC experiment named ``<sweep>-<setting>-s<seed>``, run by DVC's own queue (``dvc exp run --queue``,
+``dvc queue start --jobs``), then the comparison of ``runs/compare.py`` in ``reports/sweeps/<sweep>/``.
+
+    name: lr            # the sweep
+    baseline: default   # the setting the others are compared with
+    seeds: [0, 1, 2]    # params.yaml's top-level seed
+    jobs: 2             # experiments at once (DVC queue workers)
+    settings:
+      default: []
+      fast: ["train.lr=0.001"]
+
+Every setting is checked against the schema before anything is queued.  The workspace (params.yaml,
+dvc.lock, outputs) is left as it was: queued experiments run in DVC's temporary copies.  Run again, an
+experiment of HEAD with the same name and the same params is not run again (one with other params is
+removed and rerun).  A failed experiment is reported, its log kept in ``logs/``, and the others go on.
+Ctrl-C or SIGTERM removes this sweep's queued entries, kills its running ones and leaves the queue
+empty of it; a rerun continues with what is not done.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ..config import ConfigError
+from .compare import compare, experiments, flat
+from .experiment import params_with, raw_with
+from .process import dvc
+
+NAME = r"^[A-Za-z0-9][A-Za-z0-9_]*$"  # a part of a DVC experiment name (a git ref); '-' joins the parts
+
+
+class SweepFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=NAME)
+    baseline: str
+    seeds: list[int] = Field(default=[0], min_length=1)
+    jobs: int = Field(default=1, ge=1)
+    settings: dict[str, list[str]] = Field(min_length=1)
+
+    @field_validator("settings")
+    @classmethod
+    def _names(cls, settings):
+        for label, overrides in settings.items():
+            if not re.match(NAME, label):
+                raise ValueError(f"setting name {label!r}: letters, digits and _ only")
+            if any(o.split("=", 1)[0].strip() == "seed" for o in overrides):
+                raise ValueError(f"setting {label!r} sets seed: the sweep's seeds set it")
+        return settings
+
+    @model_validator(mode="after")
+    def _baseline(self):
+        if self.baseline not in self.settings:
+            raise ValueError(f"baseline {self.baseline!r} is not one of the settings ({', '.join(self.settings)})")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds {self.seeds}: each seed once")
+        return self
+
+
+def load_sweep(path: str | Path) -> SweepFile:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return SweepFile.model_validate(raw)
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot be read as YAML ({exc})") from None
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"{path}: {where + ': ' if where else ''}{err['msg']}") from None
+
+
+@dataclass(frozen=True)
+class Planned:
+    name: str
+    setting: str
+    seed: int
+    overrides: tuple[str, ...]
+
+
+def plan(spec: SweepFile, params_file: str | Path) -> list[Planned]:
+    """Every (setting, seed), each checked against the schema (ConfigError names the setting)."""
+    out = []
+    for label, overrides in spec.settings.items():
+        for seed in spec.seeds:
+            item = Planned(f"{spec.name}-{label}-s{seed}", label, seed, (*overrides, f"seed={seed}"))
+            try:
+                params_with(list(item.overrides), params_file)
+            except ConfigError as exc:
+                raise ConfigError(f"sweep {spec.name}, setting {label}: {exc}") from None
+            out.append(item)
+    return out
+
+
+def queue_status(root: Path) -> dict[str, str]:
+    """``dvc queue status``: experiment name -> Queued | Running | Success | Failed."""
+    out = {}
+    for line in dvc("queue", "status", cwd=root).stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 4 and parts[-1] in ("Queued", "Running", "Success", "Failed"):
+            out[parts[1]] = parts[-1]
+    return out
+
+
+def _stop(root: Path, names: list[str], say) -> None:
+    """Take this sweep's entries off DVC's queue: queued ones removed first (so that no worker starts
+    them), running ones killed, until none is left queued or running; then the finished entries removed."""
+    killed: set[str] = set()
+    for _ in range(120):
+        status = queue_status(root)
+        queued = [n for n in names if status.get(n) == "Queued"]
+        running = [n for n in names if status.get(n) == "Running"]
+        if queued:
+            dvc("queue", "remove", *queued, cwd=root, check=False)
+        if running:
+            dvc("queue", "kill", "--force", *running, cwd=root, check=False)
+            killed.update(running)
+        if not queued and not running:
+            break
+        time.sleep(1)
+    left = [n for n in names if n in queue_status(root)]
+    if left:
+        dvc("queue", "remove", *left, cwd=root, check=False)
+    say(f"stopped: {len(killed)} running experiment(s) killed, the queue holds none of this sweep; rerun to continue")
+
+
+def run_sweep(path: str | Path, params_file: str | Path = "params.yaml", say=print) -> int:
+    """Queue what is not done, run it with ``jobs`` DVC workers, wait, compare.  0 when every experiment
+    of the sweep exists at the end, 1 when one failed, 130/143 when stopped by SIGINT/SIGTERM."""
+    spec = load_sweep(path)
+    params_file = Path(params_file)
+    root = params_file.resolve().parent
+    planned = plan(spec, params_file)
+    names = [p.name for p in planned]
+    old = queue_status(root)
+    stale_entries = [n for n in names if n in old]
+    if stale_entries:  # left by an earlier sweep that was killed, or its failures
+        dvc("queue", "remove", *stale_entries, cwd=root, check=False)
+    done = experiments(root)
+    todo = []
+    for p in planned:
+        exp = done.get(p.name)
+        if exp is not None and flat(exp.params) == flat(raw_with(list(p.overrides), params_file)):
+            continue
+        if exp is not None:
+            dvc("exp", "remove", p.name, cwd=root)
+        todo.append(p)
+    say(f"sweep {spec.name}: {len(planned)} experiments, {len(planned) - len(todo)} already done, {len(todo)} to run")
+    env = dict(os.environ)
+    stopped: list[int] = []
+    handlers = {}
+    if todo:
+        for p in todo:
+            dvc("exp", "run", "--queue", "-n", p.name, *[a for o in p.overrides for a in ("-S", o)], cwd=root)
+
+        def on_signal(signum, _frame):
+            stopped.append(signum)
+
+        handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # stages call gancls
+            # the workers DVC starts outlive the command and would hold a pipe open: no output captured
+            started = subprocess.run(
+                [sys.executable, "-m", "dvc", "queue", "start", "--jobs", str(min(spec.jobs, len(todo)))],
+                cwd=root,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            if started.returncode:
+                raise ConfigError(f"dvc queue start failed (exit {started.returncode}) in {root}")
+            seen: dict[str, str] = {}
+            while not stopped:
+                status = {n: s for n, s in queue_status(root).items() if n in {p.name for p in todo}}
+                for name, state in status.items():
+                    if seen.get(name) != state:
+                        say(f"  {name}: {state.lower()}")
+                seen = status
+                if not any(s in ("Queued", "Running") for s in status.values()):
+                    break
+                time.sleep(2)
+            if stopped:
+                _stop(root, [p.name for p in todo], say)
+                return 128 + stopped[0]
+        finally:
+            os.environ["PATH"] = env.get("PATH", "")
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+    out = Path("reports/sweeps") / spec.name
+    failed = [p.name for p in todo if queue_status(root).get(p.name) == "Failed"]
+    for name in failed:
+        log = root / out / "logs" / f"{name}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(dvc("queue", "logs", name, cwd=root, check=False).stdout, encoding="utf-8")
+        say(f"  {name}: FAILED (log: {log.relative_to(root)})")
+    ours = [n for n in names if n in queue_status(root)]
+    if ours:
+        dvc("queue", "remove", *ours, cwd=root, check=False)
+    have = experiments(root)
+    finished = [n for n in names if n in have]
+    if finished and spec.baseline in {p.setting for p in planned if p.name in have}:
+        labels = {p.name: p.setting for p in planned}
+        paths = compare(finished, root / out, root, spec.baseline, labels, title=f"Sweep {spec.name}")
+        say(f"comparison: {', '.join(str(p.relative_to(root)) for p in paths.values())}")
+    else:
+        say(f"no comparison: no finished experiment of the baseline setting {spec.baseline!r}")
+    return 1 if failed or len(finished) < len(names) else 0

@@ -1,0 +1,157 @@
+"""gancls sweep and gancls compare: the sweep file checked before anything is queued, the statistics over
+seeds, and a real sweep (2 settings x 2 seeds, DVC's queue) on a clone with tiny params: stopped by
+SIGTERM in its second experiment, continued, compared, and run again for nothing."""
+
+import csv
+import math
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from PIL import Image
+
+from gancls.config import ConfigError
+from gancls.runs.compare import Experiment, difference, group_by_setting, table
+from gancls.runs.sweep import load_sweep, plan, queue_status
+
+from conftest import ROOT, dvc, env, sh
+
+GOOD = {
+    "name": "lr",
+    "baseline": "default",
+    "seeds": [0, 1],
+    "jobs": 1,
+    "settings": {"default": [], "fast": ["train.lr=0.001"]},
+}
+
+
+def write(tmp_path, data) -> str:
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "change, says",
+    [
+        ({"baseline": "nope"}, "baseline 'nope' is not one of the settings"),
+        ({"name": "my sweep"}, "name: String should match pattern"),
+        ({"settings": {"default": [], "bad-name": []}}, "setting name 'bad-name'"),
+        ({"settings": {"default": ["seed=3"]}}, "sets seed"),
+        ({"seeds": [0, 0]}, "each seed once"),
+        ({"jobs": 0}, "jobs: Input should be greater than or equal to 1"),
+        ({"extra": 1}, "extra: Extra inputs are not permitted"),
+    ],
+)
+def test_a_bad_sweep_file_is_one_line_naming_it(tmp_path, change, says):
+    with pytest.raises(ConfigError, match=says) as info:
+        load_sweep(write(tmp_path, {**GOOD, **change}))
+    assert "\n" not in str(info.value) and "sweep.yaml" in str(info.value)
+
+
+def test_every_setting_is_checked_against_the_schema_before_anything_runs(tmp_path):
+    spec = load_sweep(write(tmp_path, GOOD))
+    names = [p.name for p in plan(spec, ROOT / "params.yaml")]
+    assert names == ["lr-default-s0", "lr-default-s1", "lr-fast-s0", "lr-fast-s1"]
+    bad = load_sweep(write(tmp_path, {**GOOD, "settings": {"default": [], "typo": ["train.lrr=1"]}}))
+    with pytest.raises(ConfigError, match="setting typo: .*train.lrr"):
+        plan(bad, ROOT / "params.yaml")
+
+
+def test_the_interval_holds_zero_for_seed_noise_and_not_for_a_real_shift():
+    noise = difference([0.50, 0.54, 0.49], [0.50, 0.55, 0.50])
+    assert noise[1] < 0 < noise[2]
+    shift = difference([0.70, 0.74, 0.69], [0.50, 0.55, 0.50])
+    assert shift[1] > 0 and math.isclose(shift[0], 0.1933, abs_tol=1e-3)
+    assert math.isnan(difference([0.7], [0.5, 0.6])[1])  # one seed: no interval
+
+
+def test_settings_group_by_params_without_the_seed_and_are_compared_with_the_baseline():
+    def exp(name, lr, seed, acc):
+        return Experiment(name, {"seed": seed, "train": {"lr": lr}}, {"text_match.accuracy": acc})
+
+    exps = [exp("a0", 1, 0, 0.5), exp("b0", 2, 0, 0.8), exp("a1", 1, 1, 0.52), exp("b1", 2, 1, 0.81)]
+    groups = group_by_setting(exps)
+    assert {k: [e.name for e in v] for k, v in groups.items()} == {"a0": ["a0", "a1"], "b0": ["b0", "b1"]}
+    rows = {r["setting"]: r for r in table(groups, "a0")}
+    assert rows["a0"]["n"] == 2 and "diff" not in rows["a0"]
+    assert rows["b0"]["beyond_seed_noise"] == "yes" and math.isclose(rows["b0"]["diff"], 0.295)
+
+
+@pytest.mark.slow
+def test_sweep_stopped_continues_compares_and_reruns_nothing(project_clone):
+    repo = project_clone()
+    dvc("repro", cwd=repo)  # the workspace's own run: the sweep must leave it as it was
+    sweep = repo / "sweep.yaml"
+    sweep.write_text(
+        yaml.safe_dump({**GOOD, "name": "t", "baseline": "a", "settings": {"a": [], "b": ["train.lr=0.001"]}})
+    )
+    sh(["git", "add", "sweep.yaml"], repo)
+    sh(["git", "commit", "-qm", "sweep file"], repo)
+    before = {
+        f: (repo / f).read_bytes()
+        for f in ("params.yaml", "dvc.lock", "metrics/scores.json", "build/model/generator.pt")
+    }
+    tracked = sh(["git", "status", "--porcelain", "--untracked-files=no"], repo).stdout
+    cmd = [sys.executable, "-m", "gancls.cli", "sweep", "sweep.yaml"]
+
+    proc = subprocess.Popen(cmd, cwd=repo, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if queue_status(repo).get("t-a-s1") == "Running":  # jobs 1: the second experiment
+            break
+        time.sleep(0.5)
+    assert proc.poll() is None, proc.communicate()[0]
+    time.sleep(2)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "stopped" in out and "rerun to continue" in out, out
+    assert not any(n.startswith("t-") for n in queue_status(repo)), "the stopped sweep left queue entries"
+    assert "t-a-s0" in dvc("exp", "list", "--name-only", cwd=repo).stdout
+
+    sweep.write_text(sweep.read_text().replace("jobs: 1", "jobs: 2"))  # how it runs, not what: nothing redone
+    cont = sh(cmd, repo)
+    assert "4 experiments, 1 already done, 3 to run" in cont.stdout, cont.stdout
+    listed = dvc("exp", "list", "--name-only", cwd=repo).stdout.split()
+    assert sorted(n for n in listed if n.startswith("t-")) == ["t-a-s0", "t-a-s1", "t-b-s0", "t-b-s1"]
+    shown = dvc("exp", "show", "--csv", cwd=repo).stdout
+    assert all(n in shown for n in ("t-a-s0", "t-a-s1", "t-b-s0", "t-b-s1"))
+    out_dir = repo / "reports/sweeps/t"
+    with (out_dir / "comparison.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    fid = {r["setting"]: r for r in rows if r["metric"] == "fid"}
+    assert fid["a"]["n"] == "2" and fid["b"]["n"] == "2" and fid["b"]["ci_low"] != ""
+    md = (out_dir / "comparison.md").read_text()
+    assert "| FID |" in md and "t-b-s1" in md and "FID floor" in md
+    sheet = Image.open(out_dir / "sheet.png")
+    assert sheet.width > 2 * 4 * 64 and Image.open(out_dir / "tradeoff.png").size[0] > 500
+    assert {f: (repo / f).read_bytes() for f in before} == before
+    assert sh(["git", "status", "--porcelain", "--untracked-files=no"], repo).stdout == tracked
+
+    mine = sh(
+        [
+            sys.executable,
+            "-m",
+            "gancls.cli",
+            "compare",
+            "t-a-s0",
+            "t-b-s0",
+            "t-a-s1",
+            "t-b-s1",
+            "--out",
+            "cmp",
+            "--no-sheet",
+        ],
+        repo,
+    )
+    assert "cmp/comparison.md" in mine.stdout
+    by_params = (repo / "cmp/comparison.md").read_text()  # settings found by their params: named by a first run
+    assert "**t-a-s0**: t-a-s0, t-a-s1" in by_params and "**t-b-s0**: t-b-s0, t-b-s1" in by_params
+
+    again = sh(cmd, repo)
+    assert "4 experiments, 4 already done, 0 to run" in again.stdout, again.stdout
+    assert not any(n.startswith("t-") for n in queue_status(repo))
+    assert not [p for p in (repo / ".dvc/tmp/exps").glob("tmp*") if p.is_dir()], "DVC's temporary copies left"
