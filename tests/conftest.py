@@ -40,9 +40,16 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+# Prefect's client keeps its event workers per process: a test harness opened after test_serve.py's server
+# has stopped waited on events for it (seen once under xdist: test_flow.py hung 900 s).  The two files
+# share a worker and run in file order, flow first, as in one process.
+PREFECT_FILES = {"test_flow.py", "test_serve.py"}
+
+
 def worker_group(nodeid: str) -> str:
     file = nodeid.split(":", 1)[0]
-    return "learned" if Path(file).name in SHARED_MODEL_FILES else file
+    name = Path(file).name
+    return "learned" if name in SHARED_MODEL_FILES else "prefect" if name in PREFECT_FILES else file
 
 
 @pytest.hookimpl(optionalhook=True)
