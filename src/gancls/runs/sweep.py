@@ -20,7 +20,6 @@ empty of it; a rerun continues with what is not done.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -32,10 +31,10 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..config import ConfigError
+from ..config import ConfigError, parse_params
 from .compare import compare, experiments, flat
-from .experiment import params_with, raw_with
-from .process import dvc
+from .experiment import raw_with
+from .process import dvc, env
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_]*$"  # a part of a DVC experiment name (a git ref); '-' joins the parts
 
@@ -87,6 +86,7 @@ class Planned:
     setting: str
     seed: int
     overrides: tuple[str, ...]
+    params: dict  # params.yaml with the overrides applied (what the experiment's params must equal)
 
 
 def plan(spec: SweepFile, params_file: str | Path) -> list[Planned]:
@@ -94,12 +94,13 @@ def plan(spec: SweepFile, params_file: str | Path) -> list[Planned]:
     out = []
     for label, overrides in spec.settings.items():
         for seed in spec.seeds:
-            item = Planned(f"{spec.name}-{label}-s{seed}", label, seed, (*overrides, f"seed={seed}"))
+            applied = (*overrides, f"seed={seed}")
             try:
-                params_with(list(item.overrides), params_file)
+                raw = raw_with(list(applied), params_file)
+                parse_params(raw, source=f"{params_file} with the settings")
             except ConfigError as exc:
                 raise ConfigError(f"sweep {spec.name}, setting {label}: {exc}") from None
-            out.append(item)
+            out.append(Planned(f"{spec.name}-{label}-s{seed}", label, seed, applied, raw))
     return out
 
 
@@ -151,13 +152,12 @@ def run_sweep(path: str | Path, params_file: str | Path = "params.yaml", say=pri
     todo = []
     for p in planned:
         exp = done.get(p.name)
-        if exp is not None and flat(exp.params) == flat(raw_with(list(p.overrides), params_file)):
+        if exp is not None and flat(exp.params) == flat(p.params):
             continue
         if exp is not None:
             dvc("exp", "remove", p.name, cwd=root)
         todo.append(p)
     say(f"sweep {spec.name}: {len(planned)} experiments, {len(planned) - len(todo)} already done, {len(todo)} to run")
-    env = dict(os.environ)
     stopped: list[int] = []
     handlers = {}
     if todo:
@@ -169,11 +169,11 @@ def run_sweep(path: str | Path, params_file: str | Path = "params.yaml", say=pri
 
         handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
-            os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # stages call gancls
             # the workers DVC starts outlive the command and would hold a pipe open: no output captured
             started = subprocess.run(
                 [sys.executable, "-m", "dvc", "queue", "start", "--jobs", str(min(spec.jobs, len(todo)))],
                 cwd=root,
+                env=env(),  # the stages call gancls: this installation's bin/ first on PATH
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -194,17 +194,17 @@ def run_sweep(path: str | Path, params_file: str | Path = "params.yaml", say=pri
                 _stop(root, [p.name for p in todo], say)
                 return 128 + stopped[0]
         finally:
-            os.environ["PATH"] = env.get("PATH", "")
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
     out = Path("reports/sweeps") / spec.name
-    failed = [p.name for p in todo if queue_status(root).get(p.name) == "Failed"]
+    final = queue_status(root)
+    failed = [p.name for p in todo if final.get(p.name) == "Failed"]
     for name in failed:
         log = root / out / "logs" / f"{name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text(dvc("queue", "logs", name, cwd=root, check=False).stdout, encoding="utf-8")
         say(f"  {name}: FAILED (log: {log.relative_to(root)})")
-    ours = [n for n in names if n in queue_status(root)]
+    ours = [n for n in names if n in final]
     if ours:
         dvc("queue", "remove", *ours, cwd=root, check=False)
     have = experiments(root)
