@@ -90,9 +90,10 @@ serve: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/gancls demo $(DEMO_ARGS)
 
-# The page in headless chromium, the first example drawn, screenshot in reports/demo.png.
+# The page in headless chromium, the first example drawn, screenshot in reports/demo.png; experiments side
+# by side: make demo-shot SHOT_ARGS="--exp A --exp B --out reports/demo_compare.png".
 demo-shot: $(STAMP)
-	$(BIN)/python -m gancls.drawing.demo_browser --out reports/demo.png
+	$(BIN)/python -m gancls.drawing.demo_browser --out reports/demo.png $(SHOT_ARGS)
 
 clean:
 	rm -rf build reports metrics

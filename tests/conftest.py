@@ -46,6 +46,18 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 PREFECT_FILES = {"test_flow.py", "test_serve.py"}
 
 
+# A worker takes the next group when it is done with one, in collection order: the longest groups go first
+# (seconds of one worker on CI's 2 cores, the slowest-durations list of a CI run; rounded), so that the two
+# workers finish together rather than one starting a long group when the other is nearly done.
+GROUP_SECONDS = {
+    "learned": 300,
+    "tests/runs/test_sweep.py": 260,
+    "prefect": 200,
+    "tests/test_pipeline.py": 220,
+    "tests/reliability/test_kill.py": 120,
+}
+
+
 def worker_group(nodeid: str) -> str:
     file = nodeid.split(":", 1)[0]
     name = Path(file).name
@@ -60,10 +72,12 @@ def pytest_xdist_make_scheduler(config, log):
         def _split_scope(self, nodeid: str) -> str:
             return worker_group(nodeid)
 
+    config.option.loadscopereorder = False  # xdist's own order (most tests first) would undo GROUP_SECONDS's
     return ByGroup(config, log)
 
 
 def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: -GROUP_SECONDS.get(worker_group(item.nodeid), 0))  # stable: file order kept
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
         if SLOW_FIXTURES & fixtures:
@@ -120,18 +134,33 @@ def dvc(*args, cwd, check=True):
     return sh([sys.executable, "-m", "dvc", *args], cwd, check)
 
 
-def clone_project(repo: Path, overrides: dict | None = None) -> Path:
+def clone_project(repo: Path, overrides: dict | None = None, cache: Path | None = None) -> Path:
     """``repo``: a git clone of this project as committed, with params.yaml made tiny (TINY + ``overrides``)
-    and committed; the working tree's uncommitted edits laid on top (``gancls.runs.project.clone_project``)."""
-    return project.clone_project(ROOT, repo, merge(TINY, overrides or {}))
+    and committed; the working tree's uncommitted edits laid on top (``gancls.runs.project.clone_project``).
+    ``cache``: the DVC cache it uses (``dvc cache dir --local``) instead of its own ``.dvc/cache``."""
+    repo = project.clone_project(ROOT, repo, merge(TINY, overrides or {}))
+    if cache is not None:
+        (repo / ".dvc" / "config.local").write_text(f"[cache]\n    dir = {cache}\n", encoding="utf-8")
+    return repo
+
+
+@pytest.fixture(scope="session")
+def shared_dvc_cache(tmp_path_factory) -> Path:
+    """One DVC cache for the clones of the tiny pipeline that run its stages as they are (both workers):
+    a stage that another clone already ran with the same code, params and inputs is restored from DVC's
+    run cache, as in a team's repositories sharing a cache (`dvc cache dir`). Not for clones whose tests
+    need their own stages to run (test_kill.py), look inside their cache, or set a watching key
+    (train.eval_every: DVC would restore a run made without it)."""
+    base = tmp_path_factory.getbasetemp()
+    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "shared-dvc-cache"
 
 
 @pytest.fixture
 def project_clone(tmp_path):
     """``clone_project``: this repository as committed, with a tiny params.yaml."""
 
-    def make(overrides: dict | None = None) -> Path:
-        return clone_project(tmp_path / "repo", overrides)
+    def make(overrides: dict | None = None, cache: Path | None = None) -> Path:
+        return clone_project(tmp_path / "repo", overrides, cache)
 
     return make
 

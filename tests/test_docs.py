@@ -56,6 +56,9 @@ RUN_BY: dict[str, list[tuple[str, tuple[str, ...]]]] = {
         ),
         ("tests/data/test_fetch.py::test_offline_fetch_fails_fast_naming_the_archives", ('["gancls", "fetch"]',)),
     ],
+    ".venv/bin/python -m flows.sweep": [
+        ("tests/runs/test_sweep.py::test_sweep_stopped_continues_compares_and_reruns_nothing", ('"flows.sweep"',))
+    ],
     ".venv/bin/gancls sweep": [
         ("tests/runs/test_sweep.py::test_sweep_stopped_continues_compares_and_reruns_nothing", ('"sweep"',))
     ],

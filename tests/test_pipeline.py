@@ -193,22 +193,25 @@ def test_settings_that_watch_or_place_a_run_rerun_no_stage(repro):
 
 
 def test_the_readme_demo_block_in_a_plain_shell(repro, tmp_path):
-    """The README's demo block on the clone, each line in a plain shell: `make demo` (on demo.port) and
-    `gancls demo --exp NAME --port 0` (an experiment of the tests above) side by side, each page answering at
-    the address it prints until Ctrl-C stops it; then `make demo-shot`, where chromium is."""
+    """The README's demo block on the clone, each line in a plain shell: `make demo` (on demo.port),
+    `gancls demo --exp NAME --port 0` (an experiment of the tests above) and `gancls demo --exp A --exp B`
+    (two of them) at once, each page answering at the address it prints until Ctrl-C stops it; then
+    `make demo-shot`, where chromium is."""
     from gancls.drawing.demo_browser import CHROMIUM
 
-    demo, exp, shot = command_lines(readme_block("make demo-shot"))
+    demo, exp, both, shot = command_lines(readme_block("make demo-shot"))
     promised = re.search(r"http://([\d.]+):(\d+)/", demo)  # "prints http://127.0.0.1:7860/"
     assert demo.startswith("make demo ") and "--exp NAME" in exp and shot.startswith("make demo-shot"), demo
+    assert "--exp A --exp B" in both, both
     with socket.socket() as s:
         if s.connect_ex((promised.group(1), int(promised.group(2)))) == 0 and not os.environ.get("CI"):
             pytest.skip(f"{promised.group(0)} is taken on this machine: `make demo` cannot listen there")
     names = dvc("exp", "list", "--name-only", cwd=repro).stdout.split()
-    if not names:  # run alone (-k): an experiment as the tests above make one (this setting retrains nothing)
-        dvc("exp", "run", "-n", "readme-demo", "-S", "train.log_every=10", cwd=repro)
-        names = ["readme-demo"]
-    lines = [in_the_clone(demo), exp.replace("NAME", names[0])]
+    while len(names) < 2:  # run alone (-k): experiments as the tests above make them (these retrain nothing)
+        names.append(f"readme-demo{len(names)}")
+        dvc("exp", "run", "-n", names[-1], "-S", f"train.log_every={10 + len(names)}", cwd=repro)
+    pair = both.replace("--exp A --exp B", f"--exp {names[0]} --exp {names[1]}")
+    lines = [in_the_clone(demo), exp.replace("NAME", names[0]), pair]
     started = []
     try:
         for i, line in enumerate(lines):
@@ -223,8 +226,10 @@ def test_the_readme_demo_block_in_a_plain_shell(repro, tmp_path):
                 )
             started.append((proc, tmp_path / f"demo{i}.log"))
         urls = [printed_address(line, proc, log) for line, (proc, log) in zip(lines, started)]
-        assert urls[0] == promised.group(0) and urls[1] != urls[0]
+        assert urls[0] == promised.group(0) and len(set(urls)) == 3
         assert f"experiment {names[0]}" in started[1][1].read_text()
+        assert f"experiment {names[0]}" in started[2][1].read_text()
+        assert f"experiment {names[1]}" in started[2][1].read_text()
         for url in urls:
             with urllib.request.urlopen(url, timeout=60) as page:
                 assert page.status == 200 and "gradio" in page.read().decode().lower()

@@ -194,7 +194,7 @@ def _fetch(args, params):
 def _demo(args, params):
     from .drawing.demo import demo
 
-    demo(params, args.params, exp=args.exp, host=args.host, port=args.port)
+    demo(params, args.params, exps=args.exp, host=args.host, port=args.port)
 
 
 def _slug(text: str) -> str:
@@ -262,9 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--query", help='phrase to look for in the test captions, e.g. "red body"')
     p.add_argument("--caption-id", help="KEY (all captions of a test image) or KEY#i (its caption i)")
-    p.add_argument("--n", type=int, default=8, help="images per sentence or caption (default 8)")
+    # --n and --seed are checked by the drawing code (draw.whole_number), as the demo page's requests are:
+    # the same one-line message from both.
+    p.add_argument("--n", default="8", help="images per sentence or caption, 1 to 64 (default 8)")
     p.add_argument("--max-captions", type=int, default=8, help="rows, i.e. matching captions drawn (default 8)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", default="0", help="seed of the noise vectors, a whole number (default 0)")
     p.add_argument("--out", help="PNG to write (default reports/sample_<query or first sentence>.png)")
     p.set_defaults(fn=_sample)
     p = sub.add_parser(
@@ -274,7 +276,13 @@ def build_parser() -> argparse.ArgumentParser:
         "with the shipped generator and text encoder, or those of a DVC experiment (--exp), and print "
         "its address. No share link, no analytics. Ctrl-C stops it.",
     )
-    p.add_argument("--exp", help="a DVC experiment (or git revision) whose model to load, read with dvc.api")
+    p.add_argument(
+        "--exp",
+        action="append",
+        metavar="NAME",
+        help="a DVC experiment (or git revision) whose model to load, read with dvc.api; repeat it to "
+        "compare experiments side by side (the same sentence, number and seed drawn by each)",
+    )
     p.add_argument("--host", help="address to listen on (default demo.host, 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default demo.port; 0: a free one)")
     p.set_defaults(fn=_demo)

@@ -347,6 +347,8 @@ class DemoParams(Section):
     interp_steps: Annotated[int, Field(ge=2, le=32)]
     seed: NonNegInt
     device: Device
+    concurrency: PositiveInt
+    queue_size: PositiveInt
 
 
 class EncoderSizes(Section):

@@ -1,7 +1,9 @@
 """`gancls demo`: the page in a real headless browser, the CLI's errors, and `--exp` through dvc.api."""
 
+import html
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -9,12 +11,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from gancls.cli import main
 from gancls.config import load_params
-from gancls.drawing.demo import DemoError, Shipped, experiment_model, start, workspace_model
-from gancls.drawing.demo_browser import CHROMIUM, open_page, press, read_gallery
+from gancls.drawing.demo import DemoError, Shipped, experiment_model, sentence_gallery, start, workspace_model
+from gancls.drawing.demo_browser import CHROMIUM, draw, open_page, press, read_gallery
+from gancls.drawing.demo_browser import models as models_shown
+from gancls.drawing.demo_load import run_load
+from gancls.models.generator_file import load_generator, save_generator
 
 from conftest import ROOT, section
 
@@ -98,8 +104,13 @@ def test_demo_names_a_missing_generator(tmp_path, capsys):
     assert str(tmp_path / "model" / "generator.pt") in err and "make run" in err
 
 
-def test_exp_reads_an_experiment_without_touching_the_workspace(learned, tmp_path):
-    repo = tmp_path / "repo"
+@pytest.fixture(scope="module")
+def experiments(learned, tmp_path_factory):
+    """A git + DVC repository whose commit holds the learned generator (text match 0.25) and two saved
+    experiments: ``same`` (that generator, other bytes: its digest differs) and ``other`` (its weights
+    moved: other birds, text match 0.75). The workspace is back at the commit."""
+    root = tmp_path_factory.mktemp("experiments")
+    repo = root / "repo"
     repo.mkdir()
     dvc = [sys.executable, "-m", "dvc"]
 
@@ -124,21 +135,145 @@ def test_exp_reads_an_experiment_without_touching_the_workspace(learned, tmp_pat
     put(0.25, learned["model"] / "generator.pt")
     sh("git", "add", "-A")
     sh("git", "commit", "-qm", "baseline")
-    other = tmp_path / "other.pt"  # the experiment's generator: another file, so its digest differs
-    other.write_bytes((learned["model"] / "generator.pt").read_bytes() + b"\0")
+    same = root / "same.pt"
+    same.write_bytes((learned["model"] / "generator.pt").read_bytes() + b"\0")
+    put(0.25, same)
+    sh(*dvc, "exp", "save", "-q", "-n", "same")
+    g, mcfg = load_generator(learned["model"] / "generator.pt")
+    with torch.no_grad():
+        for w in g.parameters():
+            w.add_(0.05 * torch.randn(w.shape, generator=torch.Generator().manual_seed(1)))
+    other = root / "other.pt"
+    save_generator(g, mcfg, other)
     put(0.75, other)
-    sh(*dvc, "exp", "save", "-q", "-n", "wider")
+    sh(*dvc, "exp", "save", "-q", "-n", "other")
     sh("git", "checkout", "-q", "--", ".")
     sh(*dvc, "checkout", "-q")
-    before = subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True).stdout
+    return {"repo": repo, "same": same, "other": other}
 
+
+def git_status(repo: Path) -> str:
+    return subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True).stdout
+
+
+def test_exp_reads_an_experiment_without_touching_the_workspace(learned, experiments, tmp_path):
+    repo = experiments["repo"]
+    before = git_status(repo)
     ws_params = load_params(repo / "params.yaml")
-    got = experiment_model("wider", ws_params, tmp_path / "into", repo=repo)
-    assert got.generator.read_bytes() == other.read_bytes()
+    got = experiment_model("other", ws_params, tmp_path / "into", repo=repo)
+    assert got.generator.read_bytes() == experiments["other"].read_bytes()
     assert json.loads(got.scores_file.read_text())["text_match"]["accuracy"] == 0.75
-    assert got.source == "experiment wider"
+    assert got.source == "experiment other"
     here = workspace_model(ws_params, repo / "params.yaml")
     assert (repo / here.generator).read_bytes() == (learned["model"] / "generator.pt").read_bytes()
-    assert subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True).stdout == before
+    assert git_status(repo) == before
     with pytest.raises(DemoError, match="no such experiment"):
         experiment_model("no-such-exp", ws_params, tmp_path / "none", repo=repo)
+
+
+def test_page_compares_experiments_side_by_side(experiments, tmp_path):
+    """`gancls demo --exp same --exp other`: the same sentence, number and seed drawn by each, under each
+    one's digests and scores; the same weights draw the same birds, other weights other birds."""
+    needs_chromium()
+    repo = experiments["repo"]
+    before = git_status(repo)
+    params = load_params(repo / "params.yaml")
+    models = [experiment_model(e, params, tmp_path / e, repo=repo).load("cpu") for e in ("same", "other")]
+    app, url = start(models, section("demo", port=0, n_images=4))
+    try:
+        with open_page(url) as page:
+            assert models_shown(page) == 2
+            for i, m in enumerate(models):
+                info = page.inner_text("#model-info" + ("-1" if i else ""))
+                assert f"experiment {m.source.split()[-1]}" in info and m.digest(m.generator) in info, info
+            assert "0.750" in page.inner_text("#model-info-1") and "0.250" in page.inner_text("#model-info")
+            got = draw(page, SENTENCE, 4, 7)
+            page.screenshot(path=tmp_path / "compare.png", full_page=True)
+            assert page.gancls["errors"] == [] and page.gancls["outside"] == []
+    finally:
+        app.close()
+    assert got["state"] == "gallery" and len(got["others"]) == 1, got["status"]
+    first, second = np.stack(got["images"]), np.stack(got["others"][0]["images"])
+    assert first.shape == second.shape == (4, 64, 64, 3)
+    alone = np.stack([img for img, _ in sentence_gallery(models[0], SENTENCE, 4, 7)[0]])
+    assert np.array_equal(first, alone), "the page's seed is not the seed the model was asked for"
+    assert np.abs(first.astype(int) - second).mean() > 2, "other weights drew the same birds"
+    assert "by each of 2 models" in got["status"] and got["others"][0]["captions"] == [SENTENCE] * 4
+    assert git_status(repo) == before
+
+
+def test_demo_refuses_an_experiment_named_twice(capsys):
+    assert main(["demo", "--exp", "a", "--exp", "a", "--port", "0"]) == 1
+    assert capsys.readouterr().err.strip() == "gancls demo: error: --exp: each experiment once (a, a)"
+
+
+@pytest.fixture
+def served(learned):
+    shipped = Shipped(
+        "workspace",
+        learned["model"] / "generator.pt",
+        Path(learned["params"].text_encoder.weights),
+        learned["params_file"],
+        learned["root"] / "no-scores.json",
+    ).load("cpu")
+    app, url = start(shipped, section("demo", port=0))
+    yield url
+    app.close()
+
+
+BAD_REQUESTS = [
+    ("count 0", SENTENCE, 0, 0),
+    ("count 65", SENTENCE, 65, 0),
+    ("seed not a number", SENTENCE, 4, "abc"),
+    ("seed 1.5", SENTENCE, 4, 1.5),
+    ("negative seed", SENTENCE, 4, -1),
+    ("only spaces", "     ", 4, 0),
+]
+
+
+def test_bad_requests_get_the_clis_one_line(learned, served, tmp_path, capsys):
+    """Requests the page's widgets would not send (Gradio's API takes any JSON) get the line `gancls
+    sample` prints for the same arguments, and no image; a 10,000-character sentence is drawn from its
+    first 201 characters with the CLI's warning, as the CLI does."""
+    from gradio_client import Client
+
+    client = Client(served, verbose=False, download_files=False)
+
+    def cli(text, n, seed):
+        code = main(
+            [
+                "--params",
+                str(learned["params_file"]),
+                "sample",
+                "--text",
+                text,
+                "--n",
+                str(n),
+                "--seed",
+                str(seed),
+                "--out",
+                str(tmp_path / "cli.png"),
+            ]
+        )
+        return code, [line.split(": ", 2)[2] for line in capsys.readouterr().err.strip().splitlines()]
+
+    for what, text, n, seed in BAD_REQUESTS:
+        code, said = cli(text, n, seed)
+        assert code == 1 and len(said) == 1, (what, said)
+        *galleries, status = client.predict(text, n, seed, api_name="/draw")
+        assert galleries == [[]], what
+        assert html.unescape(re.sub(r"<[^>]+>", "", status)) == f"error: {said[0]}", what
+    long = "a small bird with a red body " * 345  # 10,005 characters
+    code, said = cli(long[:10000], 2, 0)
+    assert code == 0 and len(said) == 1 and "10000 characters long" in said[0], said
+    *galleries, status = client.predict(long[:10000], 2, 0, api_name="/draw")
+    assert len(galleries[0]) == 2 and html.unescape(re.sub(r"<[^>]+>", "", status)).startswith(f"warning: {said[0]}")
+    client.close()
+
+
+def test_sixteen_users_at_once(served):
+    """16 users of Gradio's client draw at once (the page's queue, demo.concurrency 1): every request is
+    answered with its images, none errs, all within the bound. The latency figures: benchmarks/demo_load.py."""
+    got = run_load(served, users=16, rounds=1, n=2, timeout_s=120)
+    assert got["errors"] == [] and got["answered"] == 16, got
+    assert 0 < got["p50_s"] <= got["p95_s"] <= got["max_s"] < 120

@@ -158,7 +158,14 @@ def _lines(tmp_path, texts):
     return path
 
 
-@pytest.mark.parametrize("text, why", [("", "empty text"), ("ÄÖÜ", "no character of Reed's alphabet")])
+@pytest.mark.parametrize(
+    "text, why",
+    [
+        ("", "empty text"),
+        ("    ", "empty text: nothing to encode (only whitespace)"),
+        ("ÄÖÜ", "no character of Reed's alphabet"),
+    ],
+)
 def test_text_the_encoder_cannot_see_is_one_line(with_encoder, tmp_path, capsys, text, why):
     out = tmp_path / "none.png"
     rc = main(["--params", str(with_encoder), "sample", "--text", "a red bird", "--text", text, "--out", str(out)])
@@ -185,3 +192,28 @@ def test_import_encoder_command_writes_weights_or_refuses_in_one_line(learned, t
     assert main(["--params", str(learned["params_file"]), "import-encoder", str(bad), "--out", str(bad_out)]) == 1
     err = capsys.readouterr().err
     assert str(bad) in err and len(err.strip().splitlines()) == 1 and not bad_out.exists()
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["--n", "0"], "--n must be a whole number from 1 to 64, not '0'"),
+        (["--n", "65"], "--n must be a whole number from 1 to 64, not '65'"),
+        (["--seed", "1.5"], "--seed must be a whole number from 0 to 9223372036854775807, not '1.5'"),
+        (["--seed", "x"], "--seed must be a whole number from 0 to 9223372036854775807, not 'x'"),
+    ],
+)
+def test_a_bad_count_or_seed_is_one_line(with_encoder, tmp_path, capsys, args, says):
+    out = tmp_path / "none.png"
+    rc = main(["--params", str(with_encoder), "sample", "--text", "a red bird", *args, "--out", str(out)])
+    assert rc == 1 and capsys.readouterr().err.strip() == f"gancls sample: error: {says}"
+    assert not out.exists()
+
+
+def test_whole_number_takes_what_a_cli_or_a_page_sends():
+    from gancls.drawing.draw import SentenceError, whole_number
+
+    assert [whole_number(v, "--n", 1, 64) for v in (8, 8.0, "8", " 8 ", "+8")] == [8] * 5
+    for bad in (0, 65, 1.5, "1.5", "abc", "", None, True, [8], float("nan")):
+        with pytest.raises(SentenceError, match="--n must be a whole number from 1 to 64"):
+            whole_number(bad, "--n", 1, 64)

@@ -7,8 +7,8 @@ from prefect.testing.utilities import prefect_test_harness
 from flows.pipeline import pipeline
 
 
-def test_flow_runs_pipeline_and_publishes_metrics(project_clone):
-    repo = project_clone()
+def test_flow_runs_pipeline_and_publishes_metrics(project_clone, shared_dvc_cache):
+    repo = project_clone(cache=shared_dvc_cache)
     with prefect_test_harness():
         rows = pipeline(root=str(repo))
         from prefect.client.orchestration import get_client

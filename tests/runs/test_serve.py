@@ -102,9 +102,9 @@ WIDE_LIMITS = {"flow": {"regression": {"text_match.accuracy": {"max_drop": 0.8},
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory):
+def repo(tmp_path_factory, shared_dvc_cache):
     """A clone of this project with tiny params, plus a branch ``good`` whose committed scores no run can reach."""
-    repo = clone_project(tmp_path_factory.mktemp("serve") / "repo", WIDE_LIMITS)
+    repo = clone_project(tmp_path_factory.mktemp("serve") / "repo", WIDE_LIMITS, shared_dvc_cache)
     sh(["git", "checkout", "-q", "-b", "good"], repo)
     (repo / "metrics/scores.json").write_text(json.dumps({"fid": 0.0, "text_match": {"accuracy": 1.0}}))
     sh(["git", "commit", "-qam", "perfect scores"], repo)
@@ -350,6 +350,7 @@ def test_prefect_yaml_deploys_to_a_process_pool(client_env, repo, tmp_path):
     for cmd in (
         ["work-pool", "create", "gancls-process", "--type", "process"],
         ["--no-prompt", "deploy", "--name", "nightly"],
+        ["--no-prompt", "deploy", "--name", "sweep"],
     ):
         proc = subprocess.run(prefect + cmd, cwd=project, env=cli_env, capture_output=True, text=True)
         assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -357,3 +358,8 @@ def test_prefect_yaml_deploys_to_a_process_pool(client_env, repo, tmp_path):
     assert dep.work_pool_name == "gancls-process" and dep.entrypoint == "flows/scheduled.py:scheduled"
     assert dep.schedules[0].schedule.cron == "0 2 * * *" and dep.global_concurrency_limit.limit == 1
     assert dep.pull_steps == [{"prefect.deployments.steps.set_working_directory": {"directory": str(repo)}}]
+    with _client() as client:
+        sweep = client.read_deployment_by_name("gancls-sweep/sweep")
+    assert sweep.work_pool_name == "gancls-process" and sweep.entrypoint == "flows/sweep.py:sweep"
+    assert sweep.parameters == {"file": "configs/sweeps/recipe.yaml", "root": "."} and not sweep.schedules
+    assert sweep.global_concurrency_limit.limit == 1

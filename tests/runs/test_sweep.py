@@ -1,9 +1,11 @@
 """gancls sweep and gancls compare: the sweep file checked before anything is queued, the statistics over
 seeds, and a real sweep (2 settings x 2 seeds, DVC's queue) on a clone with tiny params: stopped by
-SIGTERM in its second experiment, continued, compared, and run again for nothing."""
+SIGTERM in its second experiment, continued by the Prefect flow (flows/sweep.py; its first run killed by
+SIGKILL mid-experiment, the next one going through), compared, and run again for nothing."""
 
 import csv
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -82,8 +84,8 @@ def test_settings_group_by_params_without_the_seed_and_are_compared_with_the_bas
 
 
 @pytest.mark.slow
-def test_sweep_stopped_continues_compares_and_reruns_nothing(project_clone):
-    repo = project_clone()
+def test_sweep_stopped_continues_compares_and_reruns_nothing(project_clone, shared_dvc_cache):
+    repo = project_clone(cache=shared_dvc_cache)
     dvc("repro", cwd=repo)  # the workspace's own run (it also fills the run cache the experiments restore from)
     sweep = repo / "sweep.yaml"
     sweep.write_text(
@@ -108,9 +110,33 @@ def test_sweep_stopped_continues_compares_and_reruns_nothing(project_clone):
     assert not any(n.startswith("t-") for n in queue_status(repo)), "the stopped sweep left queue entries"
     assert "t-a-s0" in dvc("exp", "list", "--name-only", cwd=repo).stdout
 
-    sweep.write_text(sweep.read_text().replace("jobs: 1", "jobs: 2"))  # how it runs, not what: nothing redone
-    cont = sh(cmd, repo)
-    assert "4 experiments, 1 already done, 3 to run" in cont.stdout, cont.stdout
+    # continued by the Prefect flow (flows/sweep.py, the `sweep` deployment's; here on a temporary server of
+    # its own), with jobs 2: how it runs, not what: nothing redone.  Its first run is killed (SIGKILL, its
+    # process group: the flow and its Prefect server, as a crashed serving process) once an experiment
+    # runs: DVC's workers go on with what it queued; the next run clears that and goes through.
+    sweep.write_text(sweep.read_text().replace("jobs: 1", "jobs: 2"))
+    flow_env = dict(env(), PREFECT_HOME=str(repo.parent / "prefect-home"))
+    flow_env.pop("PREFECT_API_URL", None)
+    flow = [sys.executable, "-m", "flows.sweep", "sweep.yaml"]
+    with (repo.parent / "killed-flow.log").open("w") as log:
+        first = subprocess.Popen(
+            flow, cwd=repo, env=flow_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and first.poll() is None:
+        if "Running" in queue_status(repo).values():
+            break
+        time.sleep(0.5)
+    assert first.poll() is None, (repo.parent / "killed-flow.log").read_text()
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    left = {n: s for n, s in queue_status(repo).items() if n.startswith("t-")}
+    assert "Running" in left.values(), left  # what the killed run left on DVC's queue
+    cont = subprocess.run(flow, cwd=repo, env=flow_env, capture_output=True, text=True)
+    said = cont.stdout + cont.stderr
+    assert cont.returncode == 0, said
+    assert "4 experiments, 1 already done, 3 to run" in said, said
+    assert all(f"t-{n}: success" in said for n in ("a-s1", "b-s0", "b-s1")), said  # a task per experiment
     listed = dvc("exp", "list", "--name-only", cwd=repo).stdout.split()
     assert sorted(n for n in listed if n.startswith("t-")) == ["t-a-s0", "t-a-s1", "t-b-s0", "t-b-s1"]
     shown = dvc("exp", "show", "--csv", cwd=repo).stdout

@@ -26,7 +26,10 @@ import numpy as np
 import torch
 
 from ..config import DemoParams, Params
-from .draw import SentenceError, check_sentences, draw_texts, load_text_to_image
+from ..models.text_encoder import MAX_LEN
+from .draw import MAX_IMAGES, MAX_SEED, SentenceError, check_sentences, draw_texts, load_text_to_image, whole_number
+
+MAX_STEPS = 32  # the interpolation tab's steps
 
 # The 64×64 images are shown enlarged without smoothing, so what G drew is what one sees.
 CSS = (
@@ -73,12 +76,17 @@ class Shipped:
     def describe(self) -> str:
         """Markdown: which model and encoder, their digests, and the run's text-conditioning score."""
         tm = (self.scores or {}).get("text_match")
-        score = (
-            f"text match **{tm['accuracy']:.3f}** (typed text through the encoder {tm.get('encoded_accuracy', float('nan')):.3f}; "
-            f"chance {tm['chance']:.3f}, real images {tm['real_ceiling']:.3f}) — `{self.scores_file}`"
-            if tm
-            else f"no scores: `{self.scores_file}` is missing (`make run` writes it)"
-        )
+        if tm and isinstance(tm.get("accuracy"), (int, float)):
+            names = {
+                "encoded_accuracy": "typed text through the encoder",
+                "chance": "chance",
+                "real_ceiling": "real images",
+            }
+            known = [f"{what} {tm[k]:.3f}" for k, what in names.items() if isinstance(tm.get(k), (int, float))]
+            score = f"text match **{tm['accuracy']:.3f}**" + (f" ({'; '.join(known)})" if known else "")
+            score += f" — `{self.scores_file}`"
+        else:
+            score = f"no scores: `{self.scores_file}` is missing or has no text match (`make run` writes it)"
         return "\n".join(
             [
                 f"**Model of the {self.source}.**",
@@ -142,33 +150,43 @@ def experiment_model(name: str, params: Params, into: str | Path, repo: str | Pa
     )
 
 
-def sentence_gallery(shipped: Shipped, text: str, n: int, seed: int) -> tuple[list, list[str]]:
+def check_request(text, n, seed, warn) -> tuple[int, int]:
+    """The page's sentence request, checked as ``gancls sample --text`` checks its arguments (the same
+    one-line SentenceError, in the same order: --n, --seed, the sentence): (n, seed) as ints."""
+    n = whole_number(n, "--n", 1, MAX_IMAGES)
+    seed = whole_number(seed, "--seed", 0, MAX_SEED)
+    check_sentences([text], n, warn)
+    return n, seed
+
+
+def sentence_gallery(shipped: Shipped, text: str, n, seed) -> tuple[list, list[str]]:
     """``n`` images (uint8 64×64×3) of ``text``, each with the sentence as caption, and the warnings."""
     from .generate import to_uint8
 
     warnings: list[str] = []
-    check_sentences([text], int(n), warnings.append)
+    n, seed = check_request(text, n, seed, warnings.append)
     g, mcfg, encoder, _ = shipped.models
-    images = to_uint8(draw_texts(g, mcfg, encoder, [text], int(n), int(seed)))
-    return [(img, text) for img in images], warnings
+    images = to_uint8(draw_texts(g, mcfg, encoder, [text], n, seed))
+    caption = text if len(text) <= MAX_LEN else text[:MAX_LEN] + "…"  # what the encoder read
+    return [(img, caption) for img in images], warnings
 
 
 @torch.no_grad()
-def interpolation_gallery(shipped: Shipped, a: str, b: str, steps: int, seed: int) -> tuple[list, list[str]]:
+def interpolation_gallery(shipped: Shipped, a: str, b: str, steps, seed) -> tuple[list, list[str]]:
     """GAN-INT: ``steps`` images at one noise vector, the embedding moving from ``a``'s to ``b``'s."""
     from ..models.text_encoder import encode
     from .generate import to_uint8
     from .grids import lerp
 
     warnings: list[str] = []
-    check_sentences([a, b], int(steps), warnings.append)
-    if int(steps) < 2:
-        raise SentenceError("steps must be at least 2")
+    steps = whole_number(steps, "steps", 2, MAX_STEPS)
+    seed = whole_number(seed, "--seed", 0, MAX_SEED)
+    check_sentences([a, b], 1, warnings.append)
     g, mcfg, encoder, dev = shipped.models
     ea, eb = torch.from_numpy(encode(encoder, [a, b])).to(dev)
-    z = torch.randn(1, mcfg.z_dim, generator=torch.Generator().manual_seed(int(seed))).to(dev)
-    images = to_uint8(g(z.repeat(int(steps), 1), lerp(ea, eb, int(steps))))
-    t = np.linspace(0, 1, int(steps))
+    z = torch.randn(1, mcfg.z_dim, generator=torch.Generator().manual_seed(seed)).to(dev)
+    images = to_uint8(g(z.repeat(steps, 1), lerp(ea, eb, steps)))
+    t = np.linspace(0, 1, steps)
     return [
         (img, f"t = {x:.2f}" + (f": {a}" if i == 0 else f": {b}" if i == len(t) - 1 else ""))
         for i, (img, x) in enumerate(zip(images, t))
@@ -182,47 +200,92 @@ def status_html(error: str | None = None, warnings: list[str] | None = None, don
     return f'<div class="gancls-status">{html.escape(chr(10).join(lines))}</div>'
 
 
-def build_page(shipped: Shipped, cfg: DemoParams):
+def element_id(base: str, i: int) -> str:
+    """The first model's elements keep their one-model ids (#gallery, #model-info); the others' get -1, -2..."""
+    return base if i == 0 else f"{base}-{i}"
+
+
+def build_page(models: list[Shipped], cfg: DemoParams):
+    """One page for one model, or several side by side (``gancls demo --exp A --exp B``): each draws the
+    same sentence, number and seed, under its own scores and params digest.
+
+    The events take the raw request (``preprocess=False``): Gradio's own checks would answer a count out
+    of range or a seed that is not a whole number with a message of its own, or a bare "Error"; here
+    every bad request gets the CLI's one line (``check_request``), whichever client sent it."""
     import gradio as gr
+
+    def each(gallery_of, *args) -> list:
+        galleries, warnings = [], []
+        for shipped in models:
+            gallery, warnings = gallery_of(shipped, *args)
+            galleries.append(gallery)
+        return galleries, warnings
 
     def draw(text, n, seed):
         try:
-            gallery, warnings = sentence_gallery(shipped, text, n, seed)
+            galleries, warnings = each(sentence_gallery, text, n, seed)
         except SentenceError as exc:
-            return [], status_html(str(exc))
-        return gallery, status_html(warnings=warnings, done=f"{len(gallery)} images of {text!r}, seed {int(seed)}")
+            return [[] for _ in models] + [status_html(str(exc))]
+        shown = text if len(text) <= 80 else text[:80] + "…"
+        done = f"{len(galleries[0])} images of {shown!r}, seed {int(seed)}" + (
+            f", by each of {len(models)} models" if len(models) > 1 else ""
+        )
+        return galleries + [status_html(warnings=warnings, done=done)]
 
     def interpolate(a, b, steps, seed):
         try:
-            gallery, warnings = interpolation_gallery(shipped, a, b, steps, seed)
+            galleries, warnings = each(interpolation_gallery, a, b, steps, seed)
         except SentenceError as exc:
-            return [], status_html(str(exc))
-        return gallery, status_html(warnings=warnings, done=f"{len(gallery)} steps, seed {int(seed)}")
+            return [[] for _ in models] + [status_html(str(exc))]
+        return galleries + [status_html(warnings=warnings, done=f"{len(galleries[0])} steps, seed {int(seed)}")]
+
+    def columns(base: str, label: str) -> list:
+        out = []
+        with gr.Row():
+            for i, shipped in enumerate(models):
+                with gr.Column():
+                    if len(models) > 1:
+                        gr.Markdown(f"### {shipped.source}")
+                    out.append(
+                        gr.Gallery(
+                            label=label,
+                            elem_id=element_id(base, i),
+                            columns=8 // len(models) or 1,
+                            height="auto",
+                            format="png",
+                        )
+                    )
+        return out
 
     with gr.Blocks(title="gancls demo", analytics_enabled=False) as page:
         gr.Markdown("## gancls: type a description, see the birds")
-        gr.Markdown(shipped.describe(), elem_id="model-info")
+        with gr.Row():
+            for i, shipped in enumerate(models):
+                gr.Markdown(shipped.describe(), elem_id=element_id("model-info", i))
         with gr.Tab("Sentence"):
             text = gr.Textbox(label="Description", value=cfg.examples[0], elem_id="sentence", max_length=1000)
             gr.Examples([[e] for e in cfg.examples], inputs=[text], label="Examples")
             with gr.Row():
-                n = gr.Slider(1, 64, value=cfg.n_images, step=1, label="Images", elem_id="n-images")
+                n = gr.Slider(1, MAX_IMAGES, value=cfg.n_images, step=1, label="Images", elem_id="n-images")
                 seed = gr.Number(cfg.seed, precision=0, minimum=0, label="Seed", elem_id="seed")
             button = gr.Button("Draw", variant="primary", elem_id="draw")
             status = gr.HTML(status_html(), elem_id="status")
-            gallery = gr.Gallery(label="Images", elem_id="gallery", columns=8, height="auto", format="png")
-            button.click(draw, [text, n, seed], [gallery, status])
-            text.submit(draw, [text, n, seed], [gallery, status])
+            galleries = columns("gallery", "Images")
+            button.click(draw, [text, n, seed], [*galleries, status], api_name="draw", preprocess=False)
+            text.submit(draw, [text, n, seed], [*galleries, status], api_name=False, preprocess=False)
         with gr.Tab("Interpolate (GAN-INT)"):
             a = gr.Textbox(label="From", value=cfg.examples[0], elem_id="from", max_length=1000)
             b = gr.Textbox(label="To", value=cfg.examples[min(1, len(cfg.examples) - 1)], elem_id="to", max_length=1000)
             with gr.Row():
-                steps = gr.Slider(2, 32, value=cfg.interp_steps, step=1, label="Steps", elem_id="steps")
+                steps = gr.Slider(2, MAX_STEPS, value=cfg.interp_steps, step=1, label="Steps", elem_id="steps")
                 iseed = gr.Number(cfg.seed, precision=0, minimum=0, label="Seed (one noise vector)")
             ibutton = gr.Button("Interpolate", variant="primary", elem_id="interpolate")
             istatus = gr.HTML(status_html(), elem_id="interp-status")
-            igallery = gr.Gallery(label="From → to", elem_id="interp-gallery", columns=8, height="auto", format="png")
-            ibutton.click(interpolate, [a, b, steps, iseed], [igallery, istatus])
+            igalleries = columns("interp-gallery", "From → to")
+            ibutton.click(
+                interpolate, [a, b, steps, iseed], [*igalleries, istatus], api_name="interpolate", preprocess=False
+            )
+    page.queue(max_size=cfg.queue_size, default_concurrency_limit=cfg.concurrency)
     return page
 
 
@@ -239,14 +302,15 @@ def is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def start(shipped: Shipped, cfg: DemoParams, host: str | None = None, port: int | None = None):
-    """Start the page in a background thread: (the Gradio app, its address). ``page.close()`` stops it."""
+def start(models: Shipped | list[Shipped], cfg: DemoParams, host: str | None = None, port: int | None = None):
+    """Start the page (one model, or several side by side) in a background thread: (the Gradio app, its
+    address). ``page.close()`` stops it."""
     import gradio as gr
 
     host = host or cfg.host
     port = cfg.port if port is None else port
     port = port or free_port(host)
-    page = build_page(shipped, cfg)
+    page = build_page(models if isinstance(models, list) else [models], cfg)
     # Local fonts only: Gradio's default theme would make the browser fetch Google Fonts.
     theme = gr.themes.Default(
         font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
@@ -271,20 +335,33 @@ def start(shipped: Shipped, cfg: DemoParams, host: str | None = None, port: int 
 
 
 def demo(
-    params: Params, params_file: str | Path, exp: str | None = None, host: str | None = None, port: int | None = None
+    params: Params,
+    params_file: str | Path,
+    exps: list[str] | None = None,
+    host: str | None = None,
+    port: int | None = None,
 ) -> None:
-    """``gancls demo``: load the model, start the page, print its address, serve until Ctrl-C."""
+    """``gancls demo``: load the model (the workspace's, or each ``--exp``'s, side by side), start the
+    page, print its address, serve until Ctrl-C."""
     cfg = params.demo
+    exps = list(exps or [])
+    if len(set(exps)) != len(exps):
+        raise DemoError(f"--exp: each experiment once ({', '.join(exps)})")
     with tempfile.TemporaryDirectory(prefix="gancls-demo-") as tmp:
-        shipped = experiment_model(exp, params, tmp) if exp else workspace_model(params, params_file)
-        shipped.load(cfg.device)
-        page, url = start(shipped, cfg, host, port)
+        if exps:
+            models = [experiment_model(exp, params, Path(tmp) / str(i)) for i, exp in enumerate(exps)]
+        else:
+            models = [workspace_model(params, params_file)]
+        for shipped in models:
+            shipped.load(cfg.device)
+        page, url = start(models, cfg, host, port)
         if not is_loopback(host or cfg.host):
             print(
                 f"gancls demo: warning: listening on {host or cfg.host}: other machines can open the page",
                 file=sys.stderr,
             )
-        print(f"gancls demo: {shipped.source} ({shipped.generator}) on {url}  (Ctrl-C stops it)", flush=True)
+        shown = "; ".join(f"{m.source} ({m.generator})" for m in models)
+        print(f"gancls demo: {shown} on {url}  (Ctrl-C stops it)", flush=True)
         try:
             page.block_thread()
         finally:

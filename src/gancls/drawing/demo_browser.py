@@ -2,7 +2,8 @@
 sentence, press the button, wait for the gallery, read what it shows.
 
 Used by ``tests/drawing/test_demo.py``, by ``make demo-shot`` (``python -m gancls.drawing.demo_browser``: a screenshot
-of the page with the workspace's model, ``reports/demo.png``) and by ``benchmarks/demo_latency.py``.
+of the page with the workspace's model, ``reports/demo.png``, or with experiments side by side: ``--exp A
+--exp B``) and by ``benchmarks/demo_latency.py``.
 Every request that leaves loopback is refused and recorded, so a check also shows that the page
 sends nothing out (fonts, analytics).
 """
@@ -120,35 +121,51 @@ def draw(page, text: str, n: int | None = None, seed: int | None = None) -> dict
         page.press("#seed input", "Tab")
     if n is None:
         n = int(page.input_value("#n-images input[type=number]"))
-    return press(page, "#draw", "#status", "#gallery", n)
+    got = press(page, "#draw", "#status", "#gallery", n)
+    # The other models' galleries (gancls demo --exp A --exp B): filled by the same answer as the first.
+    got["others"] = [read_gallery(page, "#status", f"#gallery-{i}") for i in range(1, models(page))]
+    return got
+
+
+def models(page) -> int:
+    """How many models the page shows side by side (one #model-info element each)."""
+    return page.eval_on_selector_all("[id^='model-info']", "els => els.length")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``make demo-shot``: the page with the workspace's model, one sentence drawn, a screenshot."""
+    """``make demo-shot``: the page with the workspace's model (or the --exp experiments' side by side),
+    one sentence drawn, a screenshot."""
+    import tempfile
+
     from .. import __version__  # noqa: F401  (telemetry variables)
     from ..config import load_params
-    from .demo import start, workspace_model
+    from .demo import experiment_model, start, workspace_model
 
     ap = argparse.ArgumentParser(prog="python -m gancls.drawing.demo_browser", description=main.__doc__)
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--out", default="reports/demo.png")
     ap.add_argument("--text", help="sentence to draw (default the first of demo.examples)")
+    ap.add_argument("--exp", action="append", default=[], help="an experiment to show (repeat: side by side)")
     args = ap.parse_args(argv)
     params = load_params(args.params)
-    shipped = workspace_model(params, args.params).load(params.demo.device)
-    page_app, url = start(shipped, params.demo, port=0)
-    try:
-        with open_page(url) as page:
-            got = draw(page, args.text or params.demo.examples[0], params.demo.n_images)
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=args.out, full_page=True)
-    finally:
-        page_app.close()
+    with tempfile.TemporaryDirectory(prefix="gancls-demo-shot-") as tmp:
+        if args.exp:
+            shown = [experiment_model(e, params, Path(tmp) / str(i)) for i, e in enumerate(args.exp)]
+        else:
+            shown = [workspace_model(params, args.params)]
+        page_app, url = start([m.load(params.demo.device) for m in shown], params.demo, port=0)
+        try:
+            with open_page(url) as page:
+                got = draw(page, args.text or params.demo.examples[0], params.demo.n_images)
+                Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=args.out, full_page=True)
+        finally:
+            page_app.close()
     print(
-        f"{args.out}: {url}, {len(got['images'])} images in {got['seconds']:.2f} s ({got['state']}: "
-        f"{got['status']}); requests leaving loopback: {len(page.gancls['outside'])}"
+        f"{args.out}: {url}, {len(shown)} model(s), {len(got['images'])} images each in {got['seconds']:.2f} s "
+        f"({got['state']}: {got['status']}); requests leaving loopback: {len(page.gancls['outside'])}"
     )
-    return 0 if got["state"] == "gallery" else 1
+    return 0 if got["state"] == "gallery" and all(len(o["images"]) == len(got["images"]) for o in got["others"]) else 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -72,8 +72,10 @@ def sample_images(
     device: str = "auto",
 ) -> dict:
     """Write a grid: one row per matching caption (up to ``max_captions``), ``per_caption`` images."""
-    if per_caption < 1 or max_captions < 1:
-        raise SentenceError("--n and --max-captions must be at least 1")
+    per_caption = whole_number(per_caption, "--n", 1, MAX_IMAGES)
+    seed = whole_number(seed, "--seed", 0, MAX_SEED)
+    if max_captions < 1:
+        raise SentenceError("--max-captions must be at least 1")
     test = read_prepared(prepared, "test")
     found = find_captions(test["captions"], test["keys"], query, caption_id)
     if not found:
@@ -94,16 +96,38 @@ def sample_images(
     return {"grid": str(out), "captions": len(picked), "matches": len(found)}
 
 
+MAX_IMAGES = 64  # images per sentence (the grid's columns, the demo page's slider)
+MAX_SEED = 2**63 - 1
+
+
+def whole_number(value, name: str, low: int, high: int) -> int:
+    """``value`` (an int, an integral float, or its text, as the CLI and a page request give it) as an
+    int in ``low..high``; SentenceError naming ``name`` otherwise. The CLI and the demo page share it,
+    so a bad count or seed gets the same one line from both."""
+    number = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+        number = int(value)
+    if number is None or not low <= number <= high:
+        raise SentenceError(f"{name} must be a whole number from {low} to {high}, not {str(value)[:40]!r}")
+    return number
+
+
 def check_sentences(texts: list[str], per_sentence: int, warn=print) -> None:
-    """SentenceError (one line) for no sentence, ``per_sentence`` < 1, or a sentence that is empty or
-    has no character of Reed's alphabet; ``warn`` gets what of a sentence the encoder does not see."""
+    """SentenceError (one line) for no sentence, ``per_sentence`` outside 1..MAX_IMAGES, or a sentence
+    that is not text, is empty or only spaces, or has no character of Reed's alphabet; ``warn`` gets
+    what of a sentence the encoder does not see (characters past its 201, unknown ones)."""
     from ..models.text_encoder import check_text
 
-    if per_sentence < 1:
-        raise SentenceError("--n must be at least 1")
+    whole_number(per_sentence, "--n", 1, MAX_IMAGES)
     if not texts:
         raise SentenceError("give --text SENTENCE (or --file with one sentence a line)")
     for i, text in enumerate(texts, 1):
+        if not isinstance(text, str):
+            raise SentenceError(f"sentence {i}: not text ({type(text).__name__})")
         try:
             for warning in check_text(text):
                 warn(f"sentence {i}: {warning}")
@@ -166,6 +190,8 @@ def draw_sentences(
     """
     from .generate import to_uint8
 
+    per_sentence = whole_number(per_sentence, "--n", 1, MAX_IMAGES)
+    seed = whole_number(seed, "--seed", 0, MAX_SEED)
     check_sentences(texts, per_sentence, warn)
     g, mcfg, encoder, _ = load_text_to_image(generator_path, encoder_path, device)
     images = draw_texts(g, mcfg, encoder, texts, per_sentence, seed)

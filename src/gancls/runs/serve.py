@@ -1,4 +1,5 @@
-"""``gancls serve`` (``make serve``): the scheduled deployment of ``flows/scheduled.py`` on a Prefect server.
+"""``gancls serve`` (``make serve``): the scheduled deployment of ``flows/scheduled.py`` on a Prefect server,
+and beside it the ``sweep`` deployment of ``flows/sweep.py`` (no schedule: run by hand, one at a time).
 
 Without ``PREFECT_API_URL``, starts ``prefect server start`` on ``serve.host``/``serve.port`` with its
 SQLite database in ``serve.home``; with it, uses that server.  Then serves the deployment
@@ -12,6 +13,7 @@ This is a supervisor of processes, not a flow: the flow it serves is loaded from
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -25,6 +27,7 @@ from ..config import Params
 from .process import stop_group
 
 ENTRYPOINT = "flows/scheduled.py:scheduled"  # as in prefect.yaml, relative to the repository
+SWEEP_ENTRYPOINT = "flows/sweep.py:sweep"  # the sweep deployment beside it (run by hand)
 
 
 def free_port(host: str) -> int:
@@ -99,27 +102,32 @@ def serve_flow(root: str | Path, params: Params, interval: float | None = None, 
         # prefect reads PREFECT_API_URL when imported: only now
         from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
         from prefect.flows import load_flow_from_entrypoint
+        from prefect.runner import Runner
 
         scheduled = load_flow_from_entrypoint(f"{root / ENTRYPOINT}", use_placeholder_flow=False)
+        sweep = load_flow_from_entrypoint(f"{root / SWEEP_ENTRYPOINT}", use_placeholder_flow=False)
         api = os.environ["PREFECT_API_URL"].rstrip("/")
         ui = api[: -len("/api")] if api.endswith("/api") else api
         schedule = {"interval": interval} if interval else {"cron": cron or params.flow.cron}
         print(
             f"Prefect UI: {ui}  (deployment gancls-scheduled/{params.flow.name}, "
-            f"{schedule}, one run at a time)\nstart a run by hand (another shell, in {root}): "
-            f"PREFECT_API_URL={api} .venv/bin/prefect deployment run gancls-scheduled/{params.flow.name}",
+            f"{schedule}, one run at a time; and gancls-sweep/sweep, by hand)\nstart a run by hand (another "
+            f"shell, in {root}): PREFECT_API_URL={api} .venv/bin/prefect deployment run "
+            f"gancls-scheduled/{params.flow.name}\na sweep: PREFECT_API_URL={api} .venv/bin/prefect deployment run "
+            "gancls-sweep/sweep -p file=configs/sweeps/recipe.yaml",
             flush=True,
         )
         limit = ConcurrencyLimitConfig(
             limit=1, collision_strategy=ConcurrencyLimitStrategy[params.flow.collision.upper()]
         )
-        scheduled.serve(
-            name=params.flow.name,
-            parameters={"root": str(root)},
-            global_limit=limit,
-            print_starting_message=False,
-            **schedule,
+        runner = Runner(name=f"gancls-{params.flow.name}")
+        runner.add_flow(
+            scheduled, name=params.flow.name, parameters={"root": str(root)}, concurrency_limit=limit, **schedule
         )
+        # sweeps share DVC's queue: one at a time, a second waits
+        one_sweep = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
+        runner.add_flow(sweep, name="sweep", parameters={"root": str(root)}, concurrency_limit=one_sweep)
+        asyncio.run(runner.start())
     except KeyboardInterrupt:
         pass
     finally:

@@ -24,6 +24,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,8 @@ from .compare import compare, experiments, flat
 from .experiment import raw_with
 from .process import dvc, env
 
+_QUEUE_READ = threading.Lock()
+POLL_SECONDS = 2.0  # between two reads of DVC's queue while a sweep runs
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_]*$"  # a part of a DVC experiment name (a git ref); '-' joins the parts
 
 
@@ -105,18 +108,30 @@ def plan(spec: SweepFile, params_file: str | Path) -> list[Planned]:
 
 
 def queue_status(root: Path) -> dict[str, str]:
-    """``dvc queue status``: experiment name -> Queued | Running | Success | Failed."""
-    out = {}
-    for line in dvc("queue", "status", cwd=root).stdout.splitlines():
-        parts = line.split()
-        if len(parts) >= 4 and parts[-1] in ("Queued", "Running", "Success", "Failed"):
-            out[parts[1]] = parts[-1]
-    return out
+    """DVC's queue (what ``dvc queue status`` lists): experiment name -> Queued | Running | Success | Failed.
+
+    Read in this process through DVC's API: a poll costs no interpreter start and no ping of the
+    workers (``dvc queue status`` pays both, about a second of a core, every time)."""
+    from dvc.repo import Repo
+
+    with _QUEUE_READ, Repo(str(root)) as repo:  # one read at a time (the flow's tasks poll from threads)
+        return {
+            e["name"]: e["status"]
+            for e in repo.experiments.celery_queue.status()
+            if e.get("name") and e.get("status") in ("Queued", "Running", "Success", "Failed")
+        }
 
 
 def _stop(root: Path, names: list[str], say) -> None:
     """Take this sweep's entries off DVC's queue: queued ones removed first (so that no worker starts
     them), running ones killed, until none is left queued or running; then the finished entries removed."""
+    killed = clear_queue(root, names)
+    say(f"stopped: {killed} running experiment(s) killed, the queue holds none of this sweep; rerun to continue")
+
+
+def clear_queue(root: Path, names: list[str]) -> int:
+    """Remove ``names`` from DVC's queue: queued first, running ones killed, then the finished entries.
+    Returns how many running ones were killed."""
     killed: set[str] = set()
     for _ in range(120):
         status = queue_status(root)
@@ -133,21 +148,39 @@ def _stop(root: Path, names: list[str], say) -> None:
     left = [n for n in names if n in queue_status(root)]
     if left:
         dvc("queue", "remove", *left, cwd=root, check=False)
-    say(f"stopped: {len(killed)} running experiment(s) killed, the queue holds none of this sweep; rerun to continue")
+    return len(killed)
 
 
-def run_sweep(path: str | Path, params_file: str | Path = "params.yaml", say=print) -> int:
-    """Queue what is not done, run it with ``jobs`` DVC workers, wait, compare.  0 when every experiment
-    of the sweep exists at the end, 1 when one failed, 130/143 when stopped by SIGINT/SIGTERM."""
+@dataclass
+class Sweep:
+    """A sweep file planned against a repository: what it holds and what is left to run."""
+
+    spec: SweepFile
+    root: Path
+    planned: list[Planned]
+    todo: list[Planned]
+
+    @property
+    def out(self) -> Path:
+        return Path("reports/sweeps") / self.spec.name
+
+
+def prepare_view(path: str | Path, params_file: str | Path = "params.yaml") -> Sweep:
+    """The sweep file checked and planned, nothing changed (``todo`` empty): for the steps that only read."""
     spec = load_sweep(path)
     params_file = Path(params_file)
-    root = params_file.resolve().parent
-    planned = plan(spec, params_file)
+    return Sweep(spec, params_file.resolve().parent, plan(spec, params_file), [])
+
+
+def prepare(path: str | Path, params_file: str | Path = "params.yaml") -> Sweep:
+    """Check the file and every setting; clear what an earlier, killed sweep left on DVC's queue (queued
+    entries removed, running ones killed); keep the experiments of HEAD that are done with the same
+    params, remove the ones with other params."""
+    sweep = prepare_view(path, params_file)
+    spec, root, planned = sweep.spec, sweep.root, sweep.planned
     names = [p.name for p in planned]
-    old = queue_status(root)
-    stale_entries = [n for n in names if n in old]
-    if stale_entries:  # left by an earlier sweep that was killed, or its failures
-        dvc("queue", "remove", *stale_entries, cwd=root, check=False)
+    if any(n in queue_status(root) for n in names):  # left by an earlier sweep that was killed, or its failures
+        clear_queue(root, names)
     done = experiments(root)
     todo = []
     for p in planned:
@@ -157,62 +190,95 @@ def run_sweep(path: str | Path, params_file: str | Path = "params.yaml", say=pri
         if exp is not None:
             dvc("exp", "remove", p.name, cwd=root)
         todo.append(p)
-    say(f"sweep {spec.name}: {len(planned)} experiments, {len(planned) - len(todo)} already done, {len(todo)} to run")
+    return Sweep(spec, root, planned, todo)
+
+
+def enqueue(sweep: Sweep) -> None:
+    """Each experiment left to run on DVC's queue (``dvc exp run --queue -n NAME -S ...``), then ``jobs``
+    DVC workers started (at most one per experiment)."""
+    for p in sweep.todo:
+        dvc("exp", "run", "--queue", "-n", p.name, *[a for o in p.overrides for a in ("-S", o)], cwd=sweep.root)
+    # the workers DVC starts outlive the command and would hold a pipe open: no output captured
+    started = subprocess.run(
+        [sys.executable, "-m", "dvc", "queue", "start", "--jobs", str(min(sweep.spec.jobs, len(sweep.todo)))],
+        cwd=sweep.root,
+        env=env(),  # the stages call gancls: this installation's bin/ first on PATH
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    if started.returncode:
+        raise ConfigError(f"dvc queue start failed (exit {started.returncode}) in {sweep.root}")
+
+
+def save_log(sweep: Sweep, name: str) -> Path:
+    """A failed experiment's log (``dvc queue logs``) to ``reports/sweeps/<sweep>/logs/<name>.log``."""
+    log = sweep.root / sweep.out / "logs" / f"{name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(dvc("queue", "logs", name, cwd=sweep.root, check=False).stdout, encoding="utf-8")
+    return log
+
+
+def finish(sweep: Sweep, say) -> tuple[list[str], dict[str, Path]]:
+    """The finished entries off DVC's queue; the comparison of the finished experiments (when the
+    baseline setting has one). Returns the names not finished, and the comparison's files."""
+    names = [p.name for p in sweep.planned]
+    ours = [n for n in names if n in queue_status(sweep.root)]
+    if ours:
+        dvc("queue", "remove", *ours, cwd=sweep.root, check=False)
+    have = experiments(sweep.root)
+    finished = [n for n in names if n in have]
+    paths: dict[str, Path] = {}
+    if finished and sweep.spec.baseline in {p.setting for p in sweep.planned if p.name in have}:
+        labels = {p.name: p.setting for p in sweep.planned}
+        paths = compare(
+            finished, sweep.root / sweep.out, sweep.root, sweep.spec.baseline, labels, title=f"Sweep {sweep.spec.name}"
+        )
+        say(f"comparison: {', '.join(str(p.relative_to(sweep.root)) for p in paths.values())}")
+    else:
+        say(f"no comparison: no finished experiment of the baseline setting {sweep.spec.baseline!r}")
+    return [n for n in names if n not in have], paths
+
+
+def run_sweep(path: str | Path, params_file: str | Path = "params.yaml", say=print) -> int:
+    """Queue what is not done, run it with ``jobs`` DVC workers, wait, compare.  0 when every experiment
+    of the sweep exists at the end, 1 when one failed, 130/143 when stopped by SIGINT/SIGTERM."""
+    sweep = prepare(path, params_file)
+    planned, todo, root = sweep.planned, sweep.todo, sweep.root
+    say(
+        f"sweep {sweep.spec.name}: {len(planned)} experiments, {len(planned) - len(todo)} already done, "
+        f"{len(todo)} to run"
+    )
     stopped: list[int] = []
     handlers = {}
+    failed: list[str] = []
     if todo:
-        for p in todo:
-            dvc("exp", "run", "--queue", "-n", p.name, *[a for o in p.overrides for a in ("-S", o)], cwd=root)
 
         def on_signal(signum, _frame):
             stopped.append(signum)
 
         handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
-            # the workers DVC starts outlive the command and would hold a pipe open: no output captured
-            started = subprocess.run(
-                [sys.executable, "-m", "dvc", "queue", "start", "--jobs", str(min(spec.jobs, len(todo)))],
-                cwd=root,
-                env=env(),  # the stages call gancls: this installation's bin/ first on PATH
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            if started.returncode:
-                raise ConfigError(f"dvc queue start failed (exit {started.returncode}) in {root}")
+            enqueue(sweep)
             seen: dict[str, str] = {}
+            ours = {p.name for p in todo}
             while not stopped:
-                status = {n: s for n, s in queue_status(root).items() if n in {p.name for p in todo}}
+                status = {n: s for n, s in queue_status(root).items() if n in ours}
                 for name, state in status.items():
                     if seen.get(name) != state:
                         say(f"  {name}: {state.lower()}")
                 seen = status
                 if not any(s in ("Queued", "Running") for s in status.values()):
                     break
-                time.sleep(2)
+                time.sleep(POLL_SECONDS)
             if stopped:
                 _stop(root, [p.name for p in todo], say)
                 return 128 + stopped[0]
+            failed = [n for n, s in seen.items() if s == "Failed"]
         finally:
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
-    out = Path("reports/sweeps") / spec.name
-    final = queue_status(root)
-    failed = [p.name for p in todo if final.get(p.name) == "Failed"]
     for name in failed:
-        log = root / out / "logs" / f"{name}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        log.write_text(dvc("queue", "logs", name, cwd=root, check=False).stdout, encoding="utf-8")
-        say(f"  {name}: FAILED (log: {log.relative_to(root)})")
-    ours = [n for n in names if n in final]
-    if ours:
-        dvc("queue", "remove", *ours, cwd=root, check=False)
-    have = experiments(root)
-    finished = [n for n in names if n in have]
-    if finished and spec.baseline in {p.setting for p in planned if p.name in have}:
-        labels = {p.name: p.setting for p in planned}
-        paths = compare(finished, root / out, root, spec.baseline, labels, title=f"Sweep {spec.name}")
-        say(f"comparison: {', '.join(str(p.relative_to(root)) for p in paths.values())}")
-    else:
-        say(f"no comparison: no finished experiment of the baseline setting {spec.baseline!r}")
-    return 1 if failed or len(finished) < len(names) else 0
+        say(f"  {name}: FAILED (log: {save_log(sweep, name).relative_to(root)})")
+    missing, _ = finish(sweep, say)
+    return 1 if failed or missing else 0
