@@ -135,11 +135,19 @@ def scheduled(root: str = ".", baseline: str | None = None) -> dict:
     root = str(Path(root).resolve())
     cfg = load_params(Path(root) / "params.yaml").flow
     baseline = baseline or cfg.baseline
-    limits = cfg.timeouts
     name = f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
     path = str(Path(root) / scheduling.RUNS_DIR / name)
+    with scheduling.run_lock(root, cfg.lock_wait, owner=f"flow run {flow_run.name}"):
+        for left in worktree.remove_leftovers(root):  # the lock is ours: no live run owns one
+            logger.warning("removed the worktree %s that a killed run left", left)
+        return _run(root, path, name, baseline, cfg, logger)
+
+
+def _run(root: str, path: str, name: str, baseline: str, cfg, logger) -> dict:
+    """The run itself, in its temporary worktree (removed on leaving, whatever happened)."""
+    limits = cfg.timeouts
     # the worktree is removed on leaving, also after a timeout or a failure half-way through open-worktree
-    with scheduling.run_lock(root, cfg.lock_wait, owner=f"flow run {flow_run.name}"), worktree.temporary(root, path):
+    with worktree.temporary(root, path):
         tree = timed(open_worktree, limits, "check")(root, path)
         if cfg.fetch:
             backoff = exponential_backoff(backoff_factor=cfg.fetch_backoff)

@@ -322,8 +322,12 @@ def test_regression_fails_the_run_and_a_second_run_waits(served, repo):
 
 
 def test_a_task_past_its_timeout_fails_the_run_and_leaves_nothing(client_env, repo):
+    """A run past its `check` timeout fails and leaves no worktree, its own nor one a killed run left."""
     from flows.scheduled import scheduled
 
+    # what a run killed by SIGKILL leaves (its clean-up never ran): its worktree, registered with git
+    killed = repo / ".dvc/tmp/gancls-flow/runs/nightly-killed"
+    sh(["git", "worktree", "add", "--detach", str(killed), "HEAD"], repo)
     params = (repo / "params.yaml").read_text()
     assert "    check: 600" in params
     (repo / "params.yaml").write_text(params.replace("    check: 600", "    check: 0.5", 1))  # flow: no stage reads it

@@ -78,6 +78,16 @@ def remove(root: str | Path, path: str | Path) -> None:
     git("worktree", "prune", cwd=root, check=False)
 
 
+def remove_leftovers(root: str | Path) -> list[str]:
+    """Remove the worktrees that killed runs left under ``scheduling.RUNS_DIR`` (a SIGKILL skips
+    ``temporary``'s clean-up). Call it holding the run lock: then no live run owns one. Returns their names."""
+    runs = Path(root) / scheduling.RUNS_DIR
+    left = sorted(p for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
+    for path in left:
+        remove(root, path)
+    return [p.name for p in left]
+
+
 @contextlib.contextmanager
 def temporary(root: str | Path, path: str | Path):
     """Yields ``path``; on leaving, however (an exception, a timeout, a cancellation), the worktree there
