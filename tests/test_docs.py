@@ -110,9 +110,9 @@ NOT_RUN_HERE: dict[str, str] = {
         "(tests/runs/test_sweep.py runs gancls sweep, which the target calls, at tiny sizes)"
     ),
     ".venv/bin/python benchmarks/learning_sweep.py": (
-        "a benchmark: six 55-epoch trainings, about 40 minutes on 2 CPU cores (benchmarks/learning_sweep.py)"
+        "a benchmark: the recipe sweep, 9 experiments at make run's size, about 1.5 h on 2 CPU cores "
+        "(tests/runs/test_sweep.py runs gancls sweep, which it calls, at tiny sizes)"
     ),
-    ".venv/bin/python benchmarks/learning_sweep.py configs.json --device cuda": "needs a GPU (--device cuda)",
     ".venv/bin/python benchmarks/train_speed.py": (
         "a benchmark: an epoch at the seed's full sizes, 18.5 images/s on 2 CPU cores (docs/LONG_RUNS.md)"
     ),
