@@ -5,6 +5,7 @@ the whole module; the tests run in order: the first scheduled run does the real 
 reuse DVC's cache.
 """
 
+import fcntl
 import json
 import os
 import re
@@ -144,7 +145,7 @@ def served(client_env, repo):
     )
     try:
         deployment = wait_for(lambda: _deployment(), 120, "the deployment was never created", proc, log_path)
-        yield {"proc": proc, "deployment": deployment, "before": before, "log": log_path}
+        yield {"proc": proc, "deployment": deployment, "before": before, "log": log_path, "env": serve_env}
     finally:
         stop_group(proc, signal.SIGINT)
         assert_group_gone(proc.pid, "gancls serve")
@@ -318,6 +319,76 @@ def test_regression_fails_the_run_and_a_second_run_waits(served, repo):
     )
     assert second.state.is_completed(), second.state.message
     assert second.start_time >= first.end_time - timedelta(seconds=1)
+    assert sh(["git", "status", "--porcelain"], repo).stdout == ""
+
+
+def running_in(path: Path, command: bytes) -> bool:
+    """A process whose command line holds ``command`` (NUL-separated words) runs with its cwd under ``path``."""
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and command in (proc / "cmdline").read_bytes():
+                if os.readlink(proc / "cwd").startswith(str(path)):
+                    return True
+        except OSError:
+            continue
+    return False
+
+
+def test_serve_killed_mid_run_then_started_again_runs_the_next(served, repo):
+    """SIGKILL of `gancls serve` (its process group: the runner and the flow run it executes) while a run
+    evaluates: the run's worktree is left and the run stays Running on the server, holding the
+    deployment's concurrency slot. `gancls serve` started again sets it Crashed (the slot free), and the
+    next run goes through: no worktree, no held flow lock, no experiment of the killed run is left."""
+    from prefect.deployments import run_deployment
+
+    dep = served["deployment"]
+    set_paused(dep.id, True)  # no scheduled run in between
+    quiesce(dep.id)
+    params = (repo / "params.yaml").read_text()
+    (repo / "params.yaml").write_text(params.replace("kid_subsets: 4", "kid_subsets: 3", 1))  # evaluate reruns
+    sh(["git", "commit", "-qam", "kid_subsets 3"], repo)
+    runs_dir = repo / ".dvc/tmp/gancls-flow/runs"
+    killed = run_deployment(DEPLOYMENT, timeout=0)
+    wait_for(
+        lambda: running_in(runs_dir, b"gancls\0evaluate"),
+        240,
+        "the run never evaluated",
+        served["proc"],
+        served["log"],
+    )
+    os.killpg(served["proc"].pid, signal.SIGKILL)
+    served["proc"].wait(timeout=30)
+    assert_group_gone(served["proc"].pid, "the killed gancls serve")
+    left = [p.name for p in runs_dir.iterdir()]
+    assert len(left) == 1 and run(killed.id).state.is_running(), (left, run(killed.id).state)
+
+    log_path = served["log"].with_name("serve-again.log")
+    again = subprocess.Popen(
+        [sys.executable, "-m", "gancls.cli", "serve", "--interval", "3600"],
+        cwd=repo,
+        env=served["env"],
+        stdout=open(log_path, "wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_for(lambda: run(killed.id).state.is_final(), 120, "the killed run was never set Crashed", again, log_path)
+        assert run(killed.id).state.name == "Crashed" and killed.name in log_path.read_text()
+        nxt = run_deployment(DEPLOYMENT, timeout=0)
+        nxt = wait_for(
+            lambda: (r := run(nxt.id)).state.is_final() and r, 300, "the next run never ended", again, log_path
+        )
+        assert nxt.state.is_completed(), nxt.state.message
+    finally:
+        stop_group(again)
+        assert_group_gone(again.pid, "gancls serve started again")
+    assert not list(runs_dir.iterdir())
+    assert sh(["git", "worktree", "list", "--porcelain"], repo).stdout.count("worktree ") == 1
+    with open(repo / ".dvc/tmp/gancls-flow.lock") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises if a run still held it
+    experiments = dvc("exp", "list", "--all-commits", "--name-only", cwd=repo).stdout.split()
+    last = json.loads((repo / ".dvc/tmp/gancls-flow/last.json").read_text())["experiment"]
+    assert left[0] not in experiments and last in experiments and last != left[0]
     assert sh(["git", "status", "--porcelain"], repo).stdout == ""
 
 

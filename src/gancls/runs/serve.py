@@ -14,6 +14,7 @@ This is a supervisor of processes, not a flow: the flow it serves is loaded from
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import signal
 import socket
@@ -79,10 +80,78 @@ def stop_server(server: subprocess.Popen) -> None:
     stop_group(server, wait=20.0)
 
 
+SERVE_LOCK = ".dvc/tmp/gancls-serve.lock"  # one `gancls serve` per repository
+
+
+def hold_serve_lock(root: Path) -> int:
+    """Hold ``<root>/.dvc/tmp/gancls-serve.lock`` (flock: released when the process dies) for this process's
+    life; SystemExit naming the holder when another ``gancls serve`` of this repository runs."""
+    path = root / SERVE_LOCK
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = path.read_text(encoding="utf-8").strip() or "unknown"
+        os.close(fd)
+        raise SystemExit(f"another gancls serve ({holder}) serves {root}: {path} is held; stop it first") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()}".encode())
+    return fd
+
+
+def crash_orphans(deployments: list[str], say=print) -> list[str]:
+    """Flow runs of ``deployments`` that a killed serving process left unfinished, set Crashed.
+
+    A served deployment's runs execute in the serving process's children; when it is killed (SIGKILL, a
+    crash, the machine), its runs stay Running on the server and the deployment's concurrency slot stays
+    taken until its lease runs out (minutes), so the next run waits. Called by a starting ``gancls serve``
+    holding the repository's serve lock: no other serving process of these deployments is alive, so every
+    run of them that is Pending, Running or Cancelling is an orphan. The Crashed state frees the slot.
+    Returns the names of the runs it set Crashed."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterDeploymentId,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.exceptions import ObjectNotFound
+    from prefect.states import Crashed
+
+    crashed = []
+    with get_client(sync_client=True) as client:
+        ids = []
+        for name in deployments:
+            try:
+                ids.append(client.read_deployment_by_name(name).id)
+            except ObjectNotFound:
+                pass
+        if not ids:
+            return []
+        unfinished = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                deployment_id=FlowRunFilterDeploymentId(any_=ids),
+                state=FlowRunFilterState(
+                    type=FlowRunFilterStateType(any_=[StateType.PENDING, StateType.RUNNING, StateType.CANCELLING])
+                ),
+            )
+        )
+        for run in unfinished:
+            client.set_flow_run_state(
+                run.id, Crashed(message="its serving process was gone when gancls serve started again")
+            )
+            crashed.append(run.name)
+            say(f"flow run {run.name} of a serving process that was killed: set Crashed", flush=True)
+    return crashed
+
+
 def serve_flow(root: str | Path, params: Params, interval: float | None = None, cron: str | None = None) -> int:
     """Serve ``root``'s scheduled flow until Ctrl-C or SIGTERM (on a server of its own unless
     ``PREFECT_API_URL`` is set); stops the server it started.  ``params``: ``root``'s params.yaml."""
     root = Path(root).resolve()
+    hold_serve_lock(root)  # until this process exits: the runs left unfinished are then a killed one's
     server = None
     if not os.environ.get("PREFECT_API_URL"):
         home = (root / params.serve.home).resolve()
@@ -104,6 +173,7 @@ def serve_flow(root: str | Path, params: Params, interval: float | None = None, 
         from prefect.flows import load_flow_from_entrypoint
         from prefect.runner import Runner
 
+        crash_orphans([f"gancls-scheduled/{params.flow.name}", "gancls-sweep/sweep"])
         scheduled = load_flow_from_entrypoint(f"{root / ENTRYPOINT}", use_placeholder_flow=False)
         sweep = load_flow_from_entrypoint(f"{root / SWEEP_ENTRYPOINT}", use_placeholder_flow=False)
         api = os.environ["PREFECT_API_URL"].rstrip("/")
