@@ -21,6 +21,7 @@ empty of it; a rerun continues with what is not done.
 from __future__ import annotations
 
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -129,10 +130,28 @@ def _stop(root: Path, names: list[str], say) -> None:
     say(f"stopped: {killed} running experiment(s) killed, the queue holds none of this sweep; rerun to continue")
 
 
+def _copies(root: Path, names: list[str]) -> set[str]:
+    """The temporary copies (``.dvc/tmp/exps/tmp*``) DVC runs these queued experiments in, from their
+    executor info files."""
+    from dvc.repo import Repo
+    from dvc.repo.experiments.executor.base import ExecutorInfo
+
+    out = set()
+    with _QUEUE_READ, Repo(str(root)) as repo:
+        queue = repo.experiments.celery_queue
+        for entry in queue.status():
+            info = Path(queue.get_infofile_path(entry["rev"]))
+            if entry.get("name") in names and info.is_file():
+                out.add(ExecutorInfo.load_json(str(info)).root_dir)
+    return out
+
+
 def clear_queue(root: Path, names: list[str]) -> int:
-    """Remove ``names`` from DVC's queue: queued first, running ones killed, then the finished entries.
-    Returns how many running ones were killed."""
+    """Remove ``names`` from DVC's queue: queued first, running ones killed, then the finished entries;
+    the temporary copies the killed ones ran in removed (a forced kill can leave them). Returns how many
+    running ones were killed."""
     killed: set[str] = set()
+    copies: set[str] = set()
     for _ in range(120):
         status = queue_status(root)
         queued = [n for n in names if status.get(n) == "Queued"]
@@ -140,6 +159,7 @@ def clear_queue(root: Path, names: list[str]) -> int:
         if queued:
             dvc("queue", "remove", *queued, cwd=root, check=False)
         if running:
+            copies |= _copies(root, running)
             dvc("queue", "kill", "--force", *running, cwd=root, check=False)
             killed.update(running)
         if not queued and not running:
@@ -148,6 +168,8 @@ def clear_queue(root: Path, names: list[str]) -> int:
     left = [n for n in names if n in queue_status(root)]
     if left:
         dvc("queue", "remove", *left, cwd=root, check=False)
+    for copy in copies:
+        shutil.rmtree(copy, ignore_errors=True)
     return len(killed)
 
 
