@@ -4,6 +4,7 @@ SIGTERM in its second experiment, continued by the Prefect flow (flows/sweep.py;
 SIGKILL mid-experiment, the next one going through), compared, and run again for nothing."""
 
 import csv
+import json
 import math
 import os
 import signal
@@ -69,6 +70,33 @@ def test_the_interval_holds_zero_for_seed_noise_and_not_for_a_real_shift():
     shift = difference([0.70, 0.74, 0.69], [0.50, 0.55, 0.50])
     assert shift[1] > 0 and math.isclose(shift[0], 0.1933, abs_tol=1e-3)
     assert math.isnan(difference([0.7], [0.5, 0.6])[1])  # one seed: no interval
+
+
+def test_queued_running_and_failed_experiments_are_not_read_as_finished(monkeypatch):
+    """`dvc exp show` lists a queued experiment with its baseline's metrics: not its own."""
+    from types import SimpleNamespace
+
+    from gancls.runs import compare
+
+    def rev(name):
+        return {"name": name, "error": None, "data": {"params": {}, "metrics": {"m.json": {"data": {"fid": 1.0}}}}}
+
+    shown = [
+        {
+            "experiments": [
+                {"name": n, "executor": {"state": state} if state else None, "revs": [rev(n)]}
+                for n, state in [
+                    ("done", "success"),
+                    ("saved", None),
+                    ("q", "queued"),
+                    ("r", "running"),
+                    ("f", "failed"),
+                ]
+            ]
+        }
+    ]
+    monkeypatch.setattr(compare, "dvc", lambda *a, **k: SimpleNamespace(stdout=json.dumps(shown)))
+    assert sorted(compare.experiments(".")) == ["done", "saved"]
 
 
 def test_settings_group_by_params_without_the_seed_and_are_compared_with_the_baseline():

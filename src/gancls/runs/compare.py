@@ -74,11 +74,16 @@ def _metrics(files: dict) -> dict[str, float]:
 
 
 def experiments(root: str | Path) -> dict[str, Experiment]:
-    """The finished experiments of HEAD, by name: params.yaml (nested) and scalar metrics (flat keys)."""
+    """The finished experiments of HEAD, by name: params.yaml (nested) and scalar metrics (flat keys).
+
+    Queued, running and failed ones are left out: `dvc exp show` lists them with their baseline's
+    params and metrics, which are not theirs."""
     shown = json.loads(dvc("exp", "show", "--json", cwd=root).stdout or "[]")
     out = {}
     for base in shown:
         for exp in base.get("experiments") or []:
+            if (exp.get("executor") or {}).get("state") not in (None, "success"):
+                continue
             for rev in exp.get("revs") or []:
                 data = rev.get("data") or {}
                 if rev.get("name") and not rev.get("error") and data.get("metrics"):
