@@ -138,8 +138,8 @@ def scheduled(root: str = ".", baseline: str | None = None) -> dict:
     name = f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
     path = str(Path(root) / scheduling.RUNS_DIR / name)
     with scheduling.run_lock(root, cfg.lock_wait, owner=f"flow run {flow_run.name}"):
-        for left in worktree.remove_leftovers(root):  # the lock is ours: no live run owns one
-            logger.warning("removed the worktree %s that a killed run left", left)
+        for left, killed in worktree.remove_leftovers(root):  # the lock is ours: no live run owns one
+            logger.warning("removed the worktree %s that a killed run left (%d of its processes killed)", left, killed)
         return _run(root, path, name, baseline, cfg, logger)
 
 

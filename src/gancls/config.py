@@ -141,7 +141,7 @@ class ModelParams(Section):
     leak: Annotated[float, Field(ge=0, lt=1)]
     cond_aug: bool = False  # the default only reads checkpoints of earlier versions; params.yaml sets it
     d_projection: bool = False  # likewise
-    g_upsample: Literal["deconv", "nearest"] = "deconv"  # likewise: the seed's deconvolutions
+    g_upsample: Literal["deconv", "nearest", "bilinear"] = "deconv"  # likewise: the seed's deconvolutions
     d_norm: Literal["batch", "spectral"] = "batch"  # likewise: the seed's BatchNorm in D
 
 
@@ -335,6 +335,7 @@ class ServeParams(Section):
     port: Annotated[int, Field(ge=0, le=65535)]
     home: str
     start_timeout: PositiveFloat
+    restarts: NonNegInt  # times the server serve started is started again after it dies
 
 
 class DemoParams(Section):

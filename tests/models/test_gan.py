@@ -116,11 +116,18 @@ def test_nearest_upsampling_draws_64px_without_deconvolutions():
     g, _ = build_models(model)
     assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in g.modules())
     assert sum(isinstance(m, torch.nn.Upsample) for m in g.modules()) == 4
+    z, e = torch.randn(2, model.z_dim), torch.randn(2, model.embedding_dim)
     with torch.no_grad():
-        out = g.eval()(torch.randn(2, model.z_dim), torch.randn(2, model.embedding_dim))
+        out = g.eval()(z, e)
     assert out.shape == (2, 3, 64, 64) and out.abs().max() <= 1
     deconv, _ = build_models(section("model", ngf=8, g_upsample="deconv"))
     assert sum(isinstance(m, torch.nn.ConvTranspose2d) for m in deconv.modules()) == 4
+    bilinear, _ = build_models(section("model", ngf=8, g_upsample="bilinear"))
+    assert [m.mode for m in bilinear.modules() if isinstance(m, torch.nn.Upsample)] == ["bilinear"] * 4
+    bilinear.load_state_dict(g.state_dict())  # the same weights: only the doubling differs
+    with torch.no_grad():
+        smooth = bilinear.eval()(z, e)
+    assert smooth.shape == (2, 3, 64, 64) and not torch.allclose(smooth, out, atol=1e-4)
 
 
 def test_spectral_d_has_no_batchnorm_and_unit_spectral_norms():

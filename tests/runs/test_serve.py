@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from gancls.runs.worktree import processes_in
+
 from conftest import clone_project, dvc, env, sh
 
 pytestmark = pytest.mark.slow  # a Prefect server and the tiny pipeline
@@ -58,33 +60,23 @@ def stop_group(proc: subprocess.Popen, sig=signal.SIGINT, wait: float = 60) -> N
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """``prefect server start`` on a free loopback port, its SQLite database in a temporary PREFECT_HOME."""
+    """``prefect server start`` on a free loopback port, its SQLite database in a temporary PREFECT_HOME, kept
+    running as `gancls serve` keeps the server it starts (``KeptServer``: started again when it dies)."""
     home = tmp_path_factory.mktemp("prefect-home")
-    from gancls.runs.serve import free_port, wait_healthy
+    from gancls.runs.serve import KeptServer
 
-    port = free_port("127.0.0.1")
-    api = f"http://127.0.0.1:{port}/api"
-    server_env = dict(
-        env(),
-        PREFECT_HOME=str(home),
-        PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="5",
-        PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS="5",
-    )
-    server_env.pop("PREFECT_API_URL", None)
-    log = open(home / "server.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=server_env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+    settings = {"PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5"}
+    settings["PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS"] = "5"
+    said = []
+    kept = KeptServer(
+        "127.0.0.1", 0, home, 180, 1, say=lambda *a, **k: said.append(" ".join(map(str, a))), extra_env=settings
     )
     try:
-        wait_healthy(api, 180, proc)
-        yield {"api": api, "home": home}
+        yield {"api": kept.api, "home": home, "kept": kept, "said": said}
     finally:
-        stop_group(proc, signal.SIGTERM, 30)
-        assert_group_gone(proc.pid, "prefect server")
+        pgid = kept.proc.pid
+        kept.stop()
+        assert_group_gone(pgid, "prefect server")
 
 
 @pytest.fixture(scope="module")
@@ -334,11 +326,13 @@ def running_in(path: Path, command: bytes) -> bool:
     return False
 
 
-def test_serve_killed_mid_run_then_started_again_runs_the_next(served, repo):
+def test_serve_killed_mid_run_then_started_again_runs_the_next(server, served, repo):
     """SIGKILL of `gancls serve` (its process group: the runner and the flow run it executes) while a run
     evaluates: the run's worktree is left and the run stays Running on the server, holding the
     deployment's concurrency slot. `gancls serve` started again sets it Crashed (the slot free), and the
-    next run goes through: no worktree, no held flow lock, no experiment of the killed run is left."""
+    next run goes through: no worktree, no held flow lock, no experiment of the killed run is left.
+    Then the Prefect server killed (SIGKILL of its group) while that next run evaluates: ``KeptServer``
+    starts it again on the same port and database, and the run goes on and completes."""
     from prefect.deployments import run_deployment
 
     dep = served["deployment"]
@@ -375,14 +369,44 @@ def test_serve_killed_mid_run_then_started_again_runs_the_next(served, repo):
         wait_for(lambda: run(killed.id).state.is_final(), 120, "the killed run was never set Crashed", again, log_path)
         assert run(killed.id).state.name == "Crashed" and killed.name in log_path.read_text()
         nxt = run_deployment(DEPLOYMENT, timeout=0)
+        # the Prefect server killed in the middle of this run: started again, the run goes on and completes.
+        # (the killed run's stages, in their own process group, outlived it: this run killed them first)
+        wait_for(
+            lambda: (
+                run(nxt.id).state.is_running()
+                and not (runs_dir / left[0]).exists()
+                and running_in(runs_dir, b"gancls\0evaluate")
+            ),
+            240,
+            "the next run never evaluated",
+            again,
+            log_path,
+        )
+        kept, dead = server["kept"], server["kept"].proc.pid
+        leases = server["home"] / "concurrency_leases"  # the run's concurrency lease is on disk, not in memory
+        lease = str(run(nxt.id).state.state_details.deployment_concurrency_lease_id)
+        assert list(json.loads((leases / "expirations.json").read_text())) == [lease]
+        os.killpg(dead, signal.SIGKILL)
+        wait_for(lambda: any("started again" in line for line in server["said"]), 120, "the server never came back")
+        assert kept.proc.pid != dead and any(f"pid {dead}) exited with status -9" in line for line in server["said"])
+        assert_group_gone(dead, "the killed prefect server")
         nxt = wait_for(
             lambda: (r := run(nxt.id)).state.is_final() and r, 300, "the next run never ended", again, log_path
         )
         assert nxt.state.is_completed(), nxt.state.message
+        # the restarted server knew the run's lease and released it with the run's end
+        assert {p.name for p in leases.glob("*.json")} == {"expirations.json"}
+        assert json.loads((leases / "expirations.json").read_text()) == {}
     finally:
         stop_group(again)
         assert_group_gone(again.pid, "gancls serve started again")
-    assert not list(runs_dir.iterdir())
+    assert not list(runs_dir.iterdir()) and not processes_in(runs_dir)  # no worktree, no orphan stage
+    said = re.search(
+        rf"removed the worktree {left[0]} that a killed run left \((\d+) of its processes killed\)",
+        log_path.read_text(),
+    )
+    assert said, log_path.read_text()[-3000:]
+    print(f"the killed run's orphans killed by the next run: {said[1]}")
     assert sh(["git", "worktree", "list", "--porcelain"], repo).stdout.count("worktree ") == 1
     with open(repo / ".dvc/tmp/gancls-flow.lock") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises if a run still held it

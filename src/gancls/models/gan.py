@@ -18,7 +18,7 @@ The number of residual blocks (two in G, one in D in the seed) is ``model.g_res_
 ``model.d_res_blocks`` in params.yaml.  ``model.g_upsample`` picks how G doubles its resolution: the
 seed's stride-2 deconvolutions (``deconv``), or nearest-neighbour upsampling then a 3x3 convolution
 (``nearest``), which does not leave the checkerboard pattern of a 4x4 stride-2 deconvolution (Odena
-et al. 2016).
+et al. 2016), or bilinear upsampling then a 3x3 convolution (``bilinear``: no 2x2 blocks either).
 
 A departure the seed does not make, on when ``model.cond_aug`` is true (the sample's default; off in
 ``configs/reed_cub.yaml``): StackGAN's conditioning augmentation.  G's text projection then gives a mean and a log-variance (1024 -> 2 x 128, LeakyReLU)
@@ -74,9 +74,11 @@ class ResidualBlock(nn.Module):
 
 
 def _double(cin: int, cout: int, how: str, bias: bool) -> list[nn.Module]:
-    """Twice the resolution: a stride-2 deconvolution, or nearest-neighbour then a 3x3 convolution."""
-    if how == "nearest":
-        return [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cin, cout, 3, padding=1, bias=bias)]
+    """Twice the resolution: a stride-2 deconvolution, or nearest-neighbour (or bilinear) upsampling then a
+    3x3 convolution."""
+    if how in ("nearest", "bilinear"):
+        up = nn.Upsample(scale_factor=2, mode=how, **({"align_corners": False} if how == "bilinear" else {}))
+        return [up, nn.Conv2d(cin, cout, 3, padding=1, bias=bias)]
     return [nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1, bias=bias)]
 
 

@@ -2,7 +2,8 @@
 and beside it the ``sweep`` deployment of ``flows/sweep.py`` (no schedule: run by hand, one at a time).
 
 Without ``PREFECT_API_URL``, starts ``prefect server start`` on ``serve.host``/``serve.port`` with its
-SQLite database in ``serve.home``; with it, uses that server.  Then serves the deployment
+SQLite database in ``serve.home``, and starts it again (same port, same database, its concurrency leases
+on disk) when it dies, up to ``serve.restarts`` times; with it, uses that server.  Then serves the deployment
 ``gancls-scheduled/<flow.name>`` with the ``flow.cron`` schedule (``--interval`` / ``--cron``
 override it) and a concurrency limit of 1, and prints the UI address.  Ctrl-C (SIGINT) or SIGTERM
 stops serving and then the server it started; no process is left behind.
@@ -20,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -52,11 +54,20 @@ def wait_healthy(api: str, timeout: float, server: subprocess.Popen | None = Non
     raise SystemExit(f"no Prefect server answered at {api}/health within {timeout:g} s")
 
 
-def start_server(host: str, port: int, home: Path, timeout: float) -> tuple[subprocess.Popen, str]:
-    """``prefect server start`` in its own process group; returns it and its API URL once healthy."""
+# Prefect keeps the deployments' concurrency leases in the server's memory by default: a restarted server
+# would not know the lease of a run still going on, and the run is cancelled at its next renewal.
+LEASES_ON_DISK = {"PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect.server.concurrency.lease_storage.filesystem"}
+
+
+def start_server(
+    host: str, port: int, home: Path, timeout: float, extra_env: dict | None = None
+) -> tuple[subprocess.Popen, str]:
+    """``prefect server start`` in its own process group, its leases on disk under ``home``; returns it and its
+    API URL once healthy.  ``extra_env``: more server settings."""
     port = port or free_port(host)
     home.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    env = {**LEASES_ON_DISK, **os.environ, **(extra_env or {})}
+    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
     env.pop("PREFECT_API_URL", None)
     with open(home / "server.log", "ab") as log:
         server = subprocess.Popen(
@@ -78,6 +89,62 @@ def start_server(host: str, port: int, home: Path, timeout: float) -> tuple[subp
 def stop_server(server: subprocess.Popen) -> None:
     """SIGTERM to the server's process group, SIGKILL after 20 s (and to anything of the group left)."""
     stop_group(server, wait=20.0)
+
+
+class KeptServer:
+    """The Prefect server that serving depends on, started again when it dies (SIGKILL, a crash, the OOM killer).
+
+    A watcher thread polls the process; when it has exited, anything left of its process group is killed and
+    ``prefect server start`` runs again on the same port with the same database, so the runner and the flow
+    run in progress find it at the same address: Prefect's client retries a refused connection for about a
+    minute, and the run's concurrency lease is on disk (``LEASES_ON_DISK``).  After ``restarts`` restarts,
+    or when one fails, it sends this process SIGTERM: serving stops, with the reason said.
+    """
+
+    def __init__(self, host: str, port: int, home: Path, timeout: float, restarts: int, say=print, extra_env=None):
+        self.host, self.port, self.home, self.timeout = host, port or free_port(host), home, timeout
+        self.restarts, self.say, self.extra_env = int(restarts), say, extra_env
+        self.proc, self.api = start_server(host, self.port, home, timeout, extra_env)
+        self._lock, self._stopped = threading.Lock(), threading.Event()
+        self._watcher = threading.Thread(target=self._watch, name="prefect-server-watch", daemon=True)
+        self._watcher.start()
+
+    def _watch(self) -> None:
+        left = self.restarts
+        while not self._stopped.wait(1.0):
+            with self._lock:
+                code = self.proc.poll()
+                if code is None or self._stopped.is_set():
+                    continue
+                dead = self.proc.pid
+                if left == 0:
+                    self.say(
+                        f"prefect server (pid {dead}) exited with status {code} and serve.restarts "
+                        f"({self.restarts}) are used up: serving stops",
+                        flush=True,
+                    )
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    return
+                left -= 1
+                self.say(
+                    f"prefect server (pid {dead}) exited with status {code}: starting it again at {self.api} "
+                    "(same database)",
+                    flush=True,
+                )
+                stop_server(self.proc)  # what is left of its process group
+                try:
+                    self.proc, _ = start_server(self.host, self.port, self.home, self.timeout, self.extra_env)
+                except SystemExit as exc:
+                    self.say(f"prefect server could not be started again: {exc}; serving stops", flush=True)
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    return
+                self.say(f"prefect server started again (pid {self.proc.pid}; {left} restarts left)", flush=True)
+
+    def stop(self) -> None:
+        """Stop watching, then stop the server (SIGTERM to its group, SIGKILL after 20 s)."""
+        with self._lock:  # not in the middle of a restart
+            self._stopped.set()
+            stop_server(self.proc)
 
 
 SERVE_LOCK = ".dvc/tmp/gancls-serve.lock"  # one `gancls serve` per repository
@@ -156,9 +223,11 @@ def serve_flow(root: str | Path, params: Params, interval: float | None = None, 
     if not os.environ.get("PREFECT_API_URL"):
         home = (root / params.serve.home).resolve()
         os.environ["PREFECT_HOME"] = str(home)
-        server, api = start_server(params.serve.host, params.serve.port, home, params.serve.start_timeout)
-        os.environ["PREFECT_API_URL"] = api
-        print(f"prefect server (pid {server.pid}) at {api}, database in {home}", flush=True)
+        server = KeptServer(
+            params.serve.host, params.serve.port, home, params.serve.start_timeout, params.serve.restarts
+        )
+        os.environ["PREFECT_API_URL"] = server.api
+        print(f"prefect server (pid {server.proc.pid}) at {server.api}, database in {home}", flush=True)
     else:
         wait_healthy(os.environ["PREFECT_API_URL"].rstrip("/"), params.serve.start_timeout)
     # the flows are the repository's code, not the package's: importable here and in every flow run
@@ -202,6 +271,6 @@ def serve_flow(root: str | Path, params: Params, interval: float | None = None, 
         pass
     finally:
         if server is not None:
-            stop_server(server)
+            server.stop()
             print("prefect server stopped", flush=True)
     return 0

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
+import signal
+import time
 from pathlib import Path
 
 from . import scheduling
@@ -78,14 +81,48 @@ def remove(root: str | Path, path: str | Path) -> None:
     git("worktree", "prune", cwd=root, check=False)
 
 
-def remove_leftovers(root: str | Path) -> list[str]:
+def processes_in(path: str | Path) -> list[int]:
+    """The processes working under ``path`` (their current directory; Linux's /proc, elsewhere none)."""
+    where, found = os.path.realpath(path), []
+    proc = Path("/proc")
+    for entry in proc.iterdir() if proc.is_dir() else ():
+        try:
+            cwd = os.readlink(entry / "cwd") if entry.name.isdigit() else ""
+        except OSError:  # gone, a zombie, or not ours to read
+            continue
+        if cwd == where or cwd.startswith(where + os.sep):
+            found.append(int(entry.name))
+    return found
+
+
+def kill_processes_in(path: str | Path, wait: float = 10.0) -> list[int]:
+    """SIGKILL the processes working under ``path``, and wait up to ``wait`` s for them to be gone.
+
+    The stages a run starts have a process group of their own (``process.stream``), so killing the run
+    (SIGKILL of its serving process's group) leaves them running in its worktree: orphans that go on
+    writing there, and into the shared DVC cache, while the next run goes."""
+    pids = processes_in(path)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + wait
+    while pids and processes_in(path) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return pids
+
+
+def remove_leftovers(root: str | Path) -> list[tuple[str, int]]:
     """Remove the worktrees that killed runs left under ``scheduling.RUNS_DIR`` (a SIGKILL skips
-    ``temporary``'s clean-up). Call it holding the run lock: then no live run owns one. Returns their names."""
+    ``temporary``'s clean-up), first killing the stages still running there. Call it holding the run lock:
+    then no live run owns one. Returns each one's name and the number of processes killed in it."""
     runs = Path(root) / scheduling.RUNS_DIR
     left = sorted(p for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
+    done = []
     for path in left:
+        killed = kill_processes_in(path)
         remove(root, path)
-    return [p.name for p in left]
+        done.append((path.name, len(killed)))
+    return done
 
 
 @contextlib.contextmanager
