@@ -123,13 +123,6 @@ def queue_status(root: Path) -> dict[str, str]:
         }
 
 
-def _stop(root: Path, names: list[str], say) -> None:
-    """Take this sweep's entries off DVC's queue: queued ones removed first (so that no worker starts
-    them), running ones killed, until none is left queued or running; then the finished entries removed."""
-    killed = clear_queue(root, names)
-    say(f"stopped: {killed} running experiment(s) killed, the queue holds none of this sweep; rerun to continue")
-
-
 def _copies(root: Path, names: list[str]) -> set[str]:
     """The temporary copies (``.dvc/tmp/exps/tmp*``) DVC runs these queued experiments in, from their
     executor info files."""
@@ -293,8 +286,11 @@ def run_sweep(path: str | Path, params_file: str | Path = "params.yaml", say=pri
                 if not any(s in ("Queued", "Running") for s in status.values()):
                     break
                 time.sleep(POLL_SECONDS)
-            if stopped:
-                _stop(root, [p.name for p in todo], say)
+            if stopped:  # this sweep's entries off DVC's queue (clear_queue), then say so
+                killed = clear_queue(root, [p.name for p in todo])
+                say(
+                    f"stopped: {killed} running experiment(s) killed, the queue holds none of this sweep; rerun to continue"
+                )
                 return 128 + stopped[0]
             failed = [n for n, s in seen.items() if s == "Failed"]
         finally:
