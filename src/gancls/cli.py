@@ -192,9 +192,12 @@ def _fetch(args, params):
 
 
 def _demo(args, params):
-    from .drawing.demo import demo
+    import faulthandler
+
+    from .drawing.demo import STOP_SECONDS, demo
 
     demo(params, args.params, exps=args.exp, host=args.host, port=args.port)
+    faulthandler.dump_traceback_later(STOP_SECONDS, exit=True)  # the interpreter's exit (threads joined) too
 
 
 def _slug(text: str) -> str:

@@ -12,6 +12,7 @@ The page listens on ``demo.host`` (loopback by default), makes no share link and
 
 from __future__ import annotations
 
+import faulthandler
 import hashlib
 import html
 import ipaddress
@@ -334,6 +335,9 @@ def start(models: Shipped | list[Shipped], cfg: DemoParams, host: str | None = N
     return page, f"http://{host if ':' not in host else f'[{host}]'}:{port}/"
 
 
+STOP_SECONDS = 30  # the most a stopping page may take (Gradio's close, the temporary folder)
+
+
 def demo(
     params: Params,
     params_file: str | Path,
@@ -365,4 +369,7 @@ def demo(
         try:
             page.block_thread()
         finally:
+            # Ctrl-C must stop it: a close that hangs prints every thread's stack and exits (status 1)
+            faulthandler.dump_traceback_later(STOP_SECONDS, exit=True)
             page.close()
+    faulthandler.cancel_dump_traceback_later()
