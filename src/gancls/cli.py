@@ -193,9 +193,12 @@ def _fetch(args, params):
 
 def _demo(args, params):
     import faulthandler
+    import signal
 
     from .drawing.demo import STOP_SECONDS, demo
 
+    # Ctrl-C stops it, also when a parent started us with SIGINT ignored (as gancls serve does)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     demo(params, args.params, exps=args.exp, host=args.host, port=args.port)
     faulthandler.dump_traceback_later(STOP_SECONDS, exit=True)  # the interpreter's exit (threads joined) too
 
