@@ -316,11 +316,10 @@ def test_regression_fails_the_run_and_a_second_run_waits(served, repo):
 
 def running_in(path: Path, command: bytes) -> bool:
     """A process whose command line holds ``command`` (NUL-separated words) runs with its cwd under ``path``."""
-    for proc in Path("/proc").iterdir():
+    for pid in processes_in(path):
         try:
-            if proc.name.isdigit() and command in (proc / "cmdline").read_bytes():
-                if os.readlink(proc / "cwd").startswith(str(path)):
-                    return True
+            if command in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return True
         except OSError:
             continue
     return False
