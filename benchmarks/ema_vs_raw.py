@@ -18,9 +18,8 @@ if __name__ == "__main__":
     torch.set_num_threads(2)
     p = load_params("params.yaml")
     p = p.model_copy(update={"train": p.train.model_copy(update={"eval_images": 500})})
-    ck = torch.load(
-        sys.argv[1] if len(sys.argv) > 1 else "build/model/checkpoint.pt", map_location="cpu", weights_only=False
-    )
+    path = sys.argv[1] if len(sys.argv) > 1 else "build/model/checkpoint.pt"
+    ck = torch.load(path, map_location="cpu", weights_only=True)
     probe = QualityProbe(p, p.prepare.out, torch.device("cpu"))
     g = build_generator(p.model)
     g.load_state_dict(ck["generator"])
