@@ -76,7 +76,13 @@ def bare(params, prepared: Path, steps: int, warmup: int = 3) -> float:
     torch.manual_seed(params.seed)
     gen = torch.Generator(device=device).manual_seed(params.seed)
     data = Batches(
-        read_prepared(prepared, "train"), m.image_size, t.captions_per_sample, t.flip, device, t.channels_last
+        read_prepared(prepared, "train"),
+        m.image_size,
+        t.captions_per_sample,
+        t.flip,
+        device,
+        t.channels_last,
+        crop_jitter=t.crop_jitter,
     )
     batches = [b for _, b in zip(range(4), data.epoch(t.batch_size, gen))]
     del data

@@ -41,6 +41,32 @@ def test_batches_augment_text_and_wrong_pairs():
     assert len(batches) == 2 and all(x[0].shape[0] == 5 for x in batches)
 
 
+def _offsets(imgs, data, idx):
+    """The (row, col) offset of each crop in its stored image."""
+    full = torch.from_numpy(data["images"]).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    found = []
+    for k, i in enumerate(idx.tolist()):
+        hits = [
+            (r, c) for r in range(13) for c in range(13) if torch.equal(full[i, :, r : r + 64, c : c + 64], imgs[k])
+        ]
+        assert len(hits) == 1
+        found.append(hits[0])
+    return found
+
+
+def test_crop_jitter_bounds_the_crop_around_the_centre():
+    data, idx = fake_data(), torch.arange(12)
+    gen = torch.Generator().manual_seed(0)
+    centre = Batches(data, 64, 1, flip=False, device="cpu", crop_jitter=0)
+    assert set(_offsets(centre.augment(idx, gen), data, idx)) == {(6, 6)}  # evaluate's centre crop
+    near = Batches(data, 64, 1, flip=False, device="cpu", crop_jitter=2)
+    seen = [o for _ in range(4) for o in _offsets(near.augment(idx, gen), data, idx)]
+    assert all(4 <= r <= 8 and 4 <= c <= 8 for r, c in seen) and len(set(seen)) > 5
+    anywhere = Batches(data, 64, 1, flip=False, device="cpu", crop_jitter=None)  # Reed's random crop
+    seen = [o for _ in range(4) for o in _offsets(anywhere.augment(idx, gen), data, idx)]
+    assert min(min(o) for o in seen) < 4 and max(max(o) for o in seen) > 8
+
+
 class Recorder(nn.Module):
     """A discriminator that outputs logit 0 and records what it is shown."""
 

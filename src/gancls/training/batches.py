@@ -27,6 +27,7 @@ class Batches:
         channels_last: bool = False,
         rank: int = 0,
         world: int = 1,
+        crop_jitter: int | None = None,
     ):
         self.images = torch.from_numpy(data["images"]).to(device)  # N, S, S, 3 uint8
         self.embeddings = torch.from_numpy(data["embeddings"]).to(device)  # N, 10, 1024
@@ -45,6 +46,11 @@ class Batches:
         other = int(np.argmax(cls != cls[0]))
         self.fallback = torch.from_numpy(np.where(cls == cls[0], other, 0)).to(device)
         self._span = torch.arange(image_size, device=device)
+        # Crop offsets: anywhere (Reed's random crop) or within crop_jitter pixels of the centre crop.
+        room = self.images.shape[1] - image_size
+        centre = room // 2
+        j = room if crop_jitter is None else crop_jitter
+        self._offsets = (max(centre - j, 0), min(centre + j, room) + 1)
 
     def text(self, idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """Mean of k distinct random caption embeddings of each image."""
@@ -62,9 +68,9 @@ class Batches:
         return torch.where(self.class_ids[other] == self.class_ids[idx], self.fallback[idx], other)
 
     def augment(self, idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        """A random image_size crop of each stored load_size image, random flip, to [-1, 1], NCHW."""
-        b, s = len(idx), self.images.shape[1]
-        off = torch.randint(0, s - self.image_size + 1, (b, 2), generator=gen, device=self.device)
+        """A random image_size crop of each stored load_size image (``crop_jitter``), random flip, to [-1, 1], NCHW."""
+        b = len(idx)
+        off = torch.randint(*self._offsets, (b, 2), generator=gen, device=self.device)
         rows = off[:, :1] + self._span
         cols = off[:, 1:] + self._span
         if self.flip:

@@ -311,6 +311,7 @@ def _batches(split: dict, prepared, params: Params, dist: Dist) -> Batches:
             tcfg.channels_last,
             dist.rank,
             dist.world,
+            tcfg.crop_jitter,
         )
     except ValueError as exc:
         raise ConfigError(f"{prepared}: {exc}") from None
