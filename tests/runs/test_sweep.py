@@ -64,6 +64,14 @@ def test_every_setting_is_checked_against_the_schema_before_anything_runs(tmp_pa
         plan(bad, ROOT / "params.yaml")
 
 
+@pytest.mark.parametrize("path", sorted((ROOT / "configs/sweeps").glob("*.yaml")), ids=lambda p: p.name)
+def test_each_committed_sweep_file_plans_against_params_yaml(path):
+    spec = load_sweep(path)
+    planned = plan(spec, ROOT / "params.yaml")
+    assert len(planned) == len(spec.settings) * len(spec.seeds)
+    assert all(p.params["seed"] == p.seed for p in planned)
+
+
 def test_the_interval_holds_zero_for_seed_noise_and_not_for_a_real_shift():
     noise = difference([0.50, 0.54, 0.49], [0.50, 0.55, 0.50])
     assert noise[1] < 0 < noise[2]

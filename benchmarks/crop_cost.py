@@ -1,0 +1,54 @@
+"""Issue 31 diagnostic: what Reed's random training crop costs a perfect generator in FID.
+
+The real test images, cropped as training crops them (``train.crop_jitter``: null is anywhere in the
+load_size image, N is within N pixels of the centre), scored against evaluate's reference (the same
+images' centre crops, ``evaluate.real_features``) at evaluate's counts.  A generator that learnt the
+training crops exactly would score this, not 0.
+
+.venv/bin/python benchmarks/crop_cost.py [JITTER ...]   # default: null 4 2 0; after make run
+"""
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    import numpy as np
+    import torch
+
+    from gancls.config import load_params
+    from gancls.data.prepared import read_prepared
+    from gancls.evaluation.evaluate import (
+        InceptionFeatures,
+        extract,
+        extractor_path,
+        load_real_features,
+        score_features,
+        sha1,
+    )
+    from gancls.training.batches import Batches
+
+    torch.set_num_threads(2)
+    cpu = torch.device("cpu")
+    p = load_params("params.yaml")
+    cfg, size = p.evaluate, p.model.image_size
+    path = extractor_path(cfg.feature_extractor)
+    real = load_real_features(cfg.real_features, sha1(path), size)
+    test = read_prepared(p.prepare.out, "test")
+    extractor = InceptionFeatures(path)
+    idx = torch.arange(len(test["images"]))
+    for arg in sys.argv[1:] or ["null", "4", "2", "0"]:
+        jitter = None if arg == "null" else int(arg)
+        crops = Batches(test, size, 1, False, "cpu", crop_jitter=jitter).augment(idx, torch.Generator().manual_seed(0))
+        images = crops.add(1).mul(127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+        scores = score_features(real, extract(np.ascontiguousarray(images), extractor, 16, cpu), cfg, cpu)
+        print(
+            json.dumps(
+                {
+                    "crop_jitter": jitter,
+                    "fid": round(scores["fid"], 2),
+                    "kid": round(scores["kid_mean"], 5),
+                    "n": scores["n_fake"],
+                }
+            ),
+            flush=True,
+        )
