@@ -17,6 +17,7 @@ if __name__ == "__main__":
 
     from gancls.config import load_params
     from gancls.data.prepared import read_prepared
+    from gancls.drawing.generate import to_uint8
     from gancls.evaluation.evaluate import (
         InceptionFeatures,
         extract,
@@ -39,8 +40,8 @@ if __name__ == "__main__":
     for arg in sys.argv[1:] or ["null", "4", "2", "0"]:
         jitter = None if arg == "null" else int(arg)
         crops = Batches(test, size, 1, False, "cpu", crop_jitter=jitter).augment(idx, torch.Generator().manual_seed(0))
-        images = crops.add(1).mul(127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
-        scores = score_features(real, extract(np.ascontiguousarray(images), extractor, 16, cpu), cfg, cpu)
+        images = np.ascontiguousarray(to_uint8(crops))
+        scores = score_features(real, extract(images, extractor, 16, cpu), cfg, cpu)
         print(
             json.dumps(
                 {

@@ -243,9 +243,8 @@ def test_the_readme_demo_block_in_a_plain_shell(repro, tmp_path):
         for (proc, log), url in zip(started, urls):
             proc.wait(timeout=60)
             # a stop that hung past demo.STOP_SECONDS dumps every thread's stack (faulthandler) and exits
-            assert "Traceback" not in log.read_text() and "most recent call first" not in log.read_text(), (
-                log.read_text()
-            )
+            said = log.read_text()
+            assert "Traceback" not in said and "most recent call first" not in said, said
             deadline = time.monotonic() + 30
             while listening(url) and time.monotonic() < deadline:
                 time.sleep(0.5)
