@@ -195,6 +195,7 @@ class TrainParams(Section):
     penalty_every: PositiveInt
     flip: bool
     crop_jitter: NonNegInt | None
+    one_pass: bool
     ema_decay: Annotated[float, Field(ge=0, lt=1)]
     ema_start: NonNegInt
     bn_stat_batches: PositiveInt

@@ -19,6 +19,7 @@ def test_settings_file_round_trips_through_dvcs_override_grammar(tmp_path):
     assert params.model.cond_aug is False and params.train.mode_seeking == 0.0  # the seed's loss, not the sample's
     assert params.model.d_projection is False  # the seed's D
     assert params.train.crop_jitter is None  # Reed's random crop, whatever params.yaml's default
+    assert params.train.one_pass is False  # his separate batches
     assert settings_of({"a": {"b": "yes", "c": None}}) == ['a.b="yes"', "a.c=null"]
     (tmp_path / "list.yaml").write_text("- a\n")
     with pytest.raises(ConfigError, match="list.yaml: expected a mapping"):

@@ -265,3 +265,40 @@ def test_ema_copies_g_until_it_starts():
             p.add_(1.0)
     ema.update(g, 3)
     assert all(torch.allclose(a, b - 0.9) for a, b in zip(ema.avg.parameters(), g.parameters()))  # averaging
+
+
+def _pass_counter(module: nn.Module) -> list[int]:
+    calls = [0]
+    module.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    return calls
+
+
+def test_one_pass_is_the_same_step_in_fewer_passes():
+    """train.one_pass: G draws the step's images in one batch and a D without BatchNorm judges real and
+    fake in one pass. With batch-independent models (G in eval mode: BatchNorm's running statistics; D
+    without BatchNorm and without spectral norm's per-pass power iteration) it computes the same losses and
+    the same updates as the separate passes; a D with BatchNorm keeps Reed's separate batches."""
+    from gancls.models.gan import Discriminator, Generator, init_weights
+
+    real, text, wrong = torch.rand(6, 3, 64, 64) * 2 - 1, torch.randn(6, 1024), torch.randn(6, 1024)
+    runs = {}
+    for d_norm, one_pass in (("spectral", False), ("spectral", True), ("batch", True)):
+        torch.manual_seed(0)
+        g = Generator(z_dim=8, ngf=4, upsample="nearest").eval()
+        d = Discriminator(ndf=4, projection=True, norm=d_norm)
+        d.apply(init_weights)  # G keeps PyTorch's larger initial weights: its draws differ, MSGAN's term is moderate
+        opts = [torch.optim.SGD(m.parameters(), lr=0.1) for m in (g, d)]  # Adam's first step is sign(grad)
+        g_calls, d_calls = _pass_counter(g), _pass_counter(d)
+        before = [p.detach().clone() for p in g.parameters()]
+        torch.manual_seed(1)
+        kw = dict(z_dim=8, int_weight=1.0, int_beta=0.5, mode_seeking=0.25, loss="hinge", one_pass=one_pass)
+        stats = train_step(g, d, *opts, real, text, wrong, **kw)
+        moves = [p.detach() - b for p, b in zip(g.parameters(), before)]  # G's update
+        runs[d_norm, one_pass] = (stats, moves, g_calls[0], d_calls[0])
+    (s0, g0, g_n0, d_n0), (s1, g1, g_n1, d_n1) = runs["spectral", False], runs["spectral", True]
+    assert torch.allclose(s0, s1, rtol=1e-4, atol=1e-5)
+    assert all(torch.allclose(a, b, rtol=1e-3, atol=1e-3 * float(a.abs().max())) for a, b in zip(g0, g1))
+    assert all(float(a.abs().max()) > 0 for a in g0)
+    assert (g_n0, d_n0) == (3, 4)  # right, interpolated, MSGAN's second draw; real, fake, then the two fakes
+    assert (g_n1, d_n1) == (1, 2)  # one draw; real and fake together, then the two fakes together
+    assert runs["batch", True][2:] == (1, 3)  # with BatchNorm D judges real and fake apart

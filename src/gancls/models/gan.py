@@ -192,13 +192,16 @@ class Discriminator(nn.Module):
             logit = logit + (self.projection(embedding) * features.mean(dim=(2, 3))).sum(dim=1)
         return logit
 
-    def forward(self, image: torch.Tensor, *embeddings: torch.Tensor):
+    def forward(self, image: torch.Tensor, *embeddings: torch.Tensor, rows: torch.Tensor | None = None):
         """The logit for ``image`` paired with each text; one text gives one tensor, several a tuple.
 
         Several texts share one pass of the image tower (GAN-CLS judges the same real images with
-        the right and a wrong text).
+        the right and a wrong text).  With ``rows`` (one text, a row per pair): the logit of text
+        ``i`` with image ``rows[i]``, so real and fake images go through the tower in one batch.
         """
         h = self.image(image)
+        if rows is not None:
+            return self.judge(h.index_select(0, rows), *embeddings)
         logits = tuple(self.judge(h, e) for e in embeddings)
         return logits[0] if len(logits) == 1 else logits
 

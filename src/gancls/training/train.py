@@ -95,6 +95,7 @@ def train_step(
     penalty_kind: str = "none",
     penalty_weight: float = 0.0,
     penalty_power: float = 6.0,
+    one_pass: bool = False,
 ) -> torch.Tensor:
     """One D step then one G step; the STATS as one tensor on the device (no host sync).
 
@@ -105,6 +106,11 @@ def train_step(
     autocast (the losses in fp32).  ``loss``: ``bce`` or ``hinge`` (``losses.py``); ``augment``: the
     DiffAugment policy applied to every image D sees (``augment.py``); ``penalty_kind`` with
     ``penalty_weight`` > 0: D's gradient penalty this step (the caller makes it lazy).
+
+    ``one_pass``: the same losses in fewer, larger passes (``train.one_pass``). G draws all of the
+    step's images (right text, interpolated text, MSGAN's second draw) in one batch, so its BatchNorm
+    normalises over all of them; and a D without BatchNorm judges the real and the fake images in one
+    pass of its image tower (with BatchNorm, D keeps Reed's separate batches).
     """
     b = real.shape[0]
     dev = real.device
@@ -113,15 +119,32 @@ def train_step(
         if precision == "bf16"
         else nullcontext()
     )
+    # The step's draws: noise and text for the right-text fakes, GAN-INT's and MSGAN's second draw.
     z = torch.randn(b, z_dim, device=dev)
+    text_int = int_beta * text + (1 - int_beta) * text.roll(1, dims=0) if int_weight > 0 else None
+    h = max(b // 2, 1) if mode_seeking > 0 else 0  # MSGAN on half the batch: half the cost of the second draw
+    draws = [(z, text)]
+    if one_pass:  # drawn now, in G's one batch; otherwise in the G step, each in its own batch
+        draws += [(torch.randn(b, z_dim, device=dev), text_int)] if text_int is not None else []
+        draws += [(torch.randn(h, z_dim, device=dev), text[:h])] if h else []
     with amp:
-        fake, kl = g(z, text, with_kl=True) if kl_weight > 0 else (g(z, text), torch.zeros((), device=dev))
+        drawn, kl = _draw(g, draws, kl_weight > 0)
+    fake = drawn[0]
 
     # Discriminator: real/right -> 1, real/wrong -> 0, fake/right -> 0.
     opt_d.zero_grad(set_to_none=True)
     with amp:
-        s_real, s_wrong = d(diff_augment(real, augment), text, wrong_text)
-        s_fake = d(diff_augment(fake.detach(), augment), text)
+        real_in, fake_in = diff_augment(real, augment), diff_augment(fake.detach(), augment)
+        if one_pass and not _has_batchnorm(d):
+            rows = torch.arange(b, device=dev)
+            s_real, s_wrong, s_fake = d(
+                torch.cat([real_in, fake_in]),
+                torch.cat([text, wrong_text, text]),
+                rows=torch.cat([rows, rows, rows + b]),
+            ).split(b)
+        else:
+            s_real, s_wrong = d(real_in, text, wrong_text)
+            s_fake = d(fake_in, text)
     loss_d = d_loss(loss, s_real, s_wrong, s_fake, wrong_weight)
     if penalty_kind != "none" and penalty_weight > 0:
         loss_d = loss_d + penalty(penalty_kind, d, real, text, penalty_weight, penalty_power)
@@ -134,17 +157,22 @@ def train_step(
     opt_g.zero_grad(set_to_none=True)
     with frozen(d), no_sync(d):
         with amp:
-            loss_g = g_loss(loss, d(diff_augment(fake, augment), text))
-            if int_weight > 0:
-                text_int = int_beta * text + (1 - int_beta) * text.roll(1, dims=0)
-                fake_int = g(torch.randn(b, z_dim, device=dev), text_int)
-                g_int = g_loss(loss, d(diff_augment(fake_int, augment), text_int))
+            if one_pass:  # D judges the right-text and the interpolated fakes in one batch
+                judged = [fake] + ([drawn[1]] if text_int is not None else [])
+                texts = [text] + ([text_int] if text_int is not None else [])
+                scores = d(diff_augment(torch.cat(judged), augment), torch.cat(texts)).split(b)
+                z2, fake2 = (draws[-1][0], drawn[-1]) if h else (None, None)
             else:
-                g_int = torch.zeros((), device=dev)
-            if mode_seeking > 0:  # MSGAN: the same text with other noise must give another image
-                h = max(b // 2, 1)  # on half the batch: half the cost of the second draw
-                z2 = torch.randn(h, z_dim, device=dev)
-                spread = (fake[:h] - g(z2, text[:h])).abs().mean() / (z[:h] - z2).abs().mean()
+                scores = [d(diff_augment(fake, augment), text)]
+                if text_int is not None:
+                    fake_int = g(torch.randn(b, z_dim, device=dev), text_int)
+                    scores.append(d(diff_augment(fake_int, augment), text_int))
+                z2 = torch.randn(h, z_dim, device=dev) if h else None
+                fake2 = g(z2, text[:h]) if h else None
+            loss_g = g_loss(loss, scores[0])
+            g_int = g_loss(loss, scores[1]) if text_int is not None else torch.zeros((), device=dev)
+            if fake2 is not None:  # MSGAN: the same text with other noise must give another image
+                spread = (fake[:h] - fake2).abs().mean() / (z[:h] - z2).abs().mean()
                 g_ms = 1.0 / (spread.float() + 1e-5)
             else:
                 g_ms = torch.zeros((), device=dev)
@@ -163,6 +191,18 @@ def train_step(
                 torch.sigmoid(s_fake.float()).mean(),
             ]
         )
+
+
+def _draw(g, draws: list[tuple[torch.Tensor, torch.Tensor]], with_kl: bool):
+    """G's images for the (noise, text) draws, drawn in one batch and split back per draw; and G's KL
+    term (zero without ``with_kl``)."""
+    z, text = (torch.cat(parts) if len(draws) > 1 else parts[0] for parts in zip(*draws))
+    images, kl = g(z, text, with_kl=True) if with_kl else (g(z, text), torch.zeros((), device=z.device))
+    return images.split([len(z) for z, _ in draws]), kl
+
+
+def _has_batchnorm(module: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in module.modules())
 
 
 def make_step(g, d, opt_g, opt_d, mcfg, tcfg, graphed: bool):
@@ -198,6 +238,7 @@ def make_step(g, d, opt_g, opt_d, mcfg, tcfg, graphed: bool):
             penalty_kind=tcfg.penalty,
             penalty_weight=tcfg.penalty_weight * (1 if graphed else tcfg.penalty_every) if lazy else 0.0,
             penalty_power=tcfg.penalty_power,
+            one_pass=tcfg.one_pass,
         )
 
     return GraphedStep(step) if graphed else step
