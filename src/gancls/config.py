@@ -142,6 +142,7 @@ class ModelParams(Section):
     cond_aug: bool = False  # the default only reads checkpoints of earlier versions; params.yaml sets it
     d_projection: bool = False  # likewise
     g_upsample: Literal["deconv", "nearest", "bilinear"] = "deconv"  # likewise: the seed's deconvolutions
+    g_skip_rgb: bool = False  # likewise: the seed's G draws its picture in the last layer alone
     d_norm: Literal["batch", "spectral"] = "batch"  # likewise: the seed's BatchNorm in D
 
 

@@ -145,3 +145,24 @@ def test_spectral_d_has_no_batchnorm_and_unit_spectral_norms():
     assert max(sigmas) == pytest.approx(1.0, abs=0.05)
     _, seed_d = build_models(section("model", ngf=8, ndf=8, d_norm="batch"))
     assert any(isinstance(m, nn.BatchNorm2d) for m in seed_d.modules())  # the seed's D keeps BatchNorm
+
+
+def test_skip_rgb_sums_the_coarse_layers_pictures_into_g_output():
+    """``model.g_skip_rgb``: 1x1 convolutions turn G's 16x16 and 32x32 features into RGB, doubled bilinearly
+    and added to the last layer's picture before the tanh; off, G is the seed's (the same parameters)."""
+    torch.manual_seed(0)
+    plain, _ = build_models(section("model", ngf=8, g_upsample="nearest"))
+    skip, _ = build_models(section("model", ngf=8, g_upsample="nearest", g_skip_rgb=True))
+    assert plain.to_rgb is None and [c.in_channels for c in skip.to_rgb] == [16, 8]
+    assert set(skip.state_dict()) - set(plain.state_dict()) == {
+        f"to_rgb.{i}.{w}" for i in (0, 1) for w in ("weight", "bias")
+    }
+    skip.load_state_dict(plain.state_dict(), strict=False)
+    z, e = torch.randn(2, 128), torch.randn(2, 1024)
+    with torch.no_grad():
+        out = skip.eval()(z, e)
+        assert out.shape == (2, 3, 64, 64) and out.abs().max() <= 1
+        assert not torch.allclose(out, plain.eval()(z, e), atol=1e-4)
+        for conv in skip.to_rgb:
+            conv.weight.zero_(), conv.bias.zero_()
+        assert torch.allclose(skip(z, e), plain(z, e), atol=1e-6)  # nothing from the coarse layers: the seed's G

@@ -34,6 +34,11 @@ Averaged, not summed as in Miyato's spectrally normalised D: without spectral no
 with losses in the tens, and each Adam step moves a summed term 16 times as far (measured: text_match
 0.55 against 0.45 at seed 0; docs/SCORES.md "Does the noise matter?").
 
+A third option for G, on when ``model.g_skip_rgb`` is true (not in the seed; StyleGAN2's "skip"
+generator, Karras et al. 2020): 1x1 convolutions also turn the 16x16 and 32x32 features into RGB, and
+G's picture is the sum of these, each doubled bilinearly up to 64x64, and the last layer's, before the
+tanh; so the coarse layers draw the colours and the fine ones add only edges.
+
 ``model.d_norm`` picks D's normalisation: the seed's BatchNorm (``batch``), or spectral
 normalisation (Miyato et al. 2018) of every convolution and linear map of D with no BatchNorm
 (``spectral``; paired with the hinge loss, ``train.loss``).
@@ -111,6 +116,7 @@ class Generator(nn.Module):
         image_size=64,
         cond_aug=False,
         upsample="deconv",
+        skip_rgb=False,
     ):
         super().__init__()
         _check_size(image_size)
@@ -124,15 +130,17 @@ class Generator(nn.Module):
         # Residual blocks go at 4x4 then 8x8 (the seed's two); extra ones repeat at 8x8.
         blocks_4 = [ResidualBlock(ngf * 8, leak) for _ in range(min(res_blocks, 1))]
         blocks_8 = [ResidualBlock(ngf * 4, leak) for _ in range(max(res_blocks - 1, 0))]
+        to_16 = [*blocks_4, *_up(ngf * 8, ngf * 4, leak, upsample), *blocks_8, *_up(ngf * 4, ngf * 2, leak, upsample)]
+        to_32 = _up(ngf * 2, ngf, leak, upsample)
         self.body = nn.Sequential(
-            *blocks_4,
-            *_up(ngf * 8, ngf * 4, leak, upsample),  # 8x8
-            *blocks_8,
-            *_up(ngf * 4, ngf * 2, leak, upsample),  # 16x16
-            *_up(ngf * 2, ngf, leak, upsample),  # 32x32
+            *to_16,  # 8x8, then 16x16
+            *to_32,  # 32x32
             *_double(ngf, 3, upsample, bias=True),  # 64x64
             nn.Tanh(),
         )
+        # g_skip_rgb: the body's outputs at 16x16 and 32x32 (layer indices) and their 1x1 convolutions to RGB
+        self.taps = (len(to_16) - 1, len(to_16) + len(to_32) - 1) if skip_rgb else ()
+        self.to_rgb = nn.ModuleList([nn.Conv2d(ngf * 2, 3, 1), nn.Conv2d(ngf, 3, 1)]) if skip_rgb else None
 
     def forward(self, z: torch.Tensor, embedding: torch.Tensor, with_kl: bool = False):
         """The images for noise ``z`` and text ``embedding``; with ``with_kl``, (images, KL term)."""
@@ -143,8 +151,23 @@ class Generator(nn.Module):
             code = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if self.training else mu
             kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).mean()
         h = self.project(torch.cat([z, code], dim=1)).view(-1, self.ngf * 8, 4, 4)
-        images = self.body(self.project_norm(h))
+        images = self._draw(self.project_norm(h))
         return (images, kl) if with_kl else images
+
+    def _draw(self, h: torch.Tensor) -> torch.Tensor:
+        if not self.taps:
+            return self.body(h)
+        rgb = None
+        for i, layer in enumerate(self.body[:-1]):  # all but the tanh
+            h = layer(h)
+            if i in self.taps:
+                here = self.to_rgb[self.taps.index(i)](h)
+                rgb = here if rgb is None else _twice(rgb) + here
+        return self.body[-1](h + _twice(rgb))
+
+
+def _twice(rgb: torch.Tensor) -> torch.Tensor:
+    return nn.functional.interpolate(rgb, scale_factor=2, mode="bilinear", align_corners=False)
 
 
 class Discriminator(nn.Module):
@@ -238,6 +261,7 @@ def build_generator(cfg: ModelParams) -> Generator:
         cfg.image_size,
         cfg.cond_aug,
         cfg.g_upsample,
+        cfg.g_skip_rgb,
     )
 
 
