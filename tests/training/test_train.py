@@ -274,10 +274,10 @@ def _pass_counter(module: nn.Module) -> list[int]:
 
 
 def test_one_pass_is_the_same_step_in_fewer_passes():
-    """train.one_pass: G draws the step's images in one batch and a D without BatchNorm judges real and
-    fake in one pass. With batch-independent models (G in eval mode: BatchNorm's running statistics; D
-    without BatchNorm and without spectral norm's per-pass power iteration) it computes the same losses and
-    the same updates as the separate passes; a D with BatchNorm keeps Reed's separate batches."""
+    """train.one_pass: a D without BatchNorm judges real and fake in one pass of its image tower. Without
+    spectral norm's power iteration per pass (and G in eval mode, so that nothing else differs) it computes
+    the same losses and the same updates as the separate passes; a D with BatchNorm keeps Reed's separate
+    batches, and G's draws stay separate batches either way."""
     from gancls.models.gan import Discriminator, Generator, init_weights
 
     real, text, wrong = torch.rand(6, 3, 64, 64) * 2 - 1, torch.randn(6, 1024), torch.randn(6, 1024)
@@ -300,5 +300,5 @@ def test_one_pass_is_the_same_step_in_fewer_passes():
     assert all(torch.allclose(a, b, rtol=1e-3, atol=1e-3 * float(a.abs().max())) for a, b in zip(g0, g1))
     assert all(float(a.abs().max()) > 0 for a in g0)
     assert (g_n0, d_n0) == (3, 4)  # right, interpolated, MSGAN's second draw; real, fake, then the two fakes
-    assert (g_n1, d_n1) == (1, 2)  # one draw; real and fake together, then the two fakes together
-    assert runs["batch", True][2:] == (1, 3)  # with BatchNorm D judges real and fake apart
+    assert (g_n1, d_n1) == (3, 3)  # real and fake together
+    assert runs["batch", True][2:] == (3, 4)  # with BatchNorm D judges real and fake apart
