@@ -147,9 +147,8 @@ class ModelParams(Section):
 
 
 class TrainParams(Section):
-    # How a run is watched (console, grids, checkpoints) and placed (device, processes, speed switches,
-    # folders), never what it computes: dvc.yaml's train stage does not depend on these, so changing
-    # one retrains nothing (its list there is MODEL_KEYS; test_config checks the two agree).
+    # How a run is watched (console, grids, checkpoints) and placed (device, processes, speed switches, folders),
+    # never what it computes: dvc.yaml's train stage skips these, so changing one retrains nothing (test_config).
     RUN_KEYS: ClassVar[frozenset[str]] = frozenset(
         {
             "device",
