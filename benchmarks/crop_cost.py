@@ -14,28 +14,17 @@ if __name__ == "__main__":
 
     import numpy as np
     import torch
+    from reference import reference
 
-    from gancls.config import load_params
     from gancls.data.prepared import read_prepared
     from gancls.drawing.generate import to_uint8
-    from gancls.evaluation.evaluate import (
-        InceptionFeatures,
-        extract,
-        extractor_path,
-        load_real_features,
-        score_features,
-        sha1,
-    )
+    from gancls.evaluation.evaluate import extract, score_features
     from gancls.training.batches import Batches
 
-    torch.set_num_threads(2)
     cpu = torch.device("cpu")
-    p = load_params("params.yaml")
+    p, extractor, real = reference()
     cfg, size = p.evaluate, p.model.image_size
-    path = extractor_path(cfg.feature_extractor)
-    real = load_real_features(cfg.real_features, sha1(path), size)
     test = read_prepared(p.prepare.out, "test")
-    extractor = InceptionFeatures(path)
     idx = torch.arange(len(test["images"]))
     for arg in sys.argv[1:] or ["null", "4", "2", "0"]:
         jitter = None if arg == "null" else int(arg)

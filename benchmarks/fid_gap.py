@@ -16,27 +16,16 @@ if __name__ == "__main__":
     import numpy as np
     import torch
     from PIL import Image, ImageFilter
+    from reference import reference
 
-    from gancls.config import load_params
     from gancls.data.prepared import center_crop, read_prepared
     from gancls.drawing.generate import to_uint8
-    from gancls.evaluation.evaluate import (
-        InceptionFeatures,
-        extract,
-        extractor_path,
-        load_real_features,
-        score_features,
-        sha1,
-    )
+    from gancls.evaluation.evaluate import extract, score_features
     from gancls.models.generator_file import load_generator
 
-    torch.set_num_threads(2)
     cpu = torch.device("cpu")
-    p = load_params("params.yaml")
+    p, extractor, test_feats = reference()
     cfg, size = p.evaluate, p.model.image_size
-    path = extractor_path(cfg.feature_extractor)
-    extractor = InceptionFeatures(path)
-    test_feats = load_real_features(cfg.real_features, sha1(path), size)
     train = read_prepared(p.prepare.out, "train")
     rng = np.random.default_rng(0)
     idx = np.sort(rng.choice(len(train["images"]), 500, replace=False))
