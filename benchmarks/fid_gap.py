@@ -5,7 +5,9 @@
 far better on its training classes, the gap would be the unseen test classes; if alike, it is how G
 draws.  (b) What FID reads as a defect: 500 real training images, degraded (Gaussian pixel noise,
 Gaussian blur, down- and up-sampling through 32 and 16 pixels), against evaluate's reference; the
-clean images give the real-vs-real floor of other classes.  One JSON line per measurement.
+clean images give the real-vs-real floor of other classes.  (c) At which scale G is wrong: G drawn
+from the 500 test captions and the 500 test images, both through 16 and 32 pixels, against each
+other (coarse shapes and colours right: near the floor at 16 pixels).  One JSON line per measurement.
 
 .venv/bin/python benchmarks/fid_gap.py   # after make run (build/model/generator.pt); about 4 min on 2 cores
 """
@@ -58,8 +60,31 @@ if __name__ == "__main__":
             f"real, Gaussian blur {radius} px",
             fid(np.stack([np.asarray(Image.fromarray(x).filter(ImageFilter.GaussianBlur(radius))) for x in clean])),
         )
+
+    def through(images: np.ndarray, side: int) -> np.ndarray:
+        return np.stack(
+            [
+                np.asarray(Image.fromarray(x).resize((side, side), Image.BILINEAR).resize((size, size), Image.BILINEAR))
+                for x in images
+            ]
+        )
+
     for side in (32, 16):
-        small = [
-            Image.fromarray(x).resize((side, side), Image.BILINEAR).resize((size, size), Image.BILINEAR) for x in clean
-        ]
-        show(f"real through {side}x{side} pixels (bilinear)", fid(np.stack([np.asarray(x) for x in small])))
+        show(f"real through {side}x{side} pixels (bilinear)", fid(through(clean, side)))
+    test = read_prepared(p.prepare.out, "test")
+    tidx = np.sort(rng.choice(len(test["images"]), min(500, len(test["images"])), replace=False))
+    test_text = torch.from_numpy(np.asarray(test["embeddings"][tidx, 0], dtype=np.float32))
+    with torch.no_grad():
+        drawn_test = np.concatenate(
+            [
+                to_uint8(g(z[s : s + 100][: len(test_text[s : s + 100])], test_text[s : s + 100]))
+                for s in range(0, len(tidx), 100)
+            ]
+        )
+    test_clean = center_crop(test["images"][tidx], size)
+    for side in (32, 16):
+        small_real = extract(through(test_clean, side), extractor, cfg.batch_size, cpu)
+        show(
+            f"G(test captions) vs the test images, both through {side}x{side} pixels",
+            fid(through(drawn_test, side), small_real),
+        )

@@ -1,9 +1,9 @@
 """Issue 31 diagnostic: milliseconds per train step of params.yaml's settings, and of variants of them:
 GAN-INT or MSGAN switched off, D's separate passes for real and fake (train.one_pass false), the skip G
-(model.g_skip_rgb). The variants take turns, three rounds of 12 steps each; the best round is printed,
+(model.g_skip_rgb), D's unconditional realism logit (model.d_uncond), each precision. The variants take turns, three rounds of 12 steps each; the best round is printed,
 so that a slow moment of the machine hits every variant alike.
 
-.venv/bin/python benchmarks/step_parts.py [default separate skip_rgb no_int no_ms no_int_no_ms]   # quiet cores
+.venv/bin/python benchmarks/step_parts.py [default separate skip_rgb uncond fp32 bf16 no_int no_ms no_int_no_ms]   # quiet cores
 """
 
 if __name__ == "__main__":
@@ -28,6 +28,9 @@ if __name__ == "__main__":
         "default": ({}, {}),
         "separate": ({}, {"one_pass": False}),
         "skip_rgb": ({"g_skip_rgb": True}, {}),
+        "uncond": ({"d_uncond": True}, {}),
+        "fp32": ({}, {"precision": "fp32"}),
+        "bf16": ({}, {"precision": "bf16"}),
         "no_int": ({}, {"int_weight": 0.0}),
         "no_ms": ({}, {"mode_seeking": 0.0}),
         "no_int_no_ms": ({}, {"int_weight": 0.0, "mode_seeking": 0.0}),

@@ -1,6 +1,4 @@
-"""params.yaml: its typed schema and loader, plus the device and seeding helpers every stage shares.
-
-Writing files safely is ``gancls.files``."""
+"""params.yaml's typed schema and loader, and the device and seeding helpers every stage shares (files: gancls.files)."""
 
 from __future__ import annotations
 
@@ -144,6 +142,7 @@ class ModelParams(Section):
     g_upsample: Literal["deconv", "nearest", "bilinear"] = "deconv"  # likewise: the seed's deconvolutions
     g_skip_rgb: bool = False  # likewise: the seed's G draws its picture in the last layer alone
     d_norm: Literal["batch", "spectral"] = "batch"  # likewise: the seed's BatchNorm in D
+    d_uncond: bool = False  # likewise: the seed's D judges pairs only
 
 
 class TrainParams(Section):

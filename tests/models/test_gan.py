@@ -166,3 +166,22 @@ def test_skip_rgb_sums_the_coarse_layers_pictures_into_g_output():
         for conv in skip.to_rgb:
             conv.weight.zero_(), conv.bias.zero_()
         assert torch.allclose(skip(z, e), plain(z, e), atol=1e-6)  # nothing from the coarse layers: the seed's G
+
+
+def test_uncond_d_adds_a_realism_logit_that_no_text_enters():
+    """``model.d_uncond`` (StackGAN++): a 4x4 convolution on D's image features gives each image a logit
+    of its own; the pair logits are unchanged, and off, D is the seed's (no such head)."""
+    torch.manual_seed(0)
+    _, plain = build_models(section("model", ngf=8, ndf=8, d_norm="spectral"))
+    _, joint = build_models(section("model", ngf=8, ndf=8, d_norm="spectral", d_uncond=True))
+    assert plain.realism is None and isinstance(joint.realism, nn.Conv2d) and joint.realism.in_channels == 64
+    assert set(joint.state_dict()) - set(plain.state_dict()) == {
+        k for k in joint.state_dict() if k.startswith("realism.")
+    }
+    joint.eval()
+    x, t1, t2 = torch.randn(3, 3, 64, 64), torch.randn(3, 1024), torch.randn(3, 1024)
+    with torch.no_grad():
+        (s1, r1), (s2, r2) = joint(x, t1, realism=True), joint(x, t2, realism=True)
+        assert r1.shape == (3,) and torch.equal(r1, r2)  # the text does not enter
+        assert torch.equal(s1, joint(x, t1)) and not torch.allclose(s1, s2)  # the pair logits as before
+        assert not torch.allclose(r1, joint(x.flip(3), t1, realism=True)[1])  # the image does

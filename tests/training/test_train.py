@@ -302,3 +302,26 @@ def test_one_pass_is_the_same_step_in_fewer_passes():
     assert (g_n0, d_n0) == (3, 4)  # right, interpolated, MSGAN's second draw; real, fake, then the two fakes
     assert (g_n1, d_n1) == (3, 3)  # real and fake together
     assert runs["batch", True][2:] == (3, 4)  # with BatchNorm D judges real and fake apart
+
+
+def test_uncond_d_trains_its_realism_head_in_one_pass_or_separate():
+    """model.d_uncond: the step trains D's realism head (untouched without it); one pass and the separate
+    passes give the same losses with it, as without it."""
+    from gancls.models.gan import Discriminator, Generator, init_weights
+
+    real, text, wrong = torch.rand(6, 3, 64, 64) * 2 - 1, torch.randn(6, 1024), torch.randn(6, 1024)
+    runs = {}
+    for uncond, one_pass in ((True, False), (True, True), (False, True)):
+        torch.manual_seed(0)
+        g = Generator(z_dim=8, ngf=4, upsample="nearest").eval()
+        d = Discriminator(ndf=4, projection=True, norm="spectral", uncond=True)
+        d.apply(init_weights)
+        opts = [torch.optim.SGD(m.parameters(), lr=0.1) for m in (g, d)]
+        head = d.realism.weight.detach().clone()
+        torch.manual_seed(1)
+        kw = dict(z_dim=8, int_weight=1.0, int_beta=0.5, loss="hinge", one_pass=one_pass, uncond=uncond)
+        stats = train_step(g, d, *opts, real, text, wrong, **kw)
+        runs[uncond, one_pass] = (stats, float((d.realism.weight.detach() - head).abs().max()))
+    assert torch.allclose(runs[True, False][0], runs[True, True][0], rtol=1e-4, atol=1e-5)
+    assert runs[True, True][1] > 0 and runs[False, True][1] == 0
+    assert not torch.allclose(runs[True, True][0][:2], runs[False, True][0][:2])  # D's and G's losses gain terms

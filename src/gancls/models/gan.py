@@ -39,6 +39,11 @@ generator, Karras et al. 2020): 1x1 convolutions also turn the 16x16 and 32x32 f
 G's picture is the sum of these, each doubled bilinearly up to 64x64, and the last layer's, before the
 tanh; so the coarse layers draw the colours and the fine ones add only edges.
 
+A fourth option for D, on when ``model.d_uncond`` is true (not in the seed; StackGAN++'s joint
+conditional and unconditional D, Zhang et al. 2018): a second 4x4 convolution on the image features
+alone gives a realism logit that no text enters, trained as an unconditional GAN beside the GAN-CLS
+terms, so D's judgement of realism is not only the part of its pair score that the text leaves.
+
 ``model.d_norm`` picks D's normalisation: the seed's BatchNorm (``batch``), or spectral
 normalisation (Miyato et al. 2018) of every convolution and linear map of D with no BatchNorm
 (``spectral``; paired with the hinge loss, ``train.loss``).
@@ -181,6 +186,7 @@ class Discriminator(nn.Module):
         image_size=64,
         projection=False,
         norm="batch",
+        uncond=False,
     ):
         super().__init__()
         _check_size(image_size)
@@ -205,6 +211,8 @@ class Discriminator(nn.Module):
         )
         # Miyato & Koyama's projection: + <W psi(t), mean of the 4x4 features> (``model.d_projection``).
         self.projection = nn.Linear(embedding_dim, ndf * 8, bias=False) if projection else None
+        # StackGAN++'s unconditional logit from the image features alone (``model.d_uncond``).
+        self.realism = nn.Conv2d(ndf * 8, 1, 4) if uncond else None
         self.norm = norm
 
     def judge(self, features: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
@@ -215,18 +223,23 @@ class Discriminator(nn.Module):
             logit = logit + (self.projection(embedding) * features.mean(dim=(2, 3))).sum(dim=1)
         return logit
 
-    def forward(self, image: torch.Tensor, *embeddings: torch.Tensor, rows: torch.Tensor | None = None):
+    def forward(
+        self, image: torch.Tensor, *embeddings: torch.Tensor, rows: torch.Tensor | None = None, realism: bool = False
+    ):
         """The logit for ``image`` paired with each text; one text gives one tensor, several a tuple.
 
         Several texts share one pass of the image tower (GAN-CLS judges the same real images with
         the right and a wrong text).  With ``rows`` (one text, a row per pair): the logit of text
         ``i`` with image ``rows[i]``, so real and fake images go through the tower in one batch.
+        With ``realism`` (``model.d_uncond``): (those logits, each image's unconditional logit).
         """
         h = self.image(image)
         if rows is not None:
-            return self.judge(h.index_select(0, rows), *embeddings)
-        logits = tuple(self.judge(h, e) for e in embeddings)
-        return logits[0] if len(logits) == 1 else logits
+            logits = self.judge(h.index_select(0, rows), *embeddings)
+        else:
+            logits = tuple(self.judge(h, e) for e in embeddings)
+            logits = logits[0] if len(logits) == 1 else logits
+        return (logits, self.realism(h).view(-1)) if realism else logits
 
 
 def init_weights(module: nn.Module) -> None:
@@ -277,6 +290,7 @@ def build_models(cfg: ModelParams) -> tuple[Generator, Discriminator]:
         cfg.image_size,
         cfg.d_projection,
         cfg.d_norm,
+        cfg.d_uncond,
     )
     g.apply(init_weights)
     d.apply(init_weights)

@@ -7,6 +7,9 @@ Algorithm 1 (``wrong_weight`` for the wrong text, 1/2 for the fake):
     hinge  (Miyato et al. 2018, with spectral norm in D, ``model.d_norm``):
                         D: relu(1 - s_real) + w relu(1 + s_wrong) + 1/2 relu(1 + s_fake);   G: -s
 
+With ``model.d_uncond`` (StackGAN++), D's image-only realism logits add an unconditional GAN of the
+same kind, real -> real and fake -> fake at full weight (``realism``), and G's loss on them to G's.
+
 Penalties on real images with their own text, applied lazily: every ``every`` D steps, weighted by
 ``every`` (the same expected strength at 1/every of the cost, as StyleGAN2's lazy R1):
     r1    (Mescheder et al. 2018):  weight/2 * E ||grad_x D(x, t)||^2
@@ -36,6 +39,13 @@ def d_loss(kind: str, s_real, s_wrong, s_fake, wrong_weight: float) -> torch.Ten
             + 0.5 * F.relu(1 + s_fake.float()).mean()
         )
     return _bce(s_real, 1.0) + wrong_weight * _bce(s_wrong, 0.0) + 0.5 * _bce(s_fake, 0.0)
+
+
+def realism(kind: str, r_real, r_fake) -> torch.Tensor:
+    """D's unconditional loss from its image-only logits for real and fake images (``model.d_uncond``)."""
+    if kind == "hinge":
+        return F.relu(1 - r_real.float()).mean() + F.relu(1 + r_fake.float()).mean()
+    return _bce(r_real, 1.0) + _bce(r_fake, 0.0)
 
 
 def g_loss(kind: str, s_fake) -> torch.Tensor:

@@ -51,7 +51,7 @@ from .checkpoint import (
 from .cuda_graph import GraphedStep
 from .distributed import Dist, no_sync
 from .loop_times import LoopTimes
-from .losses import d_loss, g_loss, penalty
+from .losses import d_loss, g_loss, penalty, realism
 from .precision import resolve_precision
 from .quality import quality_probe
 from .run_record import RunRecord, sample_frame
@@ -96,6 +96,7 @@ def train_step(
     penalty_weight: float = 0.0,
     penalty_power: float = 6.0,
     one_pass: bool = False,
+    uncond: bool = False,
 ) -> torch.Tensor:
     """One D step then one G step; the STATS as one tensor on the device (no host sync).
 
@@ -110,7 +111,8 @@ def train_step(
     ``one_pass`` (``train.one_pass``): a D without BatchNorm judges the real and the fake images in one
     pass of its image tower, the same losses in one larger pass (with BatchNorm, D keeps Reed's
     separate batches).  G's draws stay separate batches: its BatchNorm normalises each on its own
-    (drawn in one batch, seed 0 lost 0.14 of text match and no time; docs/SCORES.md).
+    (drawn in one batch, seed 0 lost 0.14 of text match and no time; docs/SCORES.md).  ``uncond``
+    (``model.d_uncond``): D's image-only realism logits add StackGAN++'s unconditional terms to both losses.
     """
     b = real.shape[0]
     dev = real.device
@@ -129,15 +131,17 @@ def train_step(
         real_in, fake_in = diff_augment(real, augment), diff_augment(fake.detach(), augment)
         if one_pass and not _has_batchnorm(d):
             rows = torch.arange(b, device=dev)
-            s_real, s_wrong, s_fake = d(
-                torch.cat([real_in, fake_in]),
-                torch.cat([text, wrong_text, text]),
-                rows=torch.cat([rows, rows, rows + b]),
-            ).split(b)
+            pairs = torch.cat([text, wrong_text, text])
+            both = d(torch.cat([real_in, fake_in]), pairs, rows=torch.cat([rows, rows, rows + b]), realism=uncond)
+            scores, r = _scores(both, uncond)
+            s_real, s_wrong, s_fake = scores.split(b)
         else:
-            s_real, s_wrong = d(real_in, text, wrong_text)
-            s_fake = d(fake_in, text)
+            (s_real, s_wrong), r = _scores(d(real_in, text, wrong_text, realism=uncond), uncond)
+            s_fake, r_fake = _scores(d(fake_in, text, realism=uncond), uncond)
+            r = torch.cat([r, r_fake]) if uncond else None
     loss_d = d_loss(loss, s_real, s_wrong, s_fake, wrong_weight)
+    if uncond:
+        loss_d = loss_d + realism(loss, *r.split(b))
     if penalty_kind != "none" and penalty_weight > 0:
         loss_d = loss_d + penalty(penalty_kind, d, real, text, penalty_weight, penalty_power)
     loss_d.backward()
@@ -149,11 +153,11 @@ def train_step(
     opt_g.zero_grad(set_to_none=True)
     with frozen(d), no_sync(d):
         with amp:
-            loss_g = g_loss(loss, d(diff_augment(fake, augment), text))
+            loss_g = _fooled(loss, d(diff_augment(fake, augment), text, realism=uncond), uncond)
             if int_weight > 0:
                 text_int = int_beta * text + (1 - int_beta) * text.roll(1, dims=0)
                 fake_int = g(torch.randn(b, z_dim, device=dev), text_int)
-                g_int = g_loss(loss, d(diff_augment(fake_int, augment), text_int))
+                g_int = _fooled(loss, d(diff_augment(fake_int, augment), text_int, realism=uncond), uncond)
             else:
                 g_int = torch.zeros((), device=dev)
             if mode_seeking > 0:  # MSGAN: the same text with other noise must give another image
@@ -178,6 +182,17 @@ def train_step(
                 torch.sigmoid(s_fake.float()).mean(),
             ]
         )
+
+
+def _scores(out, uncond: bool):
+    """D's output as (pair logits, image-only realism logits or None)."""
+    return out if uncond else (out, None)
+
+
+def _fooled(loss: str, out, uncond: bool) -> torch.Tensor:
+    """G's loss on D's output for its images: the pair term, and the realism term with ``uncond``."""
+    scores, r = _scores(out, uncond)
+    return g_loss(loss, scores) + (g_loss(loss, r) if uncond else 0.0)
 
 
 def _has_batchnorm(module: torch.nn.Module) -> bool:
@@ -218,6 +233,7 @@ def make_step(g, d, opt_g, opt_d, mcfg, tcfg, graphed: bool):
             penalty_weight=tcfg.penalty_weight * (1 if graphed else tcfg.penalty_every) if lazy else 0.0,
             penalty_power=tcfg.penalty_power,
             one_pass=tcfg.one_pass,
+            uncond=mcfg.d_uncond,
         )
 
     return GraphedStep(step) if graphed else step
