@@ -141,6 +141,7 @@ class ModelParams(Section):
     d_projection: bool = False  # likewise
     g_upsample: Literal["deconv", "nearest", "bilinear"] = "deconv"  # likewise: the seed's deconvolutions
     g_skip_rgb: bool = False  # likewise: the seed's G draws its picture in the last layer alone
+    g_cond_norm: bool = False  # likewise: the seed's G reads the text at its input alone
     d_norm: Literal["batch", "spectral"] = "batch"  # likewise: the seed's BatchNorm in D
     d_uncond: bool = False  # likewise: the seed's D judges pairs only
 

@@ -185,3 +185,32 @@ def test_uncond_d_adds_a_realism_logit_that_no_text_enters():
         assert r1.shape == (3,) and torch.equal(r1, r2)  # the text does not enter
         assert torch.equal(s1, joint(x, t1)) and not torch.allclose(s1, s2)  # the pair logits as before
         assert not torch.allclose(r1, joint(x.flip(3), t1, realism=True)[1])  # the image does
+
+
+def test_cond_norm_g_scales_and_shifts_its_batchnorms_from_noise_and_text():
+    """``model.g_cond_norm``: G's BatchNorms after the projection and each doubling take their scale and
+    shift from (z, text code); with those maps zeroed, G is the plain G with unit scale and zero shift."""
+    from gancls.models.gan import CondBatchNorm
+
+    torch.manual_seed(0)
+    plain, _ = build_models(section("model", ngf=8, g_upsample="nearest"))
+    cond, _ = build_models(section("model", ngf=8, g_upsample="nearest", g_cond_norm=True))
+    norms = [m for m in cond.modules() if isinstance(m, CondBatchNorm)]
+    assert [m.norm.num_features for m in norms] == [64, 32, 16, 8] and norms[0].affine.in_features == 256
+    own = cond.state_dict()
+    for key, value in plain.state_dict().items():  # convolutions and linear maps shared; BN statistics renamed
+        target = (
+            key if key in own else key.replace(".running", ".norm.running").replace(".num_batches", ".norm.num_batches")
+        )
+        if target in own:
+            own[target] = value
+        elif key.endswith(".weight") or key.endswith(".bias"):  # the plain BN's scale and shift
+            value.fill_(1.0 if key.endswith(".weight") else 0.0)
+    cond.load_state_dict(own)
+    z, e = torch.randn(3, 128), torch.randn(3, 1024)
+    with torch.no_grad():
+        for m in norms:
+            m.affine.weight.zero_(), m.affine.bias.zero_()
+        assert torch.allclose(cond.eval()(z, e), plain.eval()(z, e), atol=1e-5)
+        norms[-1].affine.bias[:8] = 1.0  # the 32x32 layer's scale doubled: the picture changes
+        assert not torch.allclose(cond(z, e), plain(z, e), atol=1e-3)

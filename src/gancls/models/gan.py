@@ -39,7 +39,12 @@ generator, Karras et al. 2020): 1x1 convolutions also turn the 16x16 and 32x32 f
 G's picture is the sum of these, each doubled bilinearly up to 64x64, and the last layer's, before the
 tanh; so the coarse layers draw the colours and the fine ones add only edges.
 
-A fourth option for D, on when ``model.d_uncond`` is true (not in the seed; StackGAN++'s joint
+A fourth option for G, on when ``model.g_cond_norm`` is true (not in the seed; BigGAN's conditional
+BatchNorm, Brock et al. 2019, as DF-GAN fuses the sentence into every stage): the BatchNorm after the
+projection and after each doubling has no learnt scale and shift of its own; both are linear in
+(z, text code), so the text reaches every resolution, not only the 4x4 input.
+
+A fifth option, for D, on when ``model.d_uncond`` is true (not in the seed; StackGAN++'s joint
 conditional and unconditional D, Zhang et al. 2018): a second 4x4 convolution on the image features
 alone gives a realism logit that no text enters, trained as an unconditional GAN beside the GAN-CLS
 terms, so D's judgement of realism is not only the part of its pair score that the text leaves.
@@ -92,8 +97,33 @@ def _double(cin: int, cout: int, how: str, bias: bool) -> list[nn.Module]:
     return [nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1, bias=bias)]
 
 
-def _up(cin: int, cout: int, leak: float, how: str = "deconv") -> list[nn.Module]:
-    return [*_double(cin, cout, how, bias=False), nn.BatchNorm2d(cout), nn.LeakyReLU(leak, inplace=True)]
+class CondBatchNorm(nn.Module):
+    """BatchNorm without affine parameters, then a scale (1 + gamma) and shift (beta) that a linear map
+    computes from the condition (``model.g_cond_norm``; BigGAN's conditional BatchNorm)."""
+
+    def __init__(self, channels: int, cond_dim: int):
+        super().__init__()
+        self.norm = nn.BatchNorm2d(channels, affine=False)
+        self.affine = nn.Linear(cond_dim, 2 * channels)
+
+    def forward(self, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        gamma, beta = self.affine(cond)[:, :, None, None].chunk(2, dim=1)
+        return self.norm(h) * (1 + gamma) + beta
+
+
+def _bn(channels: int, cond_dim: int) -> nn.Module:
+    return CondBatchNorm(channels, cond_dim) if cond_dim else nn.BatchNorm2d(channels)
+
+
+def _up(cin: int, cout: int, leak: float, how: str = "deconv", cond_dim: int = 0) -> list[nn.Module]:
+    return [*_double(cin, cout, how, bias=False), _bn(cout, cond_dim), nn.LeakyReLU(leak, inplace=True)]
+
+
+def _run(layers, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    """``layers`` in turn; the conditional BatchNorms among them also read ``cond``."""
+    for layer in layers:
+        h = layer(h, cond) if isinstance(layer, CondBatchNorm) else layer(h)
+    return h
 
 
 def _down(cin: int, cout: int, leak: float, norm: bool = True) -> list[nn.Module]:
@@ -122,21 +152,29 @@ class Generator(nn.Module):
         cond_aug=False,
         upsample="deconv",
         skip_rgb=False,
+        cond_norm=False,
     ):
         super().__init__()
         _check_size(image_size)
         self.z_dim = z_dim
         self.ngf = ngf
         self.cond_aug = cond_aug
+        self.cond_norm = cond_norm
+        cond = z_dim + text_dim if cond_norm else 0  # g_cond_norm: the BatchNorms' scale and shift from (z, code)
         code = 2 * text_dim if cond_aug else text_dim  # conditioning augmentation: mean and log-variance
         self.text = nn.Sequential(nn.Linear(embedding_dim, code), nn.LeakyReLU(leak, inplace=True))
         self.project = nn.Linear(z_dim + text_dim, ngf * 8 * 4 * 4, bias=False)
-        self.project_norm = nn.Sequential(nn.BatchNorm2d(ngf * 8), nn.LeakyReLU(leak, inplace=True))
+        self.project_norm = nn.Sequential(_bn(ngf * 8, cond), nn.LeakyReLU(leak, inplace=True))
         # Residual blocks go at 4x4 then 8x8 (the seed's two); extra ones repeat at 8x8.
         blocks_4 = [ResidualBlock(ngf * 8, leak) for _ in range(min(res_blocks, 1))]
         blocks_8 = [ResidualBlock(ngf * 4, leak) for _ in range(max(res_blocks - 1, 0))]
-        to_16 = [*blocks_4, *_up(ngf * 8, ngf * 4, leak, upsample), *blocks_8, *_up(ngf * 4, ngf * 2, leak, upsample)]
-        to_32 = _up(ngf * 2, ngf, leak, upsample)
+        to_16 = [
+            *blocks_4,
+            *_up(ngf * 8, ngf * 4, leak, upsample, cond),
+            *blocks_8,
+            *_up(ngf * 4, ngf * 2, leak, upsample, cond),
+        ]
+        to_32 = _up(ngf * 2, ngf, leak, upsample, cond)
         self.body = nn.Sequential(
             *to_16,  # 8x8, then 16x16
             *to_32,  # 32x32
@@ -155,16 +193,17 @@ class Generator(nn.Module):
             mu, logvar = code.chunk(2, dim=1)
             code = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if self.training else mu
             kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).mean()
-        h = self.project(torch.cat([z, code], dim=1)).view(-1, self.ngf * 8, 4, 4)
-        images = self._draw(self.project_norm(h))
+        cond = torch.cat([z, code], dim=1)
+        h = self.project(cond).view(-1, self.ngf * 8, 4, 4)
+        images = self._draw(_run(self.project_norm, h, cond), cond)
         return (images, kl) if with_kl else images
 
-    def _draw(self, h: torch.Tensor) -> torch.Tensor:
+    def _draw(self, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         if not self.taps:
-            return self.body(h)
+            return _run(self.body, h, cond) if self.cond_norm else self.body(h)
         rgb = None
         for i, layer in enumerate(self.body[:-1]):  # all but the tanh
-            h = layer(h)
+            h = _run([layer], h, cond)
             if i in self.taps:
                 here = self.to_rgb[self.taps.index(i)](h)
                 rgb = here if rgb is None else _twice(rgb) + here
@@ -248,7 +287,7 @@ def init_weights(module: nn.Module) -> None:
         nn.init.normal_(module.weight, 0.0, 0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
-    elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+    elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)) and module.affine:
         nn.init.normal_(module.weight, 1.0, 0.02)
         nn.init.zeros_(module.bias)
 
@@ -275,6 +314,7 @@ def build_generator(cfg: ModelParams) -> Generator:
         cfg.cond_aug,
         cfg.g_upsample,
         cfg.g_skip_rgb,
+        cfg.g_cond_norm,
     )
 
 
