@@ -28,7 +28,7 @@ if __name__ == "__main__":
         "default": ({}, {}),
         "separate": ({}, {"one_pass": False}),
         "skip_rgb": ({"g_skip_rgb": True}, {}),
-        "uncond": ({"d_uncond": True}, {}),
+        "uncond": ({"d_uncond": 1.0}, {}),
         "fp32": ({}, {"precision": "fp32"}),
         "bf16": ({}, {"precision": "bf16"}),
         "no_int": ({}, {"int_weight": 0.0}),

@@ -143,7 +143,7 @@ class ModelParams(Section):
     g_skip_rgb: bool = False  # likewise: the seed's G draws its picture in the last layer alone
     g_cond_norm: bool = False  # likewise: the seed's G reads the text at its input alone
     d_norm: Literal["batch", "spectral"] = "batch"  # likewise: the seed's BatchNorm in D
-    d_uncond: bool = False  # likewise: the seed's D judges pairs only
+    d_uncond: Annotated[float, Field(ge=0)] = 0.0  # likewise: the seed's D judges pairs only (no realism head)
 
 
 class TrainParams(Section):

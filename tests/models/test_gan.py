@@ -173,7 +173,7 @@ def test_uncond_d_adds_a_realism_logit_that_no_text_enters():
     of its own; the pair logits are unchanged, and off, D is the seed's (no such head)."""
     torch.manual_seed(0)
     _, plain = build_models(section("model", ngf=8, ndf=8, d_norm="spectral"))
-    _, joint = build_models(section("model", ngf=8, ndf=8, d_norm="spectral", d_uncond=True))
+    _, joint = build_models(section("model", ngf=8, ndf=8, d_norm="spectral", d_uncond=1.0))
     assert plain.realism is None and isinstance(joint.realism, nn.Conv2d) and joint.realism.in_channels == 64
     assert set(joint.state_dict()) - set(plain.state_dict()) == {
         k for k in joint.state_dict() if k.startswith("realism.")

@@ -311,7 +311,7 @@ def test_uncond_d_trains_its_realism_head_in_one_pass_or_separate():
 
     real, text, wrong = torch.rand(6, 3, 64, 64) * 2 - 1, torch.randn(6, 1024), torch.randn(6, 1024)
     runs = {}
-    for uncond, one_pass in ((True, False), (True, True), (False, True)):
+    for uncond, one_pass in ((1.0, False), (1.0, True), (0.0, True)):
         torch.manual_seed(0)
         g = Generator(z_dim=8, ngf=4, upsample="nearest").eval()
         d = Discriminator(ndf=4, projection=True, norm="spectral", uncond=True)
@@ -322,6 +322,6 @@ def test_uncond_d_trains_its_realism_head_in_one_pass_or_separate():
         kw = dict(z_dim=8, int_weight=1.0, int_beta=0.5, loss="hinge", one_pass=one_pass, uncond=uncond)
         stats = train_step(g, d, *opts, real, text, wrong, **kw)
         runs[uncond, one_pass] = (stats, float((d.realism.weight.detach() - head).abs().max()))
-    assert torch.allclose(runs[True, False][0], runs[True, True][0], rtol=1e-4, atol=1e-5)
-    assert runs[True, True][1] > 0 and runs[False, True][1] == 0
-    assert not torch.allclose(runs[True, True][0][:2], runs[False, True][0][:2])  # D's and G's losses gain terms
+    assert torch.allclose(runs[1.0, False][0], runs[1.0, True][0], rtol=1e-4, atol=1e-5)
+    assert runs[1.0, True][1] > 0 and runs[0.0, True][1] == 0
+    assert not torch.allclose(runs[1.0, True][0][:2], runs[0.0, True][0][:2])  # D's and G's losses gain terms

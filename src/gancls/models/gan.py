@@ -44,9 +44,9 @@ BatchNorm, Brock et al. 2019, as DF-GAN fuses the sentence into every stage): th
 projection and after each doubling has no learnt scale and shift of its own; both are linear in
 (z, text code), so the text reaches every resolution, not only the 4x4 input.
 
-A fifth option, for D, on when ``model.d_uncond`` is true (not in the seed; StackGAN++'s joint
-conditional and unconditional D, Zhang et al. 2018): a second 4x4 convolution on the image features
-alone gives a realism logit that no text enters, trained as an unconditional GAN beside the GAN-CLS
+A fifth option, for D, on when ``model.d_uncond`` (the weight of its terms) is above 0 (not in the seed;
+StackGAN++'s joint conditional and unconditional D, Zhang et al. 2018): a second 4x4 convolution on the
+image features alone gives a realism logit that no text enters, trained as an unconditional GAN beside the GAN-CLS
 terms, so D's judgement of realism is not only the part of its pair score that the text leaves.
 
 ``model.d_norm`` picks D's normalisation: the seed's BatchNorm (``batch``), or spectral
@@ -330,7 +330,7 @@ def build_models(cfg: ModelParams) -> tuple[Generator, Discriminator]:
         cfg.image_size,
         cfg.d_projection,
         cfg.d_norm,
-        cfg.d_uncond,
+        cfg.d_uncond > 0,
     )
     g.apply(init_weights)
     d.apply(init_weights)

@@ -96,7 +96,7 @@ def train_step(
     penalty_weight: float = 0.0,
     penalty_power: float = 6.0,
     one_pass: bool = False,
-    uncond: bool = False,
+    uncond: float = 0.0,
 ) -> torch.Tensor:
     """One D step then one G step; the STATS as one tensor on the device (no host sync).
 
@@ -112,7 +112,8 @@ def train_step(
     pass of its image tower, the same losses in one larger pass (with BatchNorm, D keeps Reed's
     separate batches).  G's draws stay separate batches: its BatchNorm normalises each on its own
     (drawn in one batch, seed 0 lost 0.14 of text match and no time; docs/SCORES.md).  ``uncond``
-    (``model.d_uncond``): D's image-only realism logits add StackGAN++'s unconditional terms to both losses.
+    (``model.d_uncond``) > 0: D's image-only realism logits add StackGAN++'s unconditional terms, so weighted,
+    to both losses.
     """
     b = real.shape[0]
     dev = real.device
@@ -141,7 +142,7 @@ def train_step(
             r = torch.cat([r, r_fake]) if uncond else None
     loss_d = d_loss(loss, s_real, s_wrong, s_fake, wrong_weight)
     if uncond:
-        loss_d = loss_d + realism(loss, *r.split(b))
+        loss_d = loss_d + uncond * realism(loss, *r.split(b))
     if penalty_kind != "none" and penalty_weight > 0:
         loss_d = loss_d + penalty(penalty_kind, d, real, text, penalty_weight, penalty_power)
     loss_d.backward()
@@ -184,15 +185,15 @@ def train_step(
         )
 
 
-def _scores(out, uncond: bool):
+def _scores(out, uncond: float):
     """D's output as (pair logits, image-only realism logits or None)."""
     return out if uncond else (out, None)
 
 
-def _fooled(loss: str, out, uncond: bool) -> torch.Tensor:
-    """G's loss on D's output for its images: the pair term, and the realism term with ``uncond``."""
+def _fooled(loss: str, out, uncond: float) -> torch.Tensor:
+    """G's loss on D's output for its images: the pair term, and the realism term weighted ``uncond``."""
     scores, r = _scores(out, uncond)
-    return g_loss(loss, scores) + (g_loss(loss, r) if uncond else 0.0)
+    return g_loss(loss, scores) + (uncond * g_loss(loss, r) if uncond else 0.0)
 
 
 def _has_batchnorm(module: torch.nn.Module) -> bool:
