@@ -53,6 +53,15 @@ def g_loss(kind: str, s_fake) -> torch.Tensor:
     return -s_fake.float().mean() if kind == "hinge" else _bce(s_fake, 1.0)
 
 
+def fooled(kind: str, out, uncond: float = 0.0) -> torch.Tensor:
+    """G's loss on D's output for its images: the pair term, plus ``uncond`` times the realism term when D
+    also gave realism logits (``model.d_uncond``: ``out`` is then (pair logits, realism logits))."""
+    if not uncond:
+        return g_loss(kind, out)
+    scores, r = out
+    return g_loss(kind, scores) + uncond * g_loss(kind, r)
+
+
 def penalty(kind: str, d, real: torch.Tensor, text: torch.Tensor, weight: float, power: float) -> torch.Tensor:
     """D's gradient penalty on real images with their own text (fp32, outside autocast)."""
     x = real.detach().float().requires_grad_(True)

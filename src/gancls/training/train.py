@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager, nullcontext
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +52,7 @@ from .checkpoint import (
 from .cuda_graph import GraphedStep
 from .distributed import Dist, no_sync
 from .loop_times import LoopTimes
-from .losses import d_loss, g_loss, penalty, realism
+from .losses import d_loss, fooled, penalty, realism
 from .precision import resolve_precision
 from .quality import quality_probe
 from .run_record import RunRecord, sample_frame
@@ -127,22 +128,23 @@ def train_step(
         fake, kl = g(z, text, with_kl=True) if kl_weight > 0 else (g(z, text), torch.zeros((), device=dev))
 
     # Discriminator: real/right -> 1, real/wrong -> 0, fake/right -> 0.
+    judge = partial(d, realism=True) if uncond else d  # model.d_uncond: D also gives realism logits
     opt_d.zero_grad(set_to_none=True)
     with amp:
         real_in, fake_in = diff_augment(real, augment), diff_augment(fake.detach(), augment)
         if one_pass and not _has_batchnorm(d):
-            rows = torch.arange(b, device=dev)
-            pairs = torch.cat([text, wrong_text, text])
-            both = d(torch.cat([real_in, fake_in]), pairs, rows=torch.cat([rows, rows, rows + b]), realism=uncond)
-            scores, r = _scores(both, uncond)
+            rows, pairs = torch.arange(b, device=dev), torch.cat([text, wrong_text, text])
+            both = judge(torch.cat([real_in, fake_in]), pairs, rows=torch.cat([rows, rows, rows + b]))
+            scores, r = both if uncond else (both, None)
             s_real, s_wrong, s_fake = scores.split(b)
-        else:
-            (s_real, s_wrong), r = _scores(d(real_in, text, wrong_text, realism=uncond), uncond)
-            s_fake, r_fake = _scores(d(fake_in, text, realism=uncond), uncond)
-            r = torch.cat([r, r_fake]) if uncond else None
+        else:  # Reed's separate batches
+            real_out, fake_out = judge(real_in, text, wrong_text), judge(fake_in, text)
+            if uncond:
+                (real_out, r_real), (fake_out, r_fake) = real_out, fake_out
+                r = torch.cat([r_real, r_fake])
+            (s_real, s_wrong), s_fake = real_out, fake_out
     loss_d = d_loss(loss, s_real, s_wrong, s_fake, wrong_weight)
-    if uncond:
-        loss_d = loss_d + uncond * realism(loss, *r.split(b))
+    loss_d = loss_d + uncond * realism(loss, *r.split(b)) if uncond else loss_d
     if penalty_kind != "none" and penalty_weight > 0:
         loss_d = loss_d + penalty(penalty_kind, d, real, text, penalty_weight, penalty_power)
     loss_d.backward()
@@ -154,11 +156,11 @@ def train_step(
     opt_g.zero_grad(set_to_none=True)
     with frozen(d), no_sync(d):
         with amp:
-            loss_g = _fooled(loss, d(diff_augment(fake, augment), text, realism=uncond), uncond)
+            loss_g = fooled(loss, judge(diff_augment(fake, augment), text), uncond)
             if int_weight > 0:
                 text_int = int_beta * text + (1 - int_beta) * text.roll(1, dims=0)
                 fake_int = g(torch.randn(b, z_dim, device=dev), text_int)
-                g_int = _fooled(loss, d(diff_augment(fake_int, augment), text_int, realism=uncond), uncond)
+                g_int = fooled(loss, judge(diff_augment(fake_int, augment), text_int), uncond)
             else:
                 g_int = torch.zeros((), device=dev)
             if mode_seeking > 0:  # MSGAN: the same text with other noise must give another image
@@ -183,17 +185,6 @@ def train_step(
                 torch.sigmoid(s_fake.float()).mean(),
             ]
         )
-
-
-def _scores(out, uncond: float):
-    """D's output as (pair logits, image-only realism logits or None)."""
-    return out if uncond else (out, None)
-
-
-def _fooled(loss: str, out, uncond: float) -> torch.Tensor:
-    """G's loss on D's output for its images: the pair term, and the realism term weighted ``uncond``."""
-    scores, r = _scores(out, uncond)
-    return g_loss(loss, scores) + (uncond * g_loss(loss, r) if uncond else 0.0)
 
 
 def _has_batchnorm(module: torch.nn.Module) -> bool:
