@@ -4,6 +4,7 @@ functions too (a cycle hidden in a function is still a cycle a reader has to unt
 command loads only what its own stage needs."""
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -154,3 +155,16 @@ def test_a_part_starts_without_its_modules():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "", f"imported at start: {out.stdout.strip()}"
+
+
+def test_a_flow_gives_prefect_temporary_server_two_minutes_to_start():
+    """Importing a flow (flows/__init__.py runs first) sets Prefect's temporary-server start-up timeout
+    before Prefect reads its settings: 20 s, Prefect's own, was too short on 2 busy cores."""
+    code = (
+        "import flows.sweep\n"
+        "from prefect.server.api.server import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as s\n"
+        "print(s.value())"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT, env=env)
+    assert out.stdout.split()[-1] == "120"
