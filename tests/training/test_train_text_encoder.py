@@ -21,6 +21,7 @@ def stage_params(prepared, tmp_path, **text_encoder):
     raw = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
     raw["prepare"]["out"] = str(prepared)
     raw["data"]["raw_dir"] = str(tmp_path / "raw")
+    raw["stage_times"] = str(tmp_path / "stages")  # not the checkout's metrics/stages/
     raw["text_encoder"].update(
         weights=str(tmp_path / "encoder.pt"),
         metrics=str(tmp_path / "text_encoder.json"),
