@@ -72,6 +72,7 @@ def seed_everything(seed: int) -> None:
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
 Fraction = Annotated[float, Field(ge=0, le=1)]
 Device = Literal["auto", "cpu", "cuda"]
 
@@ -93,7 +94,7 @@ class SampleParams(Section):
     test_fraction: Annotated[float, Field(gt=0, lt=1)]
     grayscale_fraction: Fraction
     image_size: tuple[PositiveInt, PositiveInt]
-    embedding_noise: Annotated[float, Field(ge=0)]
+    embedding_noise: NonNegFloat
     seed: NonNegInt
 
 
@@ -101,7 +102,7 @@ class ValidateParams(Section):
     cub_counts: bool
     min_side: PositiveInt
     max_abs_embedding: PositiveFloat
-    min_embedding_norm: Annotated[float, Field(ge=0)]
+    min_embedding_norm: NonNegFloat
     report_dir: str
 
 
@@ -120,7 +121,7 @@ class ScorerParams(Section):
     epochs: PositiveInt
     batch_size: Annotated[int, Field(ge=2)]
     lr: PositiveFloat
-    weight_decay: Annotated[float, Field(ge=0)]
+    weight_decay: NonNegFloat
     heldout_fraction: Annotated[float, Field(gt=0, lt=1)]
     device: Device
     out: str
@@ -143,34 +144,15 @@ class ModelParams(Section):
     g_skip_rgb: bool = False  # likewise: the seed's G draws its picture in the last layer alone
     g_cond_norm: bool = False  # likewise: the seed's G reads the text at its input alone
     d_norm: Literal["batch", "spectral"] = "batch"  # likewise: the seed's BatchNorm in D
-    d_uncond: Annotated[float, Field(ge=0)] = 0.0  # likewise: the seed's D judges pairs only (no realism head)
+    d_uncond: NonNegFloat = 0.0  # likewise: the seed's D judges pairs only (no realism head)
 
 
 class TrainParams(Section):
     # How a run is watched (console, grids, checkpoints) and placed (device, processes, speed switches, folders),
     # never what it computes: dvc.yaml's train stage skips these, so changing one retrains nothing (test_config).
     RUN_KEYS: ClassVar[frozenset[str]] = frozenset(
-        {
-            "device",
-            "processes",
-            "precision",
-            "tf32",
-            "channels_last",
-            "compile",
-            "cuda_graph",
-            "log_every",
-            "checkpoint_every",
-            "checkpoint_dir",
-            "resume",
-            "sample_every",
-            "grid_size",
-            "eval_every",
-            "eval_images",
-            "out_dir",
-            "live_dir",
-            "grid",
-            "progress_gif",
-        }
+        "device processes precision tf32 channels_last compile cuda_graph log_every checkpoint_every checkpoint_dir"
+        " resume sample_every grid_size eval_every eval_images out_dir live_dir grid progress_gif".split()
     )
 
     epochs: PositiveInt
@@ -182,15 +164,16 @@ class TrainParams(Section):
     lr_decay_every: PositiveInt
     lr_decay_factor: Annotated[float, Field(gt=0, le=1)]
     captions_per_sample: PositiveInt
-    wrong_weight: Annotated[float, Field(ge=0)]
-    int_weight: Annotated[float, Field(ge=0)]
+    wrong_weight: NonNegFloat
+    int_weight: NonNegFloat
     int_beta: Fraction
-    mode_seeking: Annotated[float, Field(ge=0)]
-    kl_weight: Annotated[float, Field(ge=0)]
+    mode_seeking: NonNegFloat
+    kl_weight: NonNegFloat
+    g_realism: NonNegFloat | None
     loss: Literal["bce", "hinge"]
     augment: list[Literal["translation", "cutout"]]
     penalty: Literal["none", "r1", "magp"]
-    penalty_weight: Annotated[float, Field(ge=0)]
+    penalty_weight: NonNegFloat
     penalty_power: PositiveFloat
     penalty_every: PositiveInt
     flip: bool
@@ -233,8 +216,7 @@ class TrainParams(Section):
         return [k for k in cls.model_fields if k not in cls.RUN_KEYS]
 
     @property
-    def metrics(self) -> str:
-        """The training summary DVCLive writes (``dvc metrics show`` lists it)."""
+    def metrics(self) -> str:  # the training summary DVCLive writes (``dvc metrics show`` lists it)
         return f"{self.live_dir}/metrics.json"
 
 
@@ -294,8 +276,8 @@ class FetchParams(Section):
 class RegressionRule(Section):
     """How much a metric may worsen against the baseline before a scheduled run fails (null: no limit)."""
 
-    max_drop: Annotated[float, Field(ge=0)] | None = None  # higher is better (text_match.accuracy)
-    max_rise: Annotated[float, Field(ge=0)] | None = None  # lower is better (fid, kid_mean)
+    max_drop: NonNegFloat | None = None  # higher is better (text_match.accuracy)
+    max_rise: NonNegFloat | None = None  # lower is better (fid, kid_mean)
 
 
 class FlowTimeouts(Section):
@@ -326,7 +308,7 @@ class FlowParams(Section):
     fetch: bool
     fetch_retries: NonNegInt
     fetch_backoff: PositiveFloat
-    lock_wait: Annotated[float, Field(ge=0)]
+    lock_wait: NonNegFloat
     progress_every: PositiveFloat
     timeouts: FlowTimeouts
     regression: dict[str, RegressionRule]
@@ -370,7 +352,7 @@ class TextEncoderParams(Section):
     epochs: PositiveInt
     batch_size: Annotated[int, Field(ge=2)]
     lr: PositiveFloat
-    contrastive_weight: Annotated[float, Field(ge=0)]
+    contrastive_weight: NonNegFloat
     temperature: PositiveFloat
     device: Device
     weights: str

@@ -306,12 +306,13 @@ def test_one_pass_is_the_same_step_in_fewer_passes():
 
 def test_uncond_d_trains_its_realism_head_in_one_pass_or_separate():
     """model.d_uncond: the step trains D's realism head (untouched without it); one pass and the separate
-    passes give the same losses with it, as without it."""
+    passes give the same losses with it, as without it.  train.g_realism: G's own weight on the realism
+    logits (None: d_uncond's); D's step does not read it."""
     from gancls.models.gan import Discriminator, Generator, init_weights
 
     real, text, wrong = torch.rand(6, 3, 64, 64) * 2 - 1, torch.randn(6, 1024), torch.randn(6, 1024)
     runs = {}
-    for uncond, one_pass in ((1.0, False), (1.0, True), (0.0, True)):
+    for uncond, one_pass, g_realism in ((1.0, False, None), (1.0, True, None), (0.0, True, None), (1.0, True, 0.0)):
         torch.manual_seed(0)
         g = Generator(z_dim=8, ngf=4, upsample="nearest").eval()
         d = Discriminator(ndf=4, projection=True, norm="spectral", uncond=True)
@@ -320,8 +321,11 @@ def test_uncond_d_trains_its_realism_head_in_one_pass_or_separate():
         head = d.realism.weight.detach().clone()
         torch.manual_seed(1)
         kw = dict(z_dim=8, int_weight=1.0, int_beta=0.5, loss="hinge", one_pass=one_pass, uncond=uncond)
-        stats = train_step(g, d, *opts, real, text, wrong, **kw)
-        runs[uncond, one_pass] = (stats, float((d.realism.weight.detach() - head).abs().max()))
-    assert torch.allclose(runs[1.0, False][0], runs[1.0, True][0], rtol=1e-4, atol=1e-5)
-    assert runs[1.0, True][1] > 0 and runs[0.0, True][1] == 0
-    assert not torch.allclose(runs[1.0, True][0][:2], runs[0.0, True][0][:2])  # D's and G's losses gain terms
+        stats = train_step(g, d, *opts, real, text, wrong, g_realism=g_realism, **kw)
+        runs[uncond, one_pass, g_realism] = (stats, float((d.realism.weight.detach() - head).abs().max()))
+    assert torch.allclose(runs[1.0, False, None][0], runs[1.0, True, None][0], rtol=1e-4, atol=1e-5)
+    assert runs[1.0, True, None][1] > 0 and runs[0.0, True, None][1] == 0
+    assert not torch.allclose(runs[1.0, True, None][0][:2], runs[0.0, True, None][0][:2])  # both losses gain terms
+    # G's weight 0: D's loss and head step as with weight 1; G's loss is the pair term alone
+    assert runs[1.0, True, 0.0][0][0] == runs[1.0, True, None][0][0] and runs[1.0, True, 0.0][1] > 0
+    assert not torch.allclose(runs[1.0, True, 0.0][0][1], runs[1.0, True, None][0][1])

@@ -56,10 +56,8 @@ def g_loss(kind: str, s_fake) -> torch.Tensor:
 def fooled(kind: str, out, uncond: float = 0.0) -> torch.Tensor:
     """G's loss on D's output for its images: the pair term, plus ``uncond`` times the realism term when D
     also gave realism logits (``model.d_uncond``: ``out`` is then (pair logits, realism logits))."""
-    if not uncond:
-        return g_loss(kind, out)
-    scores, r = out
-    return g_loss(kind, scores) + uncond * g_loss(kind, r)
+    scores, r = out if isinstance(out, tuple) else (out, None)
+    return g_loss(kind, scores) + uncond * g_loss(kind, r) if uncond and r is not None else g_loss(kind, scores)
 
 
 def penalty(kind: str, d, real: torch.Tensor, text: torch.Tensor, weight: float, power: float) -> torch.Tensor:

@@ -98,6 +98,7 @@ def train_step(
     penalty_power: float = 6.0,
     one_pass: bool = False,
     uncond: float = 0.0,
+    g_realism: float | None = None,
 ) -> torch.Tensor:
     """One D step then one G step; the STATS as one tensor on the device (no host sync).
 
@@ -114,7 +115,7 @@ def train_step(
     separate batches).  G's draws stay separate batches: its BatchNorm normalises each on its own
     (drawn in one batch, seed 0 lost 0.14 of text match and no time; docs/SCORES.md).  ``uncond``
     (``model.d_uncond``) > 0: D's image-only realism logits add StackGAN++'s unconditional terms, so weighted,
-    to both losses.
+    to both losses (to G's with ``g_realism``, ``train.g_realism``, where that is not None).
     """
     b = real.shape[0]
     dev = real.device
@@ -132,7 +133,7 @@ def train_step(
     opt_d.zero_grad(set_to_none=True)
     with amp:
         real_in, fake_in = diff_augment(real, augment), diff_augment(fake.detach(), augment)
-        if one_pass and not _has_batchnorm(d):
+        if one_pass and not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in d.modules()):
             rows, pairs = torch.arange(b, device=dev), torch.cat([text, wrong_text, text])
             both = judge(torch.cat([real_in, fake_in]), pairs, rows=torch.cat([rows, rows, rows + b]))
             scores, r = both if uncond else (both, None)
@@ -154,13 +155,14 @@ def train_step(
     # D is frozen for this backward (its weight gradients would be thrown away: the same G gradients,
     # about an eighth less work on the CPU) and under DDP nothing of D is all-reduced.
     opt_g.zero_grad(set_to_none=True)
+    g_uncond = uncond if g_realism is None else g_realism
     with frozen(d), no_sync(d):
         with amp:
-            loss_g = fooled(loss, judge(diff_augment(fake, augment), text), uncond)
+            loss_g = fooled(loss, judge(diff_augment(fake, augment), text), g_uncond)
             if int_weight > 0:
                 text_int = int_beta * text + (1 - int_beta) * text.roll(1, dims=0)
                 fake_int = g(torch.randn(b, z_dim, device=dev), text_int)
-                g_int = fooled(loss, judge(diff_augment(fake_int, augment), text_int), uncond)
+                g_int = fooled(loss, judge(diff_augment(fake_int, augment), text_int), g_uncond)
             else:
                 g_int = torch.zeros((), device=dev)
             if mode_seeking > 0:  # MSGAN: the same text with other noise must give another image
@@ -185,10 +187,6 @@ def train_step(
                 torch.sigmoid(s_fake.float()).mean(),
             ]
         )
-
-
-def _has_batchnorm(module: torch.nn.Module) -> bool:
-    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in module.modules())
 
 
 def make_step(g, d, opt_g, opt_d, mcfg, tcfg, graphed: bool):
@@ -226,6 +224,7 @@ def make_step(g, d, opt_g, opt_d, mcfg, tcfg, graphed: bool):
             penalty_power=tcfg.penalty_power,
             one_pass=tcfg.one_pass,
             uncond=mcfg.d_uncond,
+            g_realism=tcfg.g_realism,
         )
 
     return GraphedStep(step) if graphed else step
