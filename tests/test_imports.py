@@ -88,6 +88,20 @@ def test_a_data_stage_starts_without_torch():
     assert out.stdout.strip() == "", f"imported at start: {out.stdout.strip()}"
 
 
+def test_every_command_prints_its_help():
+    """`gancls --help` and each `gancls <command> --help` format (argparse reads a bare % in a help text as
+    a format: "95% intervals" broke `gancls --help`)."""
+    import argparse
+
+    from gancls.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert "compare" in parser.format_help() and len(commands) > 10
+    for name, sub in commands.items():
+        assert f"gancls {name}" in sub.format_help()
+
+
 # What each part may import besides itself (docs/ARCHITECTURE.md).  ``gancls`` is the package's
 # ``__init__`` (telemetry off); config and files are the base every part stands on.
 BASE = {"gancls", "config", "files"}

@@ -87,7 +87,7 @@ def add_run_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(fn=_sweep)
     p = sub.add_parser(
         "compare",
-        help="experiments side by side: mean +- std over seeds, differences with 95% intervals, pictures",
+        help="experiments side by side: mean +- std over seeds, differences with 95%% intervals, pictures",
         description="Compare finished DVC experiments of HEAD: runs whose params differ only in seed "
         "are one setting. Writes comparison.csv, comparison.md, tradeoff.png and sheet.png.",
     )
