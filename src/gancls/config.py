@@ -145,6 +145,7 @@ class ModelParams(Section):
     g_cond_norm: bool = False  # likewise: the seed's G reads the text at its input alone
     d_norm: Literal["batch", "spectral"] = "batch"  # likewise: the seed's BatchNorm in D
     d_uncond: NonNegFloat = 0.0  # likewise: the seed's D judges pairs only (no realism head)
+    d_uncond_features: Literal["shared", "own"] = "shared"  # where the realism head reads (d_uncond > 0)
 
 
 class TrainParams(Section):

@@ -214,3 +214,24 @@ def test_cond_norm_g_scales_and_shifts_its_batchnorms_from_noise_and_text():
         assert torch.allclose(cond.eval()(z, e), plain.eval()(z, e), atol=1e-5)
         norms[-1].affine.bias[:8] = 1.0  # the 32x32 layer's scale doubled: the picture changes
         assert not torch.allclose(cond(z, e), plain(z, e), atol=1e-3)
+
+
+def test_uncond_d_with_own_features_keeps_the_realism_and_pair_towers_apart():
+    """``model.d_uncond_features: own``: the realism logit reads an image tower of its own; the pair
+    logits' gradients never reach it, and the realism logit's never reach the pair logits' tower."""
+    torch.manual_seed(0)
+    _, shared = build_models(section("model", ngf=8, ndf=8, d_norm="spectral", d_uncond=1.0))
+    _, own = build_models(section("model", ngf=8, ndf=8, d_norm="spectral", d_uncond=1.0, d_uncond_features="own"))
+    assert shared.realism_image is None and own.realism_image is not None
+    assert {k.split(".")[0] for k in set(own.state_dict()) - set(shared.state_dict())} == {"realism_image"}
+    x, t = torch.randn(3, 3, 64, 64), torch.randn(3, 1024)
+    for d, crossed in ((shared, True), (own, False)):
+        scores, r = d(x, t, realism=True)
+        image_grad = torch.autograd.grad(r.sum(), list(d.image.parameters()), allow_unused=True)
+        assert any(gr is not None and gr.abs().sum() > 0 for gr in image_grad) == crossed
+        if d is own:
+            own_grad = torch.autograd.grad(scores.sum(), list(d.realism_image.parameters()), allow_unused=True)
+            assert all(gr is None for gr in own_grad)
+            with torch.no_grad():  # eval: spectral norm's power iteration stands still
+                r1, r2 = (d.eval()(x, e, realism=True)[1] for e in (t, torch.randn(3, 1024)))
+            assert r1.shape == (3,) and torch.equal(r1, r2)  # no text enters

@@ -226,17 +226,12 @@ class Discriminator(nn.Module):
         projection=False,
         norm="batch",
         uncond=False,
+        uncond_features="shared",
     ):
         super().__init__()
         _check_size(image_size)
         bn = norm == "batch"  # spectral: no BatchNorm; every weight spectrally normalised (spectral_norm)
-        self.image = nn.Sequential(
-            *_down(3, ndf, leak, norm=False),  # 32x32
-            *_down(ndf, ndf * 2, leak, bn),  # 16x16
-            *_down(ndf * 2, ndf * 4, leak, bn),  # 8x8
-            *_down(ndf * 4, ndf * 8, leak, bn),  # 4x4
-            *[ResidualBlock(ndf * 8, leak, bn) for _ in range(res_blocks)],
-        )
+        self.image = _image_tower(ndf, res_blocks, leak, bn)
         self.text = nn.Sequential(
             nn.Linear(embedding_dim, text_dim),
             nn.BatchNorm1d(text_dim) if bn else nn.Identity(),
@@ -250,8 +245,10 @@ class Discriminator(nn.Module):
         )
         # Miyato & Koyama's projection: + <W psi(t), mean of the 4x4 features> (``model.d_projection``).
         self.projection = nn.Linear(embedding_dim, ndf * 8, bias=False) if projection else None
-        # StackGAN++'s unconditional logit from the image features alone (``model.d_uncond``).
+        # StackGAN++'s unconditional logit from the image features alone (``model.d_uncond``); with
+        # ``model.d_uncond_features: own`` from a tower of its own, which the pair terms never train.
         self.realism = nn.Conv2d(ndf * 8, 1, 4) if uncond else None
+        self.realism_image = _image_tower(ndf, res_blocks, leak, bn) if uncond and uncond_features == "own" else None
         self.norm = norm
 
     def judge(self, features: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
@@ -278,7 +275,20 @@ class Discriminator(nn.Module):
         else:
             logits = tuple(self.judge(h, e) for e in embeddings)
             logits = logits[0] if len(logits) == 1 else logits
-        return (logits, self.realism(h).view(-1)) if realism else logits
+        if not realism:
+            return logits
+        return logits, self.realism(h if self.realism_image is None else self.realism_image(image)).view(-1)
+
+
+def _image_tower(ndf: int, res_blocks: int, leak: float, bn: bool) -> nn.Sequential:
+    """D's image features: 64x64 RGB down to ndf * 8 channels at 4x4."""
+    return nn.Sequential(
+        *_down(3, ndf, leak, norm=False),  # 32x32
+        *_down(ndf, ndf * 2, leak, bn),  # 16x16
+        *_down(ndf * 2, ndf * 4, leak, bn),  # 8x8
+        *_down(ndf * 4, ndf * 8, leak, bn),  # 4x4
+        *[ResidualBlock(ndf * 8, leak, bn) for _ in range(res_blocks)],
+    )
 
 
 def init_weights(module: nn.Module) -> None:
@@ -331,6 +341,7 @@ def build_models(cfg: ModelParams) -> tuple[Generator, Discriminator]:
         cfg.d_projection,
         cfg.d_norm,
         cfg.d_uncond > 0,
+        cfg.d_uncond_features,
     )
     g.apply(init_weights)
     d.apply(init_weights)
