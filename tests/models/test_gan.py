@@ -172,8 +172,8 @@ def test_uncond_d_adds_a_realism_logit_that_no_text_enters():
     """``model.d_uncond`` (StackGAN++): a 4x4 convolution on D's image features gives each image a logit
     of its own; the pair logits are unchanged, and off, D is the seed's (no such head)."""
     torch.manual_seed(0)
-    _, plain = build_models(section("model", ngf=8, ndf=8, d_norm="spectral"))
-    _, joint = build_models(section("model", ngf=8, ndf=8, d_norm="spectral", d_uncond=1.0))
+    _, plain = build_models(section("model", ngf=8, ndf=8, d_norm="spectral", d_uncond=0.0))
+    _, joint = build_models(section("model", ngf=8, ndf=8, d_norm="spectral", d_uncond=1.0, d_uncond_features="shared"))
     assert plain.realism is None and isinstance(joint.realism, nn.Conv2d) and joint.realism.in_channels == 64
     assert set(joint.state_dict()) - set(plain.state_dict()) == {
         k for k in joint.state_dict() if k.startswith("realism.")
@@ -193,7 +193,7 @@ def test_cond_norm_g_scales_and_shifts_its_batchnorms_from_noise_and_text():
     from gancls.models.gan import CondBatchNorm
 
     torch.manual_seed(0)
-    plain, _ = build_models(section("model", ngf=8, g_upsample="nearest"))
+    plain, _ = build_models(section("model", ngf=8, g_upsample="nearest", g_cond_norm=False))
     cond, _ = build_models(section("model", ngf=8, g_upsample="nearest", g_cond_norm=True))
     norms = [m for m in cond.modules() if isinstance(m, CondBatchNorm)]
     assert [m.norm.num_features for m in norms] == [64, 32, 16, 8] and norms[0].affine.in_features == 256
@@ -220,7 +220,9 @@ def test_uncond_d_with_own_features_keeps_the_realism_and_pair_towers_apart():
     """``model.d_uncond_features: own``: the realism logit reads an image tower of its own; the pair
     logits' gradients never reach it, and the realism logit's never reach the pair logits' tower."""
     torch.manual_seed(0)
-    _, shared = build_models(section("model", ngf=8, ndf=8, d_norm="spectral", d_uncond=1.0))
+    _, shared = build_models(
+        section("model", ngf=8, ndf=8, d_norm="spectral", d_uncond=1.0, d_uncond_features="shared")
+    )
     _, own = build_models(section("model", ngf=8, ndf=8, d_norm="spectral", d_uncond=1.0, d_uncond_features="own"))
     assert shared.realism_image is None and own.realism_image is not None
     assert {k.split(".")[0] for k in set(own.state_dict()) - set(shared.state_dict())} == {"realism_image"}

@@ -329,3 +329,30 @@ def test_uncond_d_trains_its_realism_head_in_one_pass_or_separate():
     # G's weight 0: D's loss and head step as with weight 1; G's loss is the pair term alone
     assert runs[1.0, True, 0.0][0][0] == runs[1.0, True, None][0][0] and runs[1.0, True, 0.0][1] > 0
     assert not torch.allclose(runs[1.0, True, 0.0][0][1], runs[1.0, True, None][0][1])
+
+
+def test_uncond_d_with_own_features_leaves_the_pair_tower_to_the_pair_terms():
+    """model.d_uncond_features own: D's step trains the realism tower, and D's pair tower takes the same
+    step with the realism terms as without them (the realism loss never reaches it); shared, it does not."""
+    from gancls.models.gan import Discriminator, Generator, init_weights
+
+    real, text, wrong = torch.rand(6, 3, 64, 64) * 2 - 1, torch.randn(6, 1024), torch.randn(6, 1024)
+    towers = {}
+    for features in ("own", "shared"):
+        for uncond in (0.0, 1.0):
+            torch.manual_seed(0)
+            g = Generator(z_dim=8, ngf=4, upsample="nearest").eval()
+            d = Discriminator(ndf=4, projection=True, norm="spectral", uncond=True, uncond_features=features)
+            d.apply(init_weights)
+            before = [p.detach().clone() for p in (d.realism_image or d.realism).parameters()]
+            opts = [torch.optim.SGD(m.parameters(), lr=0.1) for m in (g, d)]
+            torch.manual_seed(1)
+            kw = dict(z_dim=8, int_weight=1.0, int_beta=0.5, loss="hinge", one_pass=True, uncond=uncond)
+            train_step(g, d, *opts, real, text, wrong, **kw)
+            moved = max(
+                float((p.detach() - b).abs().max()) for p, b in zip((d.realism_image or d.realism).parameters(), before)
+            )
+            towers[features, uncond] = ([p.detach().clone() for p in d.image.parameters()], moved)
+    assert towers["own", 1.0][1] > 0 and towers["own", 0.0][1] == 0 and towers["shared", 1.0][1] > 0
+    assert all(torch.equal(a, b) for a, b in zip(towers["own", 0.0][0], towers["own", 1.0][0]))
+    assert not all(torch.equal(a, b) for a, b in zip(towers["shared", 0.0][0], towers["shared", 1.0][0]))
