@@ -42,7 +42,7 @@ def main(parts: set[str]) -> None:
     rng = np.random.default_rng(0)
     idx = np.sort(rng.choice(len(train["images"]), 500, replace=False))
     clean = center_crop(train["images"][idx], size)
-    train_feats = extract(clean, extractor, cfg.batch_size, CPU)
+    train_feats = extract(clean, extractor, cfg.batch_size, CPU) if parts & {"a", "b"} else None  # (c), (d): unused
 
     def fid(images: np.ndarray, against: torch.Tensor = test_feats) -> float:
         return round(score_features(against, extract(images, extractor, cfg.batch_size, CPU), cfg, CPU)["fid"], 1)
