@@ -5,7 +5,9 @@ the scheduled one, so that a sweep runs on a work pool's machine and shows in th
    cleared, the experiments done with the same params kept; the rest put on DVC's queue and ``jobs`` DVC
    workers started (the sweep file's concurrency; ``gancls.runs.sweep``, as the command does).
 2. One task per experiment (``<sweep>-<setting>-s<seed>``): it follows its experiment on DVC's queue until
-   it succeeds, or fails with the experiment's log saved to ``reports/sweeps/<sweep>/logs/``.
+   it succeeds, or fails with the experiment's log saved to ``reports/sweeps/<sweep>/logs/``; one that no
+   DVC worker will finish (its worker killed) is marked failed, queued ones left with no worker get new
+   workers (``sweep.Watchdog``).
 3. ``compare``: the comparison of ``gancls compare`` in ``reports/sweeps/<sweep>/``, ``comparison.md`` as
    the markdown artifact ``gancls-sweep``.
 
@@ -53,16 +55,20 @@ def queue(root: str, file: str) -> list[str]:
 def experiment(root: str, file: str, name: str, poll: float = sweeps.POLL_SECONDS) -> str:
     """Follow experiment ``name`` on DVC's queue until it succeeds; fail with its log when it fails."""
     logger = get_run_logger()
+    sweep = sweeps.prepare_view(Path(root) / file, Path(root) / "params.yaml")
+    watchdog = sweeps.Watchdog(Path(root), sweep.spec.jobs)  # ends it if no DVC worker ever will
     last = None
     while True:
         state = sweeps.queue_status(Path(root)).get(name)
         if state != last:
             logger.info("%s: %s", name, (state or "not on the queue").lower())
             last = state
+        if state in ("Queued", "Running"):
+            for line in watchdog([name]):
+                logger.warning("%s", line)
         if state == "Success":
             return name
         if state == "Failed":
-            sweep = sweeps.prepare_view(Path(root) / file, Path(root) / "params.yaml")
             log = sweeps.save_log(sweep, name)
             raise RuntimeError(f"experiment {name} failed: its log is {log}")
         if state is None:

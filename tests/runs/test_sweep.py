@@ -18,7 +18,7 @@ from PIL import Image
 
 from gancls.config import ConfigError
 from gancls.runs.compare import Experiment, difference, group_by_setting, table
-from gancls.runs.sweep import load_sweep, plan, queue_status
+from gancls.runs.sweep import Watchdog, clear_queue, load_sweep, orphans, plan, queue_status, start_workers
 
 from conftest import ROOT, dvc, env, sh
 
@@ -168,7 +168,12 @@ def test_sweep_stopped_continues_compares_and_reruns_nothing(project_clone, shar
     first.wait()
     left = {n: s for n, s in queue_status(repo).items() if n.startswith("t-")}
     assert "Running" in left.values(), left  # what the killed run left on DVC's queue
-    cont = subprocess.run(flow, cwd=repo, env=flow_env, capture_output=True, text=True)
+    try:  # within the test's own limit: its output, not pytest's timeout, says what it waited on
+        cont = subprocess.run(flow, cwd=repo, env=flow_env, capture_output=True, text=True, timeout=540)
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(
+            f"the continued flow hung; DVC's queue: {queue_status(repo)}\n{exc.stdout}{exc.stderr}"
+        ) from None
     said = cont.stdout + cont.stderr
     assert cont.returncode == 0, said
     assert "4 experiments, 1 already done, 3 to run" in said, said
@@ -213,3 +218,46 @@ def test_sweep_stopped_continues_compares_and_reruns_nothing(project_clone, shar
     assert "4 experiments, 4 already done, 0 to run" in again.stdout, again.stdout
     assert not any(n.startswith("t-") for n in queue_status(repo))
     assert not [p for p in (repo / ".dvc/tmp/exps").glob("tmp*") if p.is_dir()], "DVC's temporary copies left"
+
+
+@pytest.mark.slow
+def test_an_entry_no_worker_will_finish_is_failed_and_queued_ones_get_workers(project_clone, shared_dvc_cache):
+    """What a sweep waits on when DVC's worker is gone (killed with its experiment's process group, as a
+    forced `dvc queue kill` or a crashed machine does): DVC still lists the experiment as running, for
+    ever; the watchdog marks it failed. One queued with no worker alive gets one."""
+    repo = project_clone(cache=shared_dvc_cache)
+    dvc("exp", "run", "--queue", "-n", "w-s0", cwd=repo)
+    start_workers(repo, 1)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and queue_status(repo).get("w-s0") != "Running":
+        time.sleep(0.5)
+    assert queue_status(repo).get("w-s0") == "Running", queue_status(repo)
+    from dvc.repo import Repo
+
+    with Repo(str(repo)) as r:
+        pids = [t["worker_pid"] for tasks in r.experiments.celery_queue.worker_status().values() for t in tasks]
+    assert pids
+    for pid in pids:  # the worker, its experiment and the stages it runs: one process group
+        assert os.getpgid(pid) != os.getpgrp()
+        os.killpg(os.getpgid(pid), signal.SIGKILL)
+    time.sleep(3)
+    assert queue_status(repo).get("w-s0") == "Running"  # DVC's view: running, with nobody to end it
+    assert orphans(repo, ["w-s0"]) == {"w-s0": "Running"}
+
+    watchdog = Watchdog(repo, jobs=1, every=0)
+    assert watchdog(["w-s0"]) == []  # seen once: it may be a worker between two tasks
+    said = watchdog(["w-s0"])
+    assert said and "w-s0" in said[0] and "marked failed" in said[0], said
+    assert queue_status(repo).get("w-s0") == "Failed"
+    assert not [p for p in (repo / ".dvc/tmp/exps").glob("tmp*") if p.is_dir()], "its temporary copy left"
+
+    dvc("exp", "run", "--queue", "-n", "w-s1", cwd=repo)  # queued, no worker alive
+    assert orphans(repo, ["w-s1"]) == {"w-s1": "Queued"}
+    watchdog(["w-s1"])
+    assert "workers started again" in " ".join(watchdog(["w-s1"]))
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and queue_status(repo).get("w-s1") == "Queued":
+        time.sleep(0.5)
+    assert queue_status(repo).get("w-s1") in ("Running", "Success"), queue_status(repo)
+    clear_queue(repo, ["w-s0", "w-s1"])
+    assert not any(n.startswith("w-") for n in queue_status(repo)), queue_status(repo)

@@ -15,7 +15,9 @@ dvc.lock, outputs) is left as it was: queued experiments run in DVC's temporary 
 experiment of HEAD with the same name and the same params is not run again (one with other params is
 removed and rerun).  A failed experiment is reported, its log kept in ``logs/``, and the others go on.
 Ctrl-C or SIGTERM removes this sweep's queued entries, kills its running ones and leaves the queue
-empty of it; a rerun continues with what is not done.
+empty of it; a rerun continues with what is not done.  An entry no DVC worker will finish (its worker
+killed: a forced ``dvc queue kill`` takes the worker's process group with it) is marked failed, and queued
+ones left without a worker get workers again, so that a sweep never waits forever (``Watchdog``).
 """
 
 from __future__ import annotations
@@ -34,12 +36,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..config import ConfigError, parse_params
+from .commands import ExperimentFailed
 from .compare import compare, experiments, flat
 from .experiment import raw_with
 from .process import dvc, env
 
 _QUEUE_READ = threading.Lock()
 POLL_SECONDS = 2.0  # between two reads of DVC's queue while a sweep runs
+STALE_SECONDS = 30.0  # between two looks for entries no worker will finish (Watchdog)
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_]*$"  # a part of a DVC experiment name (a git ref); '-' joins the parts
 
 
@@ -139,13 +143,90 @@ def _copies(root: Path, names: list[str]) -> set[str]:
     return out
 
 
+def orphans(root: Path, names: list[str]) -> dict[str, str]:
+    """Entries of ``names`` that DVC lists but no DVC worker will finish: ``Running`` with no worker
+    running it (its worker was killed, e.g. with its experiment's process group: ``dvc queue kill --force``
+    kills the group, and the worker is in it), ``Queued`` while no worker is alive. Name -> that state."""
+    from dvc.repo import Repo
+
+    with _QUEUE_READ, Repo(str(root)) as repo:
+        queue = repo.experiments.celery_queue
+        running = {e.name for e in queue.iter_active() if e.name in names}
+        queued = {e.name for e in queue.iter_queued() if e.name in names}
+        if not running and not queued:
+            return {}
+        workers = queue.worker_status()  # the workers' own answer: the tasks each one runs now
+    busy = {(t.get("args") or [{}])[0].get("name") for tasks in workers.values() for t in tasks}
+    out = {n: "Running" for n in running - busy}
+    if not workers:
+        out.update({n: "Queued" for n in queued})
+    return out
+
+
+def mark_failed(root: Path, names: list[str]) -> None:
+    """DVC's own end for a running entry whose process is gone (what ``dvc queue kill`` does then): the
+    task marked failed, unless a worker runs it after all; the temporary copy it ran in removed."""
+    from dvc.repo import Repo
+    from dvc.repo.experiments.exceptions import CannotKillTasksError
+
+    copies = _copies(root, names)
+    with _QUEUE_READ, Repo(str(root)) as repo:
+        queue = repo.experiments.celery_queue
+        entries = {e: e.name for e in queue.iter_active() if e.name in names}
+        if entries:
+            try:
+                queue._mark_inactive_tasks_failure(entries)  # DVC 3's, behind `dvc queue kill`
+            except CannotKillTasksError:
+                return  # a worker runs it: not an orphan
+    for copy in copies:  # the temporary copy it ran in
+        shutil.rmtree(copy, ignore_errors=True)
+
+
+class Watchdog:
+    """Ends what no worker will finish, for a loop that waits on DVC's queue: every ``every`` seconds it
+    looks for orphans (``orphans``); one seen twice in a row is dealt with: a running one marked failed
+    (its log says how far it got), queued ones given workers again (``dvc queue start``, at most
+    ``restarts`` times). Returns what it did, to be said."""
+
+    def __init__(self, root: Path, jobs: int, every: float = STALE_SECONDS, restarts: int = 3):
+        self.root, self.jobs, self.every, self.restarts = root, jobs, every, restarts
+        self.last = time.monotonic()
+        self.seen: dict[str, str] = {}
+
+    def __call__(self, names: list[str]) -> list[str]:
+        if time.monotonic() - self.last < self.every:
+            return []
+        self.last = time.monotonic()
+        now = orphans(self.root, names)
+        both = {n: s for n, s in now.items() if self.seen.get(n) == s}
+        self.seen = now
+        said = []
+        running = [n for n, s in both.items() if s == "Running"]
+        if running:
+            mark_failed(self.root, running)
+            said += [f"{n}: running, but no DVC worker runs it (its worker was killed): marked failed" for n in running]
+        queued = [n for n, s in both.items() if s == "Queued"]
+        if queued:
+            if self.restarts <= 0:
+                raise ExperimentFailed(
+                    f"{', '.join(queued)}: queued, and DVC's workers keep dying (see `dvc queue logs`)"
+                )
+            self.restarts -= 1
+            start_workers(self.root, min(self.jobs, len(queued)))
+            said.append(f"{', '.join(queued)}: queued with no DVC worker alive: workers started again")
+        if both:
+            self.seen = {}
+        return said
+
+
 def clear_queue(root: Path, names: list[str]) -> int:
-    """Remove ``names`` from DVC's queue: queued first, running ones killed, then the finished entries;
-    the temporary copies the killed ones ran in removed (a forced kill can leave them). Returns how many
-    running ones were killed."""
+    """Remove ``names`` from DVC's queue: queued first, running ones killed (and, where their worker is
+    gone, marked failed: ``mark_failed``), then the finished entries; the temporary copies the killed ones
+    ran in removed (a forced kill can leave them). Returns how many running ones were killed."""
     killed: set[str] = set()
     copies: set[str] = set()
-    for _ in range(120):
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
         status = queue_status(root)
         queued = [n for n in names if status.get(n) == "Queued"]
         running = [n for n in names if status.get(n) == "Running"]
@@ -153,7 +234,10 @@ def clear_queue(root: Path, names: list[str]) -> int:
             dvc("queue", "remove", *queued, cwd=root, check=False)
         if running:
             copies |= _copies(root, running)
-            dvc("queue", "kill", "--force", *running, cwd=root, check=False)
+            if killed.issuperset(running):  # killed once and still listed: no worker is left to end it
+                mark_failed(root, [n for n, s in orphans(root, running).items() if s == "Running"])
+            else:
+                dvc("queue", "kill", "--force", *running, cwd=root, check=False)
             killed.update(running)
         if not queued and not running:
             break
@@ -213,17 +297,22 @@ def enqueue(sweep: Sweep) -> None:
     DVC workers started (at most one per experiment)."""
     for p in sweep.todo:
         dvc("exp", "run", "--queue", "-n", p.name, *[a for o in p.overrides for a in ("-S", o)], cwd=sweep.root)
+    start_workers(sweep.root, min(sweep.spec.jobs, len(sweep.todo)))
+
+
+def start_workers(root: Path, jobs: int) -> None:
+    """``dvc queue start --jobs JOBS`` (the workers alive already are kept: DVC names them by number)."""
     # the workers DVC starts outlive the command and would hold a pipe open: no output captured
     started = subprocess.run(
-        [sys.executable, "-m", "dvc", "queue", "start", "--jobs", str(min(sweep.spec.jobs, len(sweep.todo)))],
-        cwd=sweep.root,
+        [sys.executable, "-m", "dvc", "queue", "start", "--jobs", str(jobs)],
+        cwd=root,
         env=env(),  # the stages call gancls: this installation's bin/ first on PATH
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     if started.returncode:
-        raise ConfigError(f"dvc queue start failed (exit {started.returncode}) in {sweep.root}")
+        raise ConfigError(f"dvc queue start failed (exit {started.returncode}) in {root}")
 
 
 def save_log(sweep: Sweep, name: str) -> Path:
@@ -277,7 +366,10 @@ def run_sweep(path: str | Path, params_file: str | Path = "params.yaml", say=pri
             enqueue(sweep)
             seen: dict[str, str] = {}
             ours = {p.name for p in todo}
+            watchdog = Watchdog(root, sweep.spec.jobs)
             while not stopped:
+                for line in watchdog([n for n, s in seen.items() if s in ("Queued", "Running")]):
+                    say(f"  {line}")
                 status = {n: s for n, s in queue_status(root).items() if n in ours}
                 for name, state in status.items():
                     if seen.get(name) != state:
