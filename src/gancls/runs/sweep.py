@@ -167,7 +167,7 @@ def mark_failed(root: Path, names: list[str]) -> None:
     """DVC's own end for a running entry whose process is gone (what ``dvc queue kill`` does then): the
     task marked failed, unless a worker runs it after all; the temporary copy it ran in removed."""
     from dvc.repo import Repo
-    from dvc.repo.experiments.exceptions import CannotKillTasksError
+    from dvc.repo.experiments.queue.exceptions import CannotKillTasksError
 
     copies = _copies(root, names)
     with _QUEUE_READ, Repo(str(root)) as repo:
