@@ -146,6 +146,7 @@ class ModelParams(Section):
     d_norm: Literal["batch", "spectral"] = "batch"  # likewise: the seed's BatchNorm in D
     d_uncond: NonNegFloat = 0.0  # likewise: the seed's D judges pairs only (no realism head)
     d_uncond_features: Literal["shared", "own"] = "shared"  # where the realism head reads (d_uncond > 0)
+    d_uncond_ndf: PositiveInt | None = None  # own: that tower's width (null: ndf)
 
 
 class TrainParams(Section):

@@ -237,3 +237,16 @@ def test_uncond_d_with_own_features_keeps_the_realism_and_pair_towers_apart():
             with torch.no_grad():  # eval: spectral norm's power iteration stands still
                 r1, r2 = (d.eval()(x, e, realism=True)[1] for e in (t, torch.randn(3, 1024)))
             assert r1.shape == (3,) and torch.equal(r1, r2)  # no text enters
+
+
+def test_own_realism_tower_takes_its_own_width():
+    """``model.d_uncond_ndf``: the realism tower's width (null: ndf); the pair tower keeps ndf."""
+    same = build_models(section("model", ngf=8, ndf=16, d_norm="spectral", d_uncond=1.0, d_uncond_features="own"))[1]
+    narrow = build_models(
+        section("model", ngf=8, ndf=16, d_norm="spectral", d_uncond=1.0, d_uncond_features="own", d_uncond_ndf=8)
+    )[1]
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(same.realism_image) == count(same.image)
+    assert count(narrow.image) == count(same.image) and count(narrow.realism_image) < count(same.image) / 3
+    _, r = narrow(torch.randn(2, 3, 64, 64), torch.randn(2, 1024), realism=True)
+    assert r.shape == (2,)

@@ -227,6 +227,7 @@ class Discriminator(nn.Module):
         norm="batch",
         uncond=False,
         uncond_features="shared",
+        uncond_ndf=None,
     ):
         super().__init__()
         _check_size(image_size)
@@ -247,8 +248,11 @@ class Discriminator(nn.Module):
         self.projection = nn.Linear(embedding_dim, ndf * 8, bias=False) if projection else None
         # StackGAN++'s unconditional logit from the image features alone (``model.d_uncond``); with
         # ``model.d_uncond_features: own`` from a tower of its own, which the pair terms never train.
-        self.realism = nn.Conv2d(ndf * 8, 1, 4) if uncond else None
-        self.realism_image = _image_tower(ndf, res_blocks, leak, bn) if uncond and uncond_features == "own" else None
+        # (``model.d_uncond_ndf``: that tower's width, ndf unless set)
+        own = uncond and uncond_features == "own"
+        rdf = (uncond_ndf or ndf) if own else ndf
+        self.realism = nn.Conv2d(rdf * 8, 1, 4) if uncond else None
+        self.realism_image = _image_tower(rdf, res_blocks, leak, bn) if own else None
         self.norm = norm
 
     def judge(self, features: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
@@ -342,6 +346,7 @@ def build_models(cfg: ModelParams) -> tuple[Generator, Discriminator]:
         cfg.d_norm,
         cfg.d_uncond > 0,
         cfg.d_uncond_features,
+        cfg.d_uncond_ndf,
     )
     g.apply(init_weights)
     d.apply(init_weights)
