@@ -29,7 +29,7 @@ def test_seed_architecture_sizes_are_one_command_away():
         "model", **{k.split(".", 1)[1]: yaml.safe_load(v) for k, v in settings.items() if k.startswith("model.")}
     )
     assert model.cond_aug is False and settings["train.mode_seeking"] == "0.0"  # Reed's: the seed's loss
-    assert model.d_projection is False  # and the seed's D
+    assert model.d_projection is False and model.d_uncond == 0  # and the seed's D: pairs only
     assert model.g_upsample == "deconv"  # and the seed's deconvolutions
     assert (model.ngf, model.ndf) == (128, 64)
     assert settings["train.batch_size"] == "64" and settings["train.epochs"] == "600"

@@ -47,7 +47,9 @@ projection and after each doubling has no learnt scale and shift of its own; bot
 A fifth option, for D, on when ``model.d_uncond`` (the weight of its terms) is above 0 (not in the seed;
 StackGAN++'s joint conditional and unconditional D, Zhang et al. 2018): a second 4x4 convolution on the
 image features alone gives a realism logit that no text enters, trained as an unconditional GAN beside the GAN-CLS
-terms, so D's judgement of realism is not only the part of its pair score that the text leaves.
+terms, so D's judgement of realism is not only the part of its pair score that the text leaves. With
+``model.d_uncond_features: own`` (the sample's default) that logit reads an image tower of its own, the
+shape of D's (``model.d_uncond_ndf`` wide), which the pair terms never train.
 
 ``model.d_norm`` picks D's normalisation: the seed's BatchNorm (``batch``), or spectral
 normalisation (Miyato et al. 2018) of every convolution and linear map of D with no BatchNorm
