@@ -18,6 +18,7 @@ install: $(STAMP)
 # The environment is requirements.lock's: every package at its pinned version, each file checked against the
 # lock's sha256 hashes; then the project itself (editable, no dependencies, built with the locked setuptools).
 $(STAMP): pyproject.toml requirements.lock
+	@test -x $(VENV)/bin/python || $(PYTHON) -c 'import sys; v = sys.version_info[:3]; sys.exit(None if (3, 11, 5) <= v < (3, 12) else f"make install: $(PYTHON) is Python {sys.version.split()[0]} ({sys.executable}); requirements.lock needs 3.11.5 or a later 3.11: make PYTHON=/path/to/python3.11")'
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --progress-bar off --require-hashes --no-deps -r requirements.lock
 	$(BIN)/python -m pip install -q --progress-bar off --no-deps --no-build-isolation -e .
