@@ -6,9 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-
-class ExperimentFailed(RuntimeError):
-    pass
+from .process import ExperimentFailed  # noqa: F401  (the CLI's one-line error of this part)
 
 
 def _experiment(args, params):

@@ -17,6 +17,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+
+class ExperimentFailed(RuntimeError):
+    """A DVC experiment, or DVC's queue under it, failed: the CLI's one line (``gancls experiment``, ``sweep``)."""
+
+
 _NEWLINE = re.compile(r"\r\n|\r|\n")  # universal newlines: a progress bar's "\r" ends a line too
 
 

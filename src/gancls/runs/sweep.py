@@ -22,6 +22,7 @@ ones left without a worker get workers again, so that a sweep never waits foreve
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import signal
@@ -36,10 +37,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..config import ConfigError, parse_params
-from .commands import ExperimentFailed
 from .compare import compare, experiments, flat
 from .experiment import raw_with
-from .process import dvc, env
+from .process import ExperimentFailed, dvc, env
 
 _QUEUE_READ = threading.Lock()
 POLL_SECONDS = 2.0  # between two reads of DVC's queue while a sweep runs
@@ -144,23 +144,30 @@ def _copies(root: Path, names: list[str]) -> set[str]:
 
 
 def orphans(root: Path, names: list[str]) -> dict[str, str]:
-    """Entries of ``names`` that DVC lists but no DVC worker will finish: ``Running`` with no worker
-    running it (its worker was killed, e.g. with its experiment's process group: ``dvc queue kill --force``
-    kills the group, and the worker is in it), ``Queued`` while no worker is alive. Name -> that state."""
+    """Entries of ``names`` that DVC lists but no DVC worker will finish, because no worker process is
+    alive (by the pid DVC records for each, ``.dvc/tmp/exps/celery/dvc-exp-worker-N.json``): ``Running``
+    ones (their worker was killed, e.g. with its experiment's process group: a forced ``dvc queue kill``
+    kills the group, and the worker is in it) and ``Queued`` ones. Name -> that state. (Workers that are
+    alive are not asked what they run: a busy worker can miss celery's one-second ``inspect``.)"""
     from dvc.repo import Repo
+    from dvc_task.proc.process import ProcessInfo
 
     with _QUEUE_READ, Repo(str(root)) as repo:
         queue = repo.experiments.celery_queue
         running = {e.name for e in queue.iter_active() if e.name in names}
         queued = {e.name for e in queue.iter_queued() if e.name in names}
-        if not running and not queued:
-            return {}
-        workers = queue.worker_status()  # the workers' own answer: the tasks each one runs now
-    busy = {(t.get("args") or [{}])[0].get("name") for tasks in workers.values() for t in tasks}
-    out = {n: "Running" for n in running - busy}
-    if not workers:
-        out.update({n: "Queued" for n in queued})
-    return out
+        workers = [ProcessInfo.load(str(f)) for f in Path(queue.wdir).glob("dvc-exp-worker-*.json")]
+    if not (running or queued) or any(w.returncode is None and _alive(w.pid) for w in workers):
+        return {}
+    return {**{n: "Running" for n in running}, **{n: "Queued" for n in queued}}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError as exc:  # PermissionError: alive, another user's
+        return not isinstance(exc, ProcessLookupError)
+    return True
 
 
 def mark_failed(root: Path, names: list[str]) -> None:
@@ -183,10 +190,8 @@ def mark_failed(root: Path, names: list[str]) -> None:
 
 
 class Watchdog:
-    """Ends what no worker will finish, for a loop that waits on DVC's queue: every ``every`` seconds it
-    looks for orphans (``orphans``); one seen twice in a row is dealt with: a running one marked failed
-    (its log says how far it got), queued ones given workers again (``dvc queue start``, at most
-    ``restarts`` times). Returns what it did, to be said."""
+    """For a loop waiting on DVC's queue: every ``every`` s it looks for ``orphans``; one seen twice in a row
+    is marked failed (running) or given workers (queued; ``restarts`` times at most). Returns what it did."""
 
     def __init__(self, root: Path, jobs: int, every: float = STALE_SECONDS, restarts: int = 3):
         self.root, self.jobs, self.every, self.restarts = root, jobs, every, restarts
@@ -204,7 +209,7 @@ class Watchdog:
         running = [n for n, s in both.items() if s == "Running"]
         if running:
             mark_failed(self.root, running)
-            said += [f"{n}: running, but no DVC worker runs it (its worker was killed): marked failed" for n in running]
+            said += [f"{n}: running, but no DVC worker is alive (killed): marked failed" for n in running]
         queued = [n for n, s in both.items() if s == "Queued"]
         if queued:
             if self.restarts <= 0:
@@ -234,7 +239,7 @@ def clear_queue(root: Path, names: list[str]) -> int:
             dvc("queue", "remove", *queued, cwd=root, check=False)
         if running:
             copies |= _copies(root, running)
-            if killed.issuperset(running):  # killed once and still listed: no worker is left to end it
+            if killed.issuperset(running):  # killed once and still listed: marked failed if no worker is left
                 mark_failed(root, [n for n, s in orphans(root, running).items() if s == "Running"])
             else:
                 dvc("queue", "kill", "--force", *running, cwd=root, check=False)
