@@ -239,10 +239,9 @@ def clear_queue(root: Path, names: list[str]) -> int:
             dvc("queue", "remove", *queued, cwd=root, check=False)
         if running:
             copies |= _copies(root, running)
-            if killed.issuperset(running):  # killed once and still listed: marked failed if no worker is left
+            dvc("queue", "kill", "--force", *running, cwd=root, check=False)
+            if killed.issuperset(running):  # killed before and still listed: marked failed if no worker is left
                 mark_failed(root, [n for n, s in orphans(root, running).items() if s == "Running"])
-            else:
-                dvc("queue", "kill", "--force", *running, cwd=root, check=False)
             killed.update(running)
         if not queued and not running:
             break
