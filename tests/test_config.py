@@ -40,6 +40,11 @@ def test_defaults_load_as_typed_sections():
         (lambda r: r["train"].update(processes=3), "train.batch_size", "not divisible by train.processes 3"),
         (lambda r: r["train"].update(compile=True, cuda_graph=True), "train.compile", "choose one"),
         (lambda r: r["demo"].update(port=70000), "demo.port", "less than or equal to 65535"),
+        (
+            lambda r: r["train"].update(augment_realism=["cutout"]) or r["model"].update(d_uncond_features="shared"),
+            "train.augment_realism",
+            "a realism tower of its own",
+        ),
     ],
 )
 def test_bad_value_is_one_line_naming_the_key(tmp_path, capsys, edit, key, words):

@@ -174,6 +174,9 @@ class TrainParams(Section):
     g_realism: NonNegFloat | None
     loss: Literal["bce", "hinge"]
     augment: list[Literal["translation", "cutout"]]
+    augment_realism: list[
+        Literal["translation", "cutout"]
+    ] = []  # the realism tower's own view (model.d_uncond_features own)
     penalty: Literal["none", "r1", "magp"]
     penalty_weight: NonNegFloat
     penalty_power: PositiveFloat
@@ -382,3 +385,12 @@ class Params(Section):
     flow: FlowParams
     serve: ServeParams
     demo: DemoParams
+
+    @model_validator(mode="after")
+    def _rules_across_sections(self):
+        m = self.model
+        if self.train.augment_realism and not (m.d_uncond > 0 and m.d_uncond_features == "own"):
+            raise ValueError(
+                "train.augment_realism needs a realism tower of its own (model.d_uncond > 0, d_uncond_features: own)"
+            )
+        return self

@@ -356,3 +356,36 @@ def test_uncond_d_with_own_features_leaves_the_pair_tower_to_the_pair_terms():
     assert towers["own", 1.0][1] > 0 and towers["own", 0.0][1] == 0 and towers["shared", 1.0][1] > 0
     assert all(torch.equal(a, b) for a, b in zip(towers["own", 0.0][0], towers["own", 1.0][0]))
     assert not all(torch.equal(a, b) for a, b in zip(towers["shared", 0.0][0], towers["shared", 1.0][0]))
+
+
+def test_augment_realism_shows_the_realism_tower_alone_an_augmented_view():
+    """train.augment_realism: the own realism tower reads real and fake through DiffAugment, the pair tower
+    the images as they are, so the pair tower takes the same step with or without it."""
+    from gancls.models.gan import Discriminator, Generator, init_weights
+
+    real, text, wrong = torch.rand(6, 3, 64, 64) * 2 - 1, torch.randn(6, 1024), torch.randn(6, 1024)
+    seen, towers = {}, {}
+    for policy in ((), ("cutout",)):
+        torch.manual_seed(0)
+        g = Generator(z_dim=8, ngf=4, upsample="nearest").eval()
+        d = Discriminator(ndf=4, projection=True, norm="spectral", uncond=True, uncond_features="own")
+        d.apply(init_weights)
+        for name in ("image", "realism_image"):  # what each tower reads in its first pass
+
+            def record(module, args, key=(policy, name)):
+                seen.setdefault(key, args[0].detach())
+
+            getattr(d, name).register_forward_pre_hook(record)
+        opts = [torch.optim.SGD(m.parameters(), lr=0.1) for m in (g, d)]
+        torch.manual_seed(1)
+        kw = dict(z_dim=8, int_weight=1.0, int_beta=0.5, loss="hinge", one_pass=True, uncond=1.0)
+        train_step(g, d, *opts, real, text, wrong, augment_realism=policy, **kw)
+        towers[policy] = [[p.detach().clone() for p in m.parameters()] for m in (d.image, d.realism_image)]
+    # D's first pass: the real images then the fakes; the realism tower sees them with holes cut out
+    assert torch.equal(seen[(), "image"][:6], real) and torch.equal(seen[(), "realism_image"], seen[(), "image"])
+    assert torch.equal(seen[("cutout",), "image"][:6], real)
+    holes = (seen[("cutout",), "realism_image"] == 0).all(dim=1).flatten(1).sum(dim=1)
+    assert (holes >= 16 * 16).all() and not torch.equal(seen[("cutout",), "realism_image"], seen[("cutout",), "image"])
+    pair, realism = zip(towers[()], towers[("cutout",)])
+    assert all(torch.equal(a, b) for a, b in zip(*pair))
+    assert not all(torch.equal(a, b) for a, b in zip(*realism))

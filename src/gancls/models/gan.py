@@ -266,14 +266,20 @@ class Discriminator(nn.Module):
         return logit
 
     def forward(
-        self, image: torch.Tensor, *embeddings: torch.Tensor, rows: torch.Tensor | None = None, realism: bool = False
+        self,
+        image: torch.Tensor,
+        *embeddings: torch.Tensor,
+        rows: torch.Tensor | None = None,
+        realism: bool = False,
+        realism_view: torch.Tensor | None = None,
     ):
         """The logit for ``image`` paired with each text; one text gives one tensor, several a tuple.
 
         Several texts share one pass of the image tower (GAN-CLS judges the same real images with
         the right and a wrong text).  With ``rows`` (one text, a row per pair): the logit of text
         ``i`` with image ``rows[i]``, so real and fake images go through the tower in one batch.
-        With ``realism`` (``model.d_uncond``): (those logits, each image's unconditional logit).
+        With ``realism`` (``model.d_uncond``): (those logits, each image's unconditional logit); a tower
+        of its own reads ``realism_view`` where given (training passes an augmented copy of ``image``).
         """
         h = self.image(image)
         if rows is not None:
@@ -283,7 +289,10 @@ class Discriminator(nn.Module):
             logits = logits[0] if len(logits) == 1 else logits
         if not realism:
             return logits
-        return logits, self.realism(h if self.realism_image is None else self.realism_image(image)).view(-1)
+        if self.realism_image is None:
+            return logits, self.realism(h).view(-1)
+        view = image if realism_view is None else realism_view
+        return logits, self.realism(self.realism_image(view)).view(-1)
 
 
 def _image_tower(ndf: int, res_blocks: int, leak: float, bn: bool) -> nn.Sequential:

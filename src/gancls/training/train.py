@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager, nullcontext
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +92,7 @@ def train_step(
     wrong_weight: float = 0.5,
     loss: str = "bce",
     augment: tuple[str, ...] = (),
+    augment_realism: tuple[str, ...] = (),
     penalty_kind: str = "none",
     penalty_weight: float = 0.0,
     penalty_power: float = 6.0,
@@ -107,7 +107,8 @@ def train_step(
     G step does not have, and G would get no gradient.  The real images go through D's image tower
     once for the right and the wrong text.  ``precision="bf16"`` runs the passes under bfloat16
     autocast (the losses in fp32).  ``loss``: ``bce`` or ``hinge`` (``losses.py``); ``augment``: the
-    DiffAugment policy applied to every image D sees (``augment.py``); ``penalty_kind`` with
+    DiffAugment policy applied to every image D sees (``augment.py``; ``augment_realism``: to what the
+    realism tower alone sees, ``model.d_uncond_features: own``); ``penalty_kind`` with
     ``penalty_weight`` > 0: D's gradient penalty this step (the caller makes it lazy).
 
     ``one_pass`` (``train.one_pass``): a D without BatchNorm judges the real and the fake images in one
@@ -129,7 +130,10 @@ def train_step(
         fake, kl = g(z, text, with_kl=True) if kl_weight > 0 else (g(z, text), torch.zeros((), device=dev))
 
     # Discriminator: real/right -> 1, real/wrong -> 0, fake/right -> 0.
-    judge = partial(d, realism=True) if uncond else d  # model.d_uncond: D also gives realism logits
+    def judge(x, *texts, **rows):  # model.d_uncond: also realism logits, of x through augment_realism
+        view = {"realism": True, "realism_view": diff_augment(x, augment_realism)} if uncond else {}
+        return d(x, *texts, **rows, **view)
+
     opt_d.zero_grad(set_to_none=True)
     with amp:
         real_in, fake_in = diff_augment(real, augment), diff_augment(fake.detach(), augment)
@@ -175,18 +179,8 @@ def train_step(
         (loss_g + int_weight * g_int + mode_seeking * g_ms + kl_weight * kl.float()).backward()
     opt_g.step()
     with torch.no_grad():
-        return torch.stack(
-            [
-                loss_d,
-                loss_g,
-                g_int,
-                g_ms,
-                kl.float(),
-                torch.sigmoid(s_real.float()).mean(),
-                torch.sigmoid(s_wrong.float()).mean(),
-                torch.sigmoid(s_fake.float()).mean(),
-            ]
-        )
+        judged = [torch.sigmoid(s.float()).mean() for s in (s_real, s_wrong, s_fake)]
+        return torch.stack([loss_d, loss_g, g_int, g_ms, kl.float(), *judged])
 
 
 def make_step(g, d, opt_g, opt_d, mcfg, tcfg, graphed: bool):
@@ -219,6 +213,7 @@ def make_step(g, d, opt_g, opt_d, mcfg, tcfg, graphed: bool):
             wrong_weight=tcfg.wrong_weight,
             loss=tcfg.loss,
             augment=tuple(tcfg.augment),
+            augment_realism=tuple(tcfg.augment_realism),
             penalty_kind=tcfg.penalty,
             penalty_weight=tcfg.penalty_weight * (1 if graphed else tcfg.penalty_every) if lazy else 0.0,
             penalty_power=tcfg.penalty_power,
