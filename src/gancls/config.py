@@ -174,9 +174,8 @@ class TrainParams(Section):
     g_realism: NonNegFloat | None
     loss: Literal["bce", "hinge"]
     augment: list[Literal["translation", "cutout"]]
-    augment_realism: list[
-        Literal["translation", "cutout"]
-    ] = []  # the realism tower's own view (model.d_uncond_features own)
+    # the realism tower's own view (model.d_uncond_features own)
+    augment_realism: list[Literal["translation", "cutout"]] = []
     penalty: Literal["none", "r1", "magp"]
     penalty_weight: NonNegFloat
     penalty_power: PositiveFloat

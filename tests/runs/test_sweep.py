@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import yaml
@@ -19,6 +18,7 @@ from PIL import Image
 
 from gancls.config import ConfigError
 from gancls.runs.compare import Experiment, difference, group_by_setting, table
+from gancls.runs.process import worker_pids
 from gancls.runs.sweep import Watchdog, clear_queue, load_sweep, orphans, plan, queue_status, start_workers
 
 from conftest import ROOT, dvc, env, sh
@@ -234,13 +234,9 @@ def test_an_entry_no_worker_will_finish_is_failed_and_queued_ones_get_workers(pr
         time.sleep(0.5)
     assert queue_status(repo).get("w-s0") == "Running", queue_status(repo)
     from dvc.repo import Repo
-    from dvc_task.proc.process import ProcessInfo
 
     with Repo(str(repo)) as r:
-        workers = [
-            ProcessInfo.load(str(f)) for f in Path(r.experiments.celery_queue.wdir).glob("dvc-exp-worker-*.json")
-        ]
-    pids = [w.pid for w in workers if w.returncode is None]
+        pids = worker_pids(r.experiments.celery_queue)
     assert pids and orphans(repo, ["w-s0"]) == {}  # a live worker: nothing to end
     for pid in pids:  # the worker, its experiment and the stages it runs: one process group
         assert os.getpgid(pid) != os.getpgrp()

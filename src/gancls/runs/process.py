@@ -57,6 +57,15 @@ def git(*args: str, cwd: str | Path, check: bool = True) -> str:
     return run(["git", *args], cwd, check).stdout.strip()
 
 
+def worker_pids(queue) -> list[int]:
+    """The pids DVC recorded for its experiment queue's workers that have not exited
+    (``<queue.wdir>/dvc-exp-worker-N.json``; ``queue``: ``Repo.experiments.celery_queue``)."""
+    from dvc_task.proc.process import ProcessInfo
+
+    infos = [ProcessInfo.load(str(f)) for f in Path(queue.wdir).glob("dvc-exp-worker-*.json")]
+    return [i.pid for i in infos if i.returncode is None]
+
+
 def stop_group(proc: subprocess.Popen, wait: float = 30.0) -> None:
     """SIGTERM to the process group of ``proc`` (started with ``start_new_session``), SIGKILL after ``wait`` s."""
     for sig, patience in ((signal.SIGTERM, wait), (signal.SIGKILL, 10.0)):

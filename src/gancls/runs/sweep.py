@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..config import ConfigError, parse_params
 from .compare import compare, experiments, flat
 from .experiment import raw_with
-from .process import ExperimentFailed, dvc, env
+from .process import ExperimentFailed, dvc, env, worker_pids
 
 _QUEUE_READ = threading.Lock()
 POLL_SECONDS = 2.0  # between two reads of DVC's queue while a sweep runs
@@ -144,20 +144,18 @@ def _copies(root: Path, names: list[str]) -> set[str]:
 
 
 def orphans(root: Path, names: list[str]) -> dict[str, str]:
-    """Entries of ``names`` that DVC lists but no DVC worker will finish, because no worker process is
-    alive (by the pid DVC records for each, ``.dvc/tmp/exps/celery/dvc-exp-worker-N.json``): ``Running``
-    ones (their worker was killed, e.g. with its experiment's process group: a forced ``dvc queue kill``
-    kills the group, and the worker is in it) and ``Queued`` ones. Name -> that state. (Workers that are
-    alive are not asked what they run: a busy worker can miss celery's one-second ``inspect``.)"""
+    """Entries of ``names`` that DVC lists as ``Running`` or ``Queued`` while no worker process is alive
+    (``worker_pids``; a forced ``dvc queue kill`` kills a worker with its experiment's process group), so
+    none will finish them. Name -> that state. (Live workers are not asked what they run: a busy worker
+    can miss celery's one-second ``inspect``.)"""
     from dvc.repo import Repo
-    from dvc_task.proc.process import ProcessInfo
 
     with _QUEUE_READ, Repo(str(root)) as repo:
         queue = repo.experiments.celery_queue
         running = {e.name for e in queue.iter_active() if e.name in names}
         queued = {e.name for e in queue.iter_queued() if e.name in names}
-        workers = [ProcessInfo.load(str(f)) for f in Path(queue.wdir).glob("dvc-exp-worker-*.json")]
-    if not (running or queued) or any(w.returncode is None and _alive(w.pid) for w in workers):
+        alive = any(_alive(pid) for pid in worker_pids(queue))
+    if not (running or queued) or alive:
         return {}
     return {**{n: "Running" for n in running}, **{n: "Queued" for n in queued}}
 
