@@ -25,7 +25,7 @@ def atomic_path(target: str | Path):
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}@{socket.gethostname()}.", dir=target.parent))
     work = tmp / target.name
     try:
-        (tmp / ".gitignore").write_text("*\n")  # a killed writer's leftovers are never `git add`ed
+        _mark_ignored(tmp)  # a killed writer's leftovers are never `git add`ed
         yield work
         if target.is_dir() and not target.is_symlink():
             shutil.rmtree(target)
@@ -39,6 +39,29 @@ def atomic_path(target: str | Path):
         raise OSError(code, f"{target}: not written ({os.strerror(code)}); any earlier version is kept") from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _mark_ignored(folder: Path) -> None:
+    """Write ``folder/.gitignore`` ("*") so that its name appears with its content: on Linux an unnamed file,
+    written, then linked (a writer killed before the link leaves an empty, invisible folder; one killed
+    between creating and writing a named file left an empty marker, and git saw the folder: CI, 2026-12-08)."""
+    marker = folder / ".gitignore"
+    try:
+        fd = os.open(folder, os.O_TMPFILE | os.O_WRONLY, 0o644)
+    except (AttributeError, OSError):  # not Linux, or a file system without unnamed files
+        marker.write_text("*\n")
+        return
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.write(fd, b"*\n")
+        # linkat(AT_SYMLINK_FOLLOW), as open(2) documents for O_TMPFILE: os.link takes linkat, not link, when
+        # given a dir_fd (ignored here: the path is absolute), and follows /proc's link to the open file
+        os.link(f"/proc/self/fd/{fd}", marker, src_dir_fd=dir_fd, follow_symlinks=True)
+    except OSError:  # no /proc
+        marker.write_text("*\n")
+    finally:
+        os.close(fd)
+        os.close(dir_fd)
 
 
 def _remove_stale(target: Path) -> None:
