@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -22,6 +23,23 @@ from gancls.runs.process import worker_pids
 from gancls.runs.sweep import Watchdog, clear_queue, load_sweep, orphans, plan, queue_status, start_workers
 
 from conftest import ROOT, dvc, env, sh
+
+
+@pytest.fixture
+def workers_ended(tmp_path):
+    """After the test, DVC's queue workers still alive in its clone (``project_clone``: tmp_path/repo) are
+    killed: DVC ends an idle worker itself, but one outlived a test (the flow's continuation, seen after a
+    CI run) and idled on the machine."""
+    yield
+    repo = str(tmp_path / "repo")
+    for proc in Path("/proc").iterdir():
+        try:
+            mine = proc.name.isdigit() and os.readlink(proc / "cwd").startswith(repo)
+            if mine and b"queue-worker" in (proc / "cmdline").read_bytes():
+                os.killpg(os.getpgid(int(proc.name)), signal.SIGKILL)
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+
 
 GOOD = {
     "name": "lr",
@@ -121,7 +139,7 @@ def test_settings_group_by_params_without_the_seed_and_are_compared_with_the_bas
 
 
 @pytest.mark.slow
-def test_sweep_stopped_continues_compares_and_reruns_nothing(project_clone, shared_dvc_cache):
+def test_sweep_stopped_continues_compares_and_reruns_nothing(project_clone, shared_dvc_cache, workers_ended):
     repo = project_clone(cache=shared_dvc_cache)
     dvc("repro", cwd=repo)  # the workspace's own run (it also fills the run cache the experiments restore from)
     sweep = repo / "sweep.yaml"
@@ -222,7 +240,9 @@ def test_sweep_stopped_continues_compares_and_reruns_nothing(project_clone, shar
 
 
 @pytest.mark.slow
-def test_an_entry_no_worker_will_finish_is_failed_and_queued_ones_get_workers(project_clone, shared_dvc_cache):
+def test_an_entry_no_worker_will_finish_is_failed_and_queued_ones_get_workers(
+    project_clone, shared_dvc_cache, workers_ended
+):
     """What a sweep waits on when DVC's worker is gone (killed with its experiment's process group, as a
     forced `dvc queue kill` or a crashed machine does): DVC still lists the experiment as running, for
     ever; the watchdog marks it failed. One queued with no worker alive gets one."""
