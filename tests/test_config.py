@@ -72,3 +72,16 @@ def test_the_train_stage_depends_on_what_changes_the_model_only():
     assert set(TrainParams.model_keys()) | TrainParams.RUN_KEYS == set(TrainParams.model_fields)
     assert {"log_every", "checkpoint_every", "checkpoint_dir", "device", "processes"} <= TrainParams.RUN_KEYS
     assert not [p for p in stages["generate"]["params"] if str(p).startswith("train")]
+
+
+def test_a_seed_sweep_varies_the_gan_alone():
+    """The instruments (the scorer, the text encoder, the real floor) read reference_seed, not seed: every
+    seed of a sweep is measured with the same ones, and DVC's run cache gives their stages back."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name in ("train-scorer", "train-text-encoder", "real-floor"):
+        assert "reference_seed" in stages[name]["params"] and "seed" not in stages[name]["params"], name
+    for name in ("train", "generate", "evaluate"):
+        assert "seed" in stages[name]["params"], name
+    for path in ("evaluation/scorer.py", "training/train_text_encoder.py", "evaluation/floor.py"):
+        code = (ROOT / "src/gancls" / path).read_text()
+        assert "params.reference_seed" in code and "params.seed" not in code, path

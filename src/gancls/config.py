@@ -369,6 +369,9 @@ class Params(Section):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     seed: NonNegInt
+    # the instruments' seed (scorer, text encoder, real floor): a sweep over `seed` varies the GAN alone;
+    # 0 where a params.yaml from before it has none (they used `seed`)
+    reference_seed: NonNegInt = 0
     stage_times: str
     data: DataParams
     sample: SampleParams

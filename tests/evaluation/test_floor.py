@@ -21,7 +21,7 @@ def cub_params(tmp_path, seed=0):
     raw = merge(
         yaml.safe_load((ROOT / "params.yaml").read_text()),
         {
-            "seed": seed,
+            "reference_seed": seed,
             "data": {"source": "cub"},
             "evaluate": {
                 "real_features": str(tmp_path / "features.npz"),
@@ -51,7 +51,7 @@ def test_cub_floor_is_the_two_halves_of_the_test_images(tmp_path):
     assert floor["n_real"] == 50 and floor["n_other"] == 51 and "two halves" in floor["how"]
     assert floor["fid_floor"] > 0 and json.loads((tmp_path / "floor.json").read_text()) == floor
     assert real_floor(params) == floor  # the KID subsets are drawn with the seed: the same floor again
-    # the same features, another order of the halves (the seed): another floor, of the same size
+    # the same features, another order of the halves (reference_seed): another floor, of the same size
     other = real_floor(cub_params(tmp_path, seed=1))
     assert other["fid_floor"] != floor["fid_floor"] and other["fid_floor"] == pytest.approx(floor["fid_floor"], rel=0.5)
 

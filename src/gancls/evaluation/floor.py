@@ -32,7 +32,7 @@ from .evaluate import InceptionFeatures, extract, extractor_path, load_real_feat
 def real_floor(params: Params) -> dict:
     """The floor's FID and KID (and how it was measured), written to ``evaluate.floor``."""
     cfg = params.evaluate
-    seed_everything(int(params.seed))  # KID draws random subsets
+    seed_everything(int(params.reference_seed))  # KID draws random subsets
     device = resolve_device(cfg.device)
     path = extractor_path(cfg.feature_extractor)
     size = int(params.model.image_size)
@@ -41,7 +41,7 @@ def real_floor(params: Params) -> dict:
     if params.data.source == "sample":
         n = int(params.generate.num_samples)
         with tempfile.TemporaryDirectory() as tmp:
-            drawn = more_test_images(params.sample, n, int(params.seed), tmp)
+            drawn = more_test_images(params.sample, n, int(params.reference_seed), tmp)
             load = int(params.prepare.load_size)
             images = np.stack([load_image(p, box, load, params.prepare.bbox_crop) for p, box in drawn])
         other = extract(center_crop(images, size), InceptionFeatures(path).to(device), int(cfg.batch_size), device)
@@ -51,7 +51,7 @@ def real_floor(params: Params) -> dict:
             f"against the {len(real)} real test images: the counts evaluate compares"
         )
     else:
-        order = torch.from_numpy(np.random.default_rng(int(params.seed)).permutation(len(real)))
+        order = torch.from_numpy(np.random.default_rng(int(params.reference_seed)).permutation(len(real)))
         half = len(real) // 2
         scores = score_features(real[order[:half]], real[order[half:]], cfg, device)
         how = (

@@ -155,7 +155,7 @@ def accuracy(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
 def train_scorer(prepared: str | Path, params: Params, out: str | Path, metrics: str | Path) -> dict:
     """Train the classifier on real prepared images; save it with its held-out split and accuracy."""
     cfg, source = params.scorer, params.data.source
-    seed = int(params.seed)
+    seed = int(params.reference_seed)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     device = resolve_device(cfg.device)

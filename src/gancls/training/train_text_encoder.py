@@ -182,7 +182,7 @@ def train_text_encoder(prepared: str | Path, params: Params, log: Callable[[str]
             epochs=cfg.epochs,
             batch_size=cfg.batch_size,
             lr=cfg.lr,
-            seed=int(params.seed),
+            seed=int(params.reference_seed),
             device=device,
             contrastive_weight=cfg.contrastive_weight,
             temperature=cfg.temperature,
